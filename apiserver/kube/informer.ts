@@ -1,0 +1,76 @@
+// A Kubernetes informer that keeps going. client-node 1.x's ListWatch relists on 410 but stops for good on
+// any other watch error (node-fetch's 30 s timeout, ECONNRESET, an apiserver restart), so we restart it with
+// capped, jittered backoff; it resumes from its last resourceVersion and relists only when that expired.
+import { ListWatch, Watch, type KubeConfig, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+
+export interface InformerOptions<T extends KubernetesObject> {
+  kc: KubeConfig;
+  path: string;
+  list: () => Promise<KubernetesListObject<T>>;
+  labelSelector?: string;
+  fieldSelector?: string;
+  onEvent: (type: 'add' | 'update' | 'delete', obj: T) => void;
+  onRestart?: (err: unknown, attempt: number) => void;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface RunningInformer<T extends KubernetesObject> {
+  /** Resolves once the first list has been delivered. */
+  readonly synced: Promise<void>;
+  list(): readonly T[];
+  stop(): Promise<void>;
+  readonly restarts: number;
+}
+
+export function startInformer<T extends KubernetesObject>(opts: InformerOptions<T>): RunningInformer<T> {
+  const lw = new ListWatch<T>(opts.path, new Watch(opts.kc), opts.list, false, opts.labelSelector, opts.fieldSelector);
+  const minBackoff = opts.minBackoffMs ?? 200;
+  const maxBackoff = opts.maxBackoffMs ?? 5_000;
+  let stopped = false;
+  let attempt = 0;
+  let restarts = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let markSynced!: () => void;
+  const synced = new Promise<void>((resolve) => (markSynced = resolve));
+
+  lw.on('add', (o) => opts.onEvent('add', o));
+  lw.on('update', (o) => opts.onEvent('update', o));
+  lw.on('delete', (o) => opts.onEvent('delete', o));
+  lw.on('error', (err) => {
+    if (stopped) return;
+    attempt += 1;
+    restarts += 1;
+    opts.onRestart?.(err, attempt);
+    const base = Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempt - 1, 10));
+    timer = setTimeout(() => void begin(), base / 2 + Math.random() * (base / 2));
+  });
+
+  async function begin(): Promise<void> {
+    if (stopped) return;
+    try {
+      await lw.start();
+    } catch (err) {
+      // start() reports through the error callback; a throw here is a bug in the listFn's promise chain.
+      opts.onRestart?.(err, attempt);
+    }
+    if (lw.latestResourceVersion() !== '') {
+      attempt = 0;
+      markSynced();
+    }
+  }
+  void begin();
+
+  return {
+    synced,
+    list: () => lw.list(),
+    get restarts() {
+      return restarts;
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await lw.stop();
+    },
+  };
+}

@@ -1,0 +1,98 @@
+// Plain JSON requests to the Kubernetes API, authenticated exactly as client-node's KubeConfig says (certs,
+// tokens, exec plugins). Used where the generated 1.x client is awkward (merge patches, subresources) and
+// so list and watch objects share one raw shape.
+import { request } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import type { KubeConfig } from '@kubernetes/client-node';
+
+export class KubeApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type PatchType = 'merge' | 'strategic' | 'json';
+const PATCH_TYPES: Record<PatchType, string> = {
+  merge: 'application/merge-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  json: 'application/json-patch+json',
+};
+
+export class KubeRest {
+  private opts?: Promise<{ agent?: unknown; headers?: Record<string, string> }>;
+
+  constructor(readonly kc: KubeConfig) {}
+
+  get server(): string {
+    const cluster = this.kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster: pass --context or set current-context');
+    return cluster.server;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+    this.opts ??= this.kc.applyToFetchOptions({}) as Promise<{ agent?: unknown; headers?: Record<string, string> }>;
+    const { agent, headers } = await this.opts;
+    const url = new URL(this.server + path);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const send = url.protocol === 'https:' ? request : httpRequest;
+    return new Promise<T>((resolve, reject) => {
+      const req = send(
+        url,
+        {
+          method,
+          agent: agent as never,
+          // Explicit length: Node sends DELETE bodies unframed otherwise, and the server ignores them.
+          headers: { ...headers, Accept: 'application/json', ...(payload ? { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(payload) } : {}) },
+          timeout: 30_000,
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            let parsed: unknown;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              parsed = undefined;
+            }
+            if (status >= 200 && status < 300) return resolve(parsed as T);
+            const st = (parsed ?? {}) as { reason?: string; message?: string };
+            reject(new KubeApiError(status, st.reason ?? 'Unknown', `${method} ${path}: ${status} ${st.message ?? text.slice(0, 200)}`));
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+  post<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('POST', path, body);
+  }
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('PUT', path, body);
+  }
+  patch<T>(path: string, body: unknown, type: PatchType = 'merge'): Promise<T> {
+    return this.request<T>('PATCH', path, body, PATCH_TYPES[type]);
+  }
+  delete<T>(path: string, body?: unknown): Promise<T> {
+    return this.request<T>('DELETE', path, body);
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 404;
+}
+export function isConflict(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 409;
+}

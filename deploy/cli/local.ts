@@ -1,0 +1,50 @@
+// `skein local up|down|exec`: the Docker-free local mesh for trying Skein and for its e2e tests.
+import type { Command } from 'commander';
+import { parseClusterRef } from '../../apiserver/schema/cluster.js';
+import { contextName, down, exec, up } from '../../e2e/testbed/testbed.js';
+import { defaultStateDir, statePaths } from '../../e2e/testbed/state.js';
+
+const stamp = (t0: number) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
+
+export function registerLocal(program: Command): void {
+  const local = program.command('local').description('run clusters on this machine from real Kubernetes binaries, etcd and network namespaces (no Docker)');
+
+  local
+    .command('up')
+    .description('start local clusters, each with a control plane, nodes, a mesh etcd and the echo service')
+    .option('--clusters <list>', 'comma-separated NAME:ID pairs', 'east:1,west:2')
+    .option('--nodes <n>', 'nodes per cluster', '2')
+    .option('--state-dir <dir>', 'where state, kubeconfig and logs go', defaultStateDir())
+    .option('--no-echo', 'do not deploy the global echo service and client')
+    .action(async (o: { clusters: string; nodes: string; stateDir: string; echo: boolean }) => {
+      const t0 = Date.now();
+      const clusters = o.clusters.split(',').filter(Boolean).map(parseClusterRef);
+      const state = await up({ stateDir: o.stateDir, clusters, nodes: Number(o.nodes), echo: o.echo, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
+      const paths = statePaths(o.stateDir);
+      console.log(`\nLocal mesh is up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${state.clusters.map((c) => `${c.name} (id ${c.id}, ${c.nodes} nodes)`).join(', ')}`);
+      console.log(`  export KUBECONFIG=${paths.kubeconfig}`);
+      for (const c of state.clusters) console.log(`  ${paths.bin}/kubectl --context ${contextName(c.name)} get pods -o wide`);
+      console.log(`  skein local exec --state-dir ${paths.dir} --context ${contextName(state.clusters[0]!.name)} --pod default/<client pod> -- skein-client http <pod ip>:8080`);
+      console.log(`  skein local down --state-dir ${paths.dir}`);
+    });
+
+  local
+    .command('down')
+    .description('remove every process, network namespace, cgroup and BPF pin of a local mesh (also after a crash)')
+    .option('--state-dir <dir>', 'the state dir given to up', defaultStateDir())
+    .action(async (o: { stateDir: string }) => {
+      const r = await down(o.stateDir);
+      console.log(`removed ${r.netns.length} network namespaces${r.hadProcesses ? ' and all processes' : ''} of ${statePaths(o.stateDir).dir}`);
+    });
+
+  local
+    .command('exec')
+    .description("run a command inside a pod's network namespace and its node's cgroup (like kubectl exec)")
+    .requiredOption('--context <ctx>', 'the cluster, as skein-<name> or <name>')
+    .requiredOption('--pod <ns/name>', 'the pod')
+    .option('--state-dir <dir>', 'the state dir given to up', defaultStateDir())
+    .argument('<command...>', 'the command and its arguments, after --')
+    .action(async (argv: string[], o: { context: string; pod: string; stateDir: string }) => {
+      process.exitCode = await exec({ stateDir: o.stateDir, context: o.context, pod: o.pod, argv });
+    });
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// The skein CLI. Every failure prints one clear line (what, and what to do) and exits non-zero.
+import { Command } from 'commander';
+import { registerLocal } from './local.js';
+
+const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version('0.1.0');
+program.showHelpAfterError();
+registerLocal(program);
+
+program.parseAsync(process.argv).catch((err: Error) => {
+  console.error(`skein: ${err.message}`);
+  if (process.env.SKEIN_DEBUG) console.error(err.stack);
+  process.exit(1);
+});

@@ -1,0 +1,237 @@
+// `skein local`: kind-like clusters from real parts. up builds what it needs, starts every process inside
+// the state dir's cgroup and records what it made; down finds all of it from the state dir alone.
+import { spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
+import YAML from 'yaml';
+import { KubeRest } from '../../apiserver/kube/rest.js';
+import { cgroup2Root, cgroupPids, destroyCgroup, ensureCgroup } from './cgroup.js';
+import { startControlPlane, type ControlPlane } from './control-plane.js';
+import { spawnDaemon, waitFor } from './daemon.js';
+import { etcdDataDir, startEtcd } from './etcd.js';
+import { kubeconfigYaml, writeUserKubeconfig } from './kube-pki.js';
+import { ensureKubeBinaries, KUBE_VERSION } from './kube-binaries.js';
+import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } from './network.js';
+import type { NodeRunnerConfig } from './node-runner/config.js';
+import { distPath, REPO_ROOT } from './repo.js';
+import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
+import { nodeNet, podNetnsName, stateTag } from './topology.js';
+
+export interface UpOptions {
+  stateDir: string;
+  clusters: { name: string; id: number }[];
+  nodes: number;
+  echo: boolean;
+  progress?: (msg: string) => void;
+}
+
+export const contextName = (cluster: string) => `skein-${cluster}`;
+const bpffsDir = (tag: string) => `/sys/fs/bpf/skein/${tag}`;
+
+function preflight(opts: UpOptions): void {
+  if (process.getuid?.() !== 0) throw new Error('skein local needs root (network namespaces, cgroups, BPF): run it with sudo');
+  if (opts.clusters.length === 0) throw new Error('--clusters: give at least one NAME:ID, for example east:1,west:2');
+  const names = new Set<string>();
+  const ids = new Set<number>();
+  for (const c of opts.clusters) {
+    if (names.has(c.name)) throw new Error(`--clusters: cluster name "${c.name}" is used twice; every cluster needs its own name`);
+    if (ids.has(c.id)) throw new Error(`--clusters: cluster ID ${c.id} is used twice; every cluster needs its own ID (1-255)`);
+    names.add(c.name);
+    ids.add(c.id);
+  }
+  if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > 16) throw new Error(`--nodes ${opts.nodes}: give 1 to 16 nodes per cluster`);
+}
+
+export async function up(opts: UpOptions): Promise<TestbedState> {
+  const progress = opts.progress ?? (() => {});
+  preflight(opts);
+  const paths = statePaths(opts.stateDir);
+  const existing = readState(opts.stateDir);
+  if (existing) {
+    const alive = cgroupPids(existing.cgroupRoot).length > 0;
+    if (existing.phase === 'up' && alive) {
+      throw new Error(`a local mesh is already up in ${paths.dir} (${existing.clusters.map((c) => c.name).join(', ')}): use it, or run "skein local down --state-dir ${paths.dir}" first`);
+    }
+    progress(`cleaning up a half-made test bed in ${paths.dir}`);
+    await down(opts.stateDir);
+  }
+  const tag = stateTag(paths.dir);
+  const cgroupRoot = join(await cgroup2Root(), 'skein', tag);
+  const state: TestbedState = {
+    version: 1,
+    tag,
+    phase: 'starting',
+    kubeVersion: KUBE_VERSION,
+    cgroupRoot,
+    clusters: [],
+    createdAt: new Date().toISOString(),
+  };
+  // Written before anything starts, so `down` can clean up even if this process is killed half way.
+  mkdirSync(paths.dir, { recursive: true });
+  writeState(opts.stateDir, state);
+  try {
+    const kubeBin = await ensureKubeBinaries(progress);
+    await assertRoutesFree(tag, opts.clusters.map((c) => c.id));
+    ensureCgroup(cgroupRoot);
+    await createFabric(tag, opts.clusters.map((c) => c.id));
+    const planes = await Promise.all(opts.clusters.map((c) => startCluster(opts, tag, cgroupRoot, kubeBin, c, progress)));
+    state.clusters = planes.map((p) => p.state);
+    writeFileSync(paths.kubeconfig, kubeconfigYaml(planes.map((p) => ({ context: contextName(p.state.name), server: p.state.apiserverUrl, caPem: p.plane.ca.certPem, user: p.plane.admin }))), { mode: 0o600 });
+    installTools(paths.bin, kubeBin);
+    state.phase = 'up';
+    writeState(opts.stateDir, state);
+    return state;
+  } catch (err) {
+    progress(`up failed, removing what it made: ${(err as Error).message}`);
+    await down(opts.stateDir).catch(() => {});
+    throw err;
+  }
+}
+
+function installTools(binDir: string, kubeBin: string): void {
+  mkdirSync(binDir, { recursive: true });
+  copyFileSync(join(kubeBin, 'kubectl'), join(binDir, 'kubectl'));
+  chmodSync(join(binDir, 'kubectl'), 0o755);
+  const client = join(binDir, 'skein-client');
+  writeFileSync(client, `#!/bin/sh\nexec "${process.execPath}" "${distPath('deploy', 'images', 'client.js')}" "$@"\n`);
+  chmodSync(client, 0o755);
+}
+
+async function startCluster(
+  opts: UpOptions,
+  tag: string,
+  cgroupRoot: string,
+  kubeBin: string,
+  cluster: { name: string; id: number },
+  progress: (msg: string) => void,
+): Promise<{ state: ClusterState; plane: ControlPlane }> {
+  const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
+  const logDir = statePaths(opts.stateDir).logs(cluster.name);
+  rmSync(clusterDir, { recursive: true, force: true });
+  rmSync(logDir, { recursive: true, force: true });
+  const cg = join(cgroupRoot, 'control', cluster.name);
+  progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
+  const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir });
+  const mesh = await startEtcd({ name: `${cluster.name}-mesh`, dataDir: etcdDataDir(clusterDir, 'mesh'), cgroup: join(cg, 'mesh-etcd'), logFile: join(logDir, 'mesh-etcd.log') });
+
+  progress(`${cluster.name}: starting ${opts.nodes} node(s)`);
+  for (let i = 1; i <= opts.nodes; i++) {
+    const node = nodeNet(tag, cluster, i);
+    await createNodeNetwork(tag, node);
+    const kubeconfig = join(clusterDir, 'kubeconfigs', `${node.name}.yaml`);
+    await writeUserKubeconfig(plane.ca, plane.apiserverUrl, { name: node.name, commonName: `system:node:${node.name}`, organizations: ['system:nodes'] }, kubeconfig);
+    const cfg: NodeRunnerConfig = {
+      tag,
+      cluster: cluster.name,
+      clusterId: cluster.id,
+      zone: `${cluster.name}-${i % 2 === 1 ? 'a' : 'b'}`,
+      kubeconfig,
+      cgroup: ensureCgroup(join(cgroupRoot, node.cgroup)),
+      logDir: join(logDir, 'pods'),
+      node,
+    };
+    mkdirSync(cfg.logDir, { recursive: true });
+    const cfgFile = join(clusterDir, `${node.name}.json`);
+    writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
+    spawnDaemon({ cgroup: join(cg, `runner-${i}`), logFile: join(logDir, `${node.name}.log`), argv: [process.execPath, distPath('e2e', 'testbed', 'node-runner', 'main.js'), cfgFile] });
+  }
+  const kc = new KubeConfig();
+  kc.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
+  const rest = new KubeRest(kc);
+  await waitFor(
+    `${opts.nodes} node(s) of ${cluster.name} to register`,
+    async () => ((await rest.get<{ items: unknown[] }>('/api/v1/nodes')).items.length >= opts.nodes ? true : undefined),
+    60_000,
+    `see ${logDir}`,
+  );
+  if (opts.echo) {
+    progress(`${cluster.name}: deploying the global echo service`);
+    await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
+    await applyManifest(kc, echoManifest(cluster.name));
+    await waitFor(
+      `default/echo in ${cluster.name} to have 2 ready replicas`,
+      async () => ((await rest.get<{ status?: { readyReplicas?: number } }>('/apis/apps/v1/namespaces/default/deployments/echo')).status?.readyReplicas === 2 ? true : undefined),
+      120_000,
+      `see ${logDir}`,
+    );
+  }
+  return {
+    plane,
+    state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: mesh.clientUrl },
+  };
+}
+
+export function echoManifest(cluster: string): KubernetesObject[] {
+  const text = readFileSync(join(REPO_ROOT, 'deploy', 'manifests', 'echo.yaml'), 'utf8').replaceAll('${CLUSTER_NAME}', cluster);
+  return YAML.parseAllDocuments(text).map((d) => d.toJSON() as KubernetesObject).filter(Boolean);
+}
+
+export async function applyManifest(kc: KubeConfig, objects: KubernetesObject[]): Promise<void> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  for (const obj of objects) {
+    try {
+      await api.create(obj);
+    } catch (err) {
+      if ((err as { code?: number }).code !== 409) throw err;
+      await api.patch(obj, undefined, undefined, 'skein', true, 'application/apply-patch+yaml' as never);
+    }
+  }
+}
+
+/** Removes every process, namespace, cgroup and pin of this state dir; safe to run any number of times. */
+export async function down(stateDir: string): Promise<{ netns: string[]; hadProcesses: boolean }> {
+  const paths = statePaths(stateDir);
+  const tag = stateTag(paths.dir);
+  let cgroupRoot: string;
+  try {
+    cgroupRoot = readState(stateDir)?.cgroupRoot ?? join(await cgroup2Root(), 'skein', tag);
+  } catch {
+    cgroupRoot = join(await cgroup2Root(), 'skein', tag);
+  }
+  const hadProcesses = cgroupPids(cgroupRoot).length > 0;
+  await destroyCgroup(cgroupRoot);
+  const netns = await destroyNetworks(tag);
+  rmSync(bpffsDir(tag), { recursive: true, force: true });
+  for (const p of [paths.stateFile, paths.kubeconfig, paths.bin, join(paths.dir, 'clusters')]) rmSync(p, { recursive: true, force: true });
+  return { netns, hadProcesses };
+}
+
+export interface ExecOptions {
+  stateDir: string;
+  context: string;
+  pod: string;
+  argv: string[];
+  stdio?: 'inherit' | 'pipe';
+}
+
+/** Where a pod runs: its netns and its node's cgroup (the test bed's `kubectl exec`). */
+export async function locatePod(stateDir: string, context: string, podRef: string): Promise<{ netns: string; cgroup: string; pod: V1Pod }> {
+  const state = readState(stateDir);
+  if (!state || state.phase !== 'up') throw new Error(`no local mesh is up in ${statePaths(stateDir).dir}: run "skein local up" first`);
+  const cluster = state.clusters.find((c) => contextName(c.name) === context || c.name === context);
+  if (!cluster) throw new Error(`--context ${context}: not a cluster of this test bed (have ${state.clusters.map((c) => contextName(c.name)).join(', ')})`);
+  const [ns, name] = podRef.includes('/') ? podRef.split('/', 2) : ['default', podRef];
+  const kc = new KubeConfig();
+  kc.loadFromFile(join(statePaths(stateDir).cluster(cluster.name), 'kubeconfigs', 'admin.yaml'));
+  const pod = await new KubeRest(kc).get<V1Pod>(`/api/v1/namespaces/${ns}/pods/${name}`);
+  const nodeIndex = Number(/-node-(\d+)$/.exec(pod.spec?.nodeName ?? '')?.[1]);
+  if (!pod.metadata?.uid || !nodeIndex || pod.status?.phase !== 'Running') throw new Error(`pod ${ns}/${name} in ${cluster.name} is not running on a node yet (phase ${pod.status?.phase ?? 'unknown'})`);
+  const node = nodeNet(state.tag, cluster, nodeIndex);
+  return { netns: podNetnsName(state.tag, pod.metadata.uid), cgroup: join(state.cgroupRoot, node.cgroup, `pod-${pod.metadata.uid}`, 'exec'), pod };
+}
+
+export async function exec(opts: ExecOptions): Promise<number> {
+  const { netns, cgroup } = await locatePod(opts.stateDir, opts.context, opts.pod);
+  if (!existsSync(`/run/netns/${netns}`)) throw new Error(`pod ${opts.pod} has no sandbox on this machine (netns ${netns} is missing)`);
+  ensureCgroup(cgroup);
+  const bin = statePaths(opts.stateDir).bin;
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], {
+      stdio: opts.stdio ?? 'inherit',
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` },
+    });
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on('error', reject);
+  });
+}

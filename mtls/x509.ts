@@ -1,0 +1,143 @@
+// X.509 issuance on Node's WebCrypto through @peculiar/x509: ECDSA P-256 by default (node-forge signs only
+// RSA). Used for every certificate Skein makes: the local test bed's Kubernetes PKI, the mesh etcd's
+// transport identities and workload SVIDs.
+import 'reflect-metadata';
+import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+export interface PemPair {
+  certPem: string;
+  keyPem: string;
+}
+
+export type CertUsage = 'server' | 'client' | 'both';
+
+export interface CertSpec {
+  commonName?: string;
+  organizations?: string[];
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  uris?: string[];
+  usage: CertUsage;
+  ttlMs: number;
+  /** Backdating tolerates clock skew between the issuer and verifiers. */
+  backdateMs?: number;
+}
+
+interface LoadedCA {
+  cert: x509.X509Certificate;
+  key: CryptoKey;
+}
+
+function subjectName(commonName: string | undefined, organizations: string[] = []): x509.JsonName {
+  const name: x509.JsonName = [];
+  for (const o of organizations) name.push({ O: [o] });
+  if (commonName) name.push({ CN: [commonName] });
+  return name;
+}
+
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0] ?? 0) & 0x7f; // positive, as RFC 5280 requires
+  return bytes.toString('hex');
+}
+
+async function exportKeyPem(key: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
+  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string;
+}
+
+async function importKeyPem(pem: string): Promise<CryptoKey> {
+  const der = createPrivateKey(pem).export({ format: 'der', type: 'pkcs8' });
+  return webcrypto.subtle.importKey('pkcs8', der, EC_P256, true, ['sign']);
+}
+
+async function newKeyPair(): Promise<CryptoKeyPair> {
+  return webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']);
+}
+
+/** A self-signed CA. `uri` adds a URI SAN (a SPIFFE trust domain's CA carries `spiffe://<td>`). */
+export async function createCA(opts: { commonName: string; ttlMs: number; uri?: string }): Promise<PemPair> {
+  const keys = await newKeyPair();
+  const now = Date.now();
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+  ];
+  if (opts.uri) extensions.push(new x509.SubjectAlternativeNameExtension([{ type: 'url', value: opts.uri }], false));
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: subjectName(opts.commonName),
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + opts.ttlMs),
+    signingAlgorithm: EC_P256,
+    keys,
+    extensions,
+  });
+  return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+async function loadCA(ca: PemPair): Promise<LoadedCA> {
+  return { cert: new x509.X509Certificate(ca.certPem), key: await importKeyPem(ca.keyPem) };
+}
+
+const caCache = new WeakMap<PemPair, Promise<LoadedCA>>();
+
+/** Issues a leaf certificate signed by `ca`. */
+export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<PemPair> {
+  let loaded = caCache.get(ca);
+  if (!loaded) {
+    loaded = loadCA(ca);
+    caCache.set(ca, loaded);
+  }
+  const { cert: caCert, key: caKey } = await loaded;
+  const keys = await newKeyPair();
+  const now = Date.now();
+  const ekus: string[] = [];
+  if (spec.usage !== 'client') ekus.push(x509.ExtendedKeyUsage.serverAuth);
+  if (spec.usage !== 'server') ekus.push(x509.ExtendedKeyUsage.clientAuth);
+  const sans: x509.JsonGeneralNames = [
+    ...(spec.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
+    ...(spec.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
+    ...(spec.uris ?? []).map((value) => ({ type: 'url' as const, value })),
+  ];
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension(ekus, false),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await x509.AuthorityKeyIdentifierExtension.create(caCert),
+  ];
+  // With no subject, the SAN must be critical (RFC 5280 4.2.1.6).
+  if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans, !spec.commonName && !spec.organizations?.length));
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: subjectName(spec.commonName, spec.organizations),
+    issuer: caCert.subject,
+    notBefore: new Date(now - (spec.backdateMs ?? 60_000)),
+    notAfter: new Date(now + spec.ttlMs),
+    signingAlgorithm: EC_P256,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions,
+  });
+  return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+/** The SPKI public key of a private key, as PEM (what kube-apiserver's --service-account-key-file takes). */
+export function publicKeyPem(keyPem: string): string {
+  return createPublicKey(keyPem).export({ format: 'pem', type: 'spki' }) as string;
+}
+
+/** A fresh ECDSA P-256 private key, PKCS#8 PEM. */
+export async function newPrivateKeyPem(): Promise<string> {
+  return exportKeyPem((await newKeyPair()).privateKey);
+}
