@@ -45,6 +45,6 @@ export function registerLocal(program: Command): void {
     .option('--state-dir <dir>', 'the state dir given to up', defaultStateDir())
     .argument('<command...>', 'the command and its arguments, after --')
     .action(async (argv: string[], o: { context: string; pod: string; stateDir: string }) => {
-      process.exitCode = await exec({ stateDir: o.stateDir, context: o.context, pod: o.pod, argv });
+      process.exitCode = (await exec({ stateDir: o.stateDir, context: o.context, pod: o.pod, argv })).code;
     });
 }

@@ -1,7 +1,7 @@
 // `skein local`: kind-like clusters from real parts. up builds what it needs, starts every process inside
 // the state dir's cgroup and records what it made; down finds all of it from the state dir alone.
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
 import YAML from 'yaml';
@@ -179,6 +179,14 @@ export async function applyManifest(kc: KubeConfig, objects: KubernetesObject[])
   }
 }
 
+function rmdirIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    /* still used by another state dir, or already gone */
+  }
+}
+
 /** Removes every process, namespace, cgroup and pin of this state dir; safe to run any number of times. */
 export async function down(stateDir: string): Promise<{ netns: string[]; hadProcesses: boolean }> {
   const paths = statePaths(stateDir);
@@ -193,6 +201,7 @@ export async function down(stateDir: string): Promise<{ netns: string[]; hadProc
   await destroyCgroup(cgroupRoot);
   const netns = await destroyNetworks(tag);
   rmSync(bpffsDir(tag), { recursive: true, force: true });
+  rmdirIfEmpty(join(cgroupRoot, '..'));
   for (const p of [paths.stateFile, paths.kubeconfig, paths.bin, join(paths.dir, 'clusters')]) rmSync(p, { recursive: true, force: true });
   return { netns, hadProcesses };
 }
@@ -221,17 +230,20 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
   return { netns: podNetnsName(state.tag, pod.metadata.uid), cgroup: join(state.cgroupRoot, node.cgroup, `pod-${pod.metadata.uid}`, 'exec'), pod };
 }
 
-export async function exec(opts: ExecOptions): Promise<number> {
+export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
   const { netns, cgroup } = await locatePod(opts.stateDir, opts.context, opts.pod);
   if (!existsSync(`/run/netns/${netns}`)) throw new Error(`pod ${opts.pod} has no sandbox on this machine (netns ${netns} is missing)`);
   ensureCgroup(cgroup);
   const bin = statePaths(opts.stateDir).bin;
+  const pipe = opts.stdio === 'pipe';
   return new Promise((resolve, reject) => {
     const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], {
-      stdio: opts.stdio ?? 'inherit',
+      stdio: pipe ? ['ignore', 'pipe', 'inherit'] : 'inherit',
       env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` },
     });
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    let stdout = '';
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout }));
     child.on('error', reject);
   });
 }

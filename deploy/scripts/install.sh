@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything Skein needs on a Debian machine (run as root): system packages, npm dependencies,
+# the TypeScript build, and the pinned Kubernetes binaries (built from the Go module, cached by version).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git)
+
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs packages; skein local needs root for netns, cgroups and BPF)" >&2; exit 1; }
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: apt packages: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v node >/dev/null || { echo "install.sh: Node.js 20 or newer is required (node not found)" >&2; exit 1; }
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "install.sh: Node.js 20 or newer is required (have $(node --version))" >&2; exit 1; }
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "install.sh: Go is required to build the pinned Kubernetes binaries (install Go >= 1.26 to /usr/local/go)" >&2; exit 1; }
+
+echo "install: npm ci" >&2
+npm ci --no-audit --no-fund --loglevel=error
+echo "install: build" >&2
+npm run --silent build
+echo "install: Kubernetes binaries" >&2
+bash deploy/scripts/build-kube.sh >/dev/null

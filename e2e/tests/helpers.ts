@@ -1,0 +1,54 @@
+// Shared by the e2e tests: a test bed per test file in its own temp state dir, and ways to look at it.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeRest } from '../../apiserver/kube/rest.js';
+import { waitFor } from '../testbed/daemon.js';
+import { statePaths } from '../testbed/state.js';
+import { exec } from '../testbed/testbed.js';
+
+export function tempStateDir(name: string): string {
+  return mkdtempSync(join(tmpdir(), `skein-e2e-${name}-`));
+}
+
+export function clusterRest(stateDir: string, cluster: string): KubeRest {
+  const kc = new KubeConfig();
+  kc.loadFromFile(statePaths(stateDir).kubeconfig);
+  kc.setCurrentContext(`skein-${cluster}`);
+  return new KubeRest(kc);
+}
+
+export async function pods(rest: KubeRest, selector: string): Promise<V1Pod[]> {
+  return (await rest.get<{ items: V1Pod[] }>(`/api/v1/namespaces/default/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
+}
+
+export async function readyPods(rest: KubeRest, selector: string, count: number, timeoutMs = 90_000): Promise<V1Pod[]> {
+  return waitFor(
+    `${count} ready pods with ${selector}`,
+    async () => {
+      const ready = (await pods(rest, selector)).filter((p) => !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+      return ready.length === count ? ready : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+export async function scale(rest: KubeRest, deployment: string, replicas: number): Promise<void> {
+  await rest.patch(`/apis/apps/v1/namespaces/default/deployments/${deployment}/scale`, { spec: { replicas } });
+}
+
+export interface ClientResult {
+  seq: number;
+  ok: boolean;
+  cluster?: string;
+  pod?: string;
+  error?: string;
+}
+
+/** Runs the built-in client inside a pod and returns its parsed per-request lines. */
+export async function clientRequests(stateDir: string, cluster: string, pod: string, args: string[]): Promise<ClientResult[]> {
+  const { code, stdout } = await exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod}`, argv: ['skein-client', ...args], stdio: 'pipe' });
+  if (code !== 0) throw new Error(`skein-client ${args.join(' ')} in ${cluster}/${pod} exited ${code}`);
+  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientResult);
+}
