@@ -22,8 +22,11 @@ const PATCH_TYPES: Record<PatchType, string> = {
   json: 'application/json-patch+json',
 };
 
+/** Auth headers are re-read this often, so rotated service-account token files take effect. */
+const AUTH_REFRESH_MS = 60_000;
+
 export class KubeRest {
-  private opts?: Promise<{ agent?: unknown; headers?: Record<string, string> }>;
+  private auth?: { at: number; agent: unknown; headers: Record<string, string> };
 
   constructor(readonly kc: KubeConfig) {}
 
@@ -33,9 +36,19 @@ export class KubeRest {
     return cluster.server;
   }
 
+  /** TLS material and auth headers from the kubeconfig; one keep-alive agent reused for every request. */
+  private async authOptions(): Promise<{ agent: unknown; headers: Record<string, string> }> {
+    if (this.auth && Date.now() - this.auth.at < AUTH_REFRESH_MS) return this.auth;
+    const opts: { agent?: unknown; headers?: Record<string, unknown>; auth?: string } = {};
+    await this.kc.applyToHTTPSOptions(opts as never);
+    const headers = Object.fromEntries(Object.entries(opts.headers ?? {}).map(([k, v]) => [k, String(v)]));
+    if (opts.auth) headers.Authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+    this.auth = { at: Date.now(), agent: this.auth?.agent ?? opts.agent, headers };
+    return this.auth;
+  }
+
   async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
-    this.opts ??= this.kc.applyToFetchOptions({}) as Promise<{ agent?: unknown; headers?: Record<string, string> }>;
-    const { agent, headers } = await this.opts;
+    const { agent, headers } = await this.authOptions();
     const url = new URL(this.server + path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const send = url.protocol === 'https:' ? request : httpRequest;
@@ -59,10 +72,10 @@ export class KubeRest {
             try {
               parsed = text ? JSON.parse(text) : undefined;
             } catch {
-              parsed = undefined;
+              parsed = text;
             }
             if (status >= 200 && status < 300) return resolve(parsed as T);
-            const st = (parsed ?? {}) as { reason?: string; message?: string };
+            const st = (typeof parsed === 'object' && parsed ? parsed : {}) as { reason?: string; message?: string };
             reject(new KubeApiError(status, st.reason ?? 'Unknown', `${method} ${path}: ${status} ${st.message ?? text.slice(0, 200)}`));
           });
         },

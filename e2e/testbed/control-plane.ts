@@ -15,6 +15,8 @@ export const KCM_CONTROLLERS = [
   'deployment-controller',
   'replicaset-controller',
   'endpointslice-controller',
+  // The API server's service proxy (skein status) still resolves through v1 Endpoints.
+  'endpoints-controller',
   'namespace-controller',
   'garbage-collector-controller',
   'serviceaccount-controller',
@@ -38,13 +40,15 @@ export async function startControlPlane(opts: {
   cgroup: string;
   kubeBin: string;
   logDir: string;
+  /** Where kube-apiserver listens: an address pods reach too (the root end of the fabric link). */
+  bindIp: string;
 }): Promise<ControlPlane> {
-  const { cluster, clusterDir, cgroup, kubeBin, logDir: logs } = opts;
-  const { pki, ca } = await createKubePki(join(clusterDir, 'pki'), cluster);
+  const { cluster, clusterDir, cgroup, kubeBin, logDir: logs, bindIp } = opts;
+  const { pki, ca } = await createKubePki(join(clusterDir, 'pki'), cluster, [bindIp]);
   const etcd = await startEtcd({ name: `${cluster}-kube`, dataDir: etcdDataDir(clusterDir, 'kube'), cgroup: join(cgroup, 'kube-etcd'), logFile: join(logs, 'kube-etcd.log') });
 
-  const port = await freePort();
-  const apiserverUrl = `https://127.0.0.1:${port}`;
+  const port = await freePort(bindIp);
+  const apiserverUrl = `https://${bindIp}:${port}`;
   spawnDaemon({
     cgroup: join(cgroup, 'kube-apiserver'),
     logFile: join(logs, 'kube-apiserver.log'),
@@ -52,8 +56,8 @@ export async function startControlPlane(opts: {
       join(kubeBin, 'kube-apiserver'),
       `--etcd-servers=${etcd.clientUrl}`,
       `--secure-port=${port}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${bindIp}`,
+      `--advertise-address=${bindIp}`,
       `--tls-cert-file=${pki.servingCert}`,
       `--tls-private-key-file=${pki.servingKey}`,
       `--client-ca-file=${pki.caCert}`,

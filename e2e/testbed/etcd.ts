@@ -17,11 +17,11 @@ export interface StartedEtcd {
   clientUrl: string;
 }
 
-export async function startEtcd(opts: { name: string; dataDir: string; cgroup: string; logFile: string; tls?: EtcdTls }): Promise<StartedEtcd> {
+export async function startEtcd(opts: { name: string; dataDir: string; cgroup: string; logFile: string; tls?: EtcdTls; host?: string }): Promise<StartedEtcd> {
   if (!existsSync(ETCD_BIN)) throw new Error(`etcd not found at ${ETCD_BIN}: install Debian's etcd-server (apt-get install etcd-server) or set SKEIN_ETCD_BIN`);
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const [clientPort, peerPort] = [await freePort(opts.host), await freePort()];
   const scheme = opts.tls ? 'https' : 'http';
-  const clientUrl = `${scheme}://127.0.0.1:${clientPort}`;
+  const clientUrl = `${scheme}://${opts.host ?? '127.0.0.1'}:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     ETCD_BIN,

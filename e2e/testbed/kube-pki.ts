@@ -23,13 +23,13 @@ export interface KubeUser {
   organizations?: string[];
 }
 
-export async function createKubePki(dir: string, cluster: string): Promise<{ pki: KubePki; ca: PemPair }> {
+export async function createKubePki(dir: string, cluster: string, extraIps: string[] = []): Promise<{ pki: KubePki; ca: PemPair }> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const ca = await createCA({ commonName: `skein-local-${cluster}-ca`, ttlMs: YEAR });
   const serving = await issueCertificate(ca, {
     commonName: 'kube-apiserver',
     dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
-    ipAddresses: ['127.0.0.1', '100.64.0.1'],
+    ipAddresses: ['127.0.0.1', '100.64.0.1', ...extraIps],
     usage: 'server',
     ttlMs: YEAR,
   });

@@ -12,7 +12,6 @@ export const ClusterState = z.object({
   apiserverUrl: z.string().url(),
   kubeEtcdUrl: z.string().url(),
   meshEtcdUrl: z.string().url(),
-  skeinApiUrl: z.string().url().optional(),
 });
 export type ClusterState = z.infer<typeof ClusterState>;
 

@@ -1,10 +1,9 @@
 // `skein local`: kind-like clusters from real parts. up builds what it needs, starts every process inside
 // the state dir's cgroup and records what it made; down finds all of it from the state dir alone.
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KubeConfig, KubernetesObjectApi, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
-import YAML from 'yaml';
+import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { KubeRest } from '../../apiserver/kube/rest.js';
 import { cgroup2Root, cgroupPids, destroyCgroup, ensureCgroup } from './cgroup.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
@@ -14,9 +13,11 @@ import { kubeconfigYaml, writeUserKubeconfig } from './kube-pki.js';
 import { ensureKubeBinaries, KUBE_VERSION } from './kube-binaries.js';
 import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } from './network.js';
 import type { NodeRunnerConfig } from './node-runner/config.js';
-import { distPath, REPO_ROOT } from './repo.js';
+import { applyManifest, loadManifest } from './manifests.js';
+import { distPath } from './repo.js';
+import { deploySkeinApiserver } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
-import { nodeNet, podNetnsName, stateTag } from './topology.js';
+import { fabricNet, nodeNet, podNetnsName, stateTag } from './topology.js';
 
 export interface UpOptions {
   stateDir: string;
@@ -112,8 +113,10 @@ async function startCluster(
   rmSync(logDir, { recursive: true, force: true });
   const cg = join(cgroupRoot, 'control', cluster.name);
   progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
-  const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir });
-  const mesh = await startEtcd({ name: `${cluster.name}-mesh`, dataDir: etcdDataDir(clusterDir, 'mesh'), cgroup: join(cg, 'mesh-etcd'), logFile: join(logDir, 'mesh-etcd.log') });
+  // Pods reach the host at the root end of the fabric link: kube-apiserver and the mesh etcd listen there.
+  const hostIp = fabricNet(tag).rootIp;
+  const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp });
+  const mesh = await startEtcd({ name: `${cluster.name}-mesh`, dataDir: etcdDataDir(clusterDir, 'mesh'), cgroup: join(cg, 'mesh-etcd'), logFile: join(logDir, 'mesh-etcd.log'), host: hostIp });
 
   progress(`${cluster.name}: starting ${opts.nodes} node(s)`);
   for (let i = 1; i <= opts.nodes; i++) {
@@ -129,6 +132,9 @@ async function startCluster(
       kubeconfig,
       cgroup: ensureCgroup(join(cgroupRoot, node.cgroup)),
       logDir: join(logDir, 'pods'),
+      podsDir: join(clusterDir, 'pods'),
+      caFile: plane.pki.caCert,
+      apiserver: { host: hostIp, port: Number(new URL(plane.apiserverUrl).port) },
       node,
     };
     mkdirSync(cfg.logDir, { recursive: true });
@@ -136,8 +142,9 @@ async function startCluster(
     writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
     spawnDaemon({ cgroup: join(cg, `runner-${i}`), logFile: join(logDir, `${node.name}.log`), argv: [process.execPath, distPath('e2e', 'testbed', 'node-runner', 'main.js'), cfgFile] });
   }
+  const adminKubeconfig = join(clusterDir, 'kubeconfigs', 'admin.yaml');
   const kc = new KubeConfig();
-  kc.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
+  kc.loadFromFile(adminKubeconfig);
   const rest = new KubeRest(kc);
   await waitFor(
     `${opts.nodes} node(s) of ${cluster.name} to register`,
@@ -145,10 +152,12 @@ async function startCluster(
     60_000,
     `see ${logDir}`,
   );
+  progress(`${cluster.name}: deploying skein-apiserver`);
+  await deploySkeinApiserver({ cluster, adminKubeconfig, meshEtcdUrl: mesh.clientUrl, logHint: `see ${logDir}` });
   if (opts.echo) {
     progress(`${cluster.name}: deploying the global echo service`);
     await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
-    await applyManifest(kc, echoManifest(cluster.name));
+    await applyManifest(kc, loadManifest('echo.yaml', { CLUSTER_NAME: cluster.name }));
     await waitFor(
       `default/echo in ${cluster.name} to have 2 ready replicas`,
       async () => ((await rest.get<{ status?: { readyReplicas?: number } }>('/apis/apps/v1/namespaces/default/deployments/echo')).status?.readyReplicas === 2 ? true : undefined),
@@ -160,23 +169,6 @@ async function startCluster(
     plane,
     state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: mesh.clientUrl },
   };
-}
-
-export function echoManifest(cluster: string): KubernetesObject[] {
-  const text = readFileSync(join(REPO_ROOT, 'deploy', 'manifests', 'echo.yaml'), 'utf8').replaceAll('${CLUSTER_NAME}', cluster);
-  return YAML.parseAllDocuments(text).map((d) => d.toJSON() as KubernetesObject).filter(Boolean);
-}
-
-export async function applyManifest(kc: KubeConfig, objects: KubernetesObject[]): Promise<void> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
-  for (const obj of objects) {
-    try {
-      await api.create(obj);
-    } catch (err) {
-      if ((err as { code?: number }).code !== 409) throw err;
-      await api.patch(obj, undefined, undefined, 'skein', true, 'application/apply-patch+yaml' as never);
-    }
-  }
 }
 
 function rmdirIfEmpty(dir: string): void {

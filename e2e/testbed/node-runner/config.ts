@@ -10,6 +10,12 @@ export const NodeRunnerConfig = z.object({
   /** Absolute path of this node's cgroup. */
   cgroup: z.string(),
   logDir: z.string(),
+  /** Per-pod files (service-account tokens), like the kubelet's pods dir. */
+  podsDir: z.string(),
+  /** The cluster CA, handed to pods as ca.crt. */
+  caFile: z.string(),
+  /** kube-apiserver as pods reach it: injected as KUBERNETES_SERVICE_HOST/PORT. */
+  apiserver: z.object({ host: z.string(), port: z.number().int() }),
   node: z.object({
     name: z.string(),
     index: z.number().int(),

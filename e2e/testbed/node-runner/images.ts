@@ -1,4 +1,4 @@
-// The images the test bed can run: Skein's own echo and client, as Node processes (the same code the
+// The images the test bed can run: Skein's own components, echo and client, as Node processes (the same code the
 // container images for kind are built from). Matched by the repository's last path segment, any registry/tag.
 import { distPath } from '../repo.js';
 
@@ -7,6 +7,7 @@ const imagesDir = distPath('deploy', 'images');
 export const BUILTIN_IMAGES: Record<string, string> = {
   'skein-echo': `${imagesDir}/echo.js`,
   'skein-client': `${imagesDir}/client.js`,
+  'skein-apiserver': distPath('apiserver', 'main.js'),
 };
 
 export function imageRepository(image: string): string {

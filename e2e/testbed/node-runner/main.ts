@@ -1,6 +1,6 @@
 // The node runner: the test bed's kubelet. Registers its Node, runs the pods bound to it, keeps their
 // status, and cleans up sandboxes it no longer has pods for. Pods keep running if the runner restarts.
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { startInformer } from '../../../apiserver/kube/informer.js';
@@ -10,6 +10,7 @@ import { deletePodNetwork } from '../network.js';
 import { podNetnsName } from '../topology.js';
 import { loadConfig, type NodeRunnerConfig } from './config.js';
 import { IpAllocator, PodWorker, type RunnerContext } from './pod-worker.js';
+import { SA_MOUNT } from './service-account.js';
 
 const log = (msg: string) => console.log(`${new Date().toISOString()} ${msg}`);
 
@@ -76,6 +77,7 @@ async function removeOrphans(cfg: NodeRunnerConfig, live: Set<string>): Promise<
     log(`removing orphan sandbox of pod ${uid}`);
     await destroyCgroup(join(cfg.cgroup, e));
     await deletePodNetwork(podNetnsName(cfg.tag, uid));
+    rmSync(join(cfg.podsDir, uid), { recursive: true, force: true });
   }
 }
 
@@ -87,6 +89,7 @@ async function main(): Promise<void> {
   const prefix = cfg.node.podCidr.split('.').slice(0, 3).join('.');
   const ctx: RunnerContext = { cfg, rest, log, ips: new IpAllocator(prefix) };
   ctx.ips.reserve('gateway', cfg.node.gateway);
+  mkdirSync(SA_MOUNT, { recursive: true }); // the mount point containers' credentials are bound onto
 
   for (let attempt = 1; ; attempt++) {
     try {

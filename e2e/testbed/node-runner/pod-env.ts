@@ -1,7 +1,7 @@
 // Container environment as the kubelet builds it: literal values and the downward-API fields pods use.
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 
-export function containerEnv(pod: V1Pod, container: V1Container, podIp: string, hostIp: string, warn: (msg: string) => void): Record<string, string> {
+export function containerEnv(pod: V1Pod, container: V1Container, podIp: string, hostIp: string, apiserver: { host: string; port: number }, warn: (msg: string) => void): Record<string, string> {
   const fields: Record<string, string | undefined> = {
     'metadata.name': pod.metadata?.name,
     'metadata.namespace': pod.metadata?.namespace,
@@ -15,6 +15,9 @@ export function containerEnv(pod: V1Pod, container: V1Container, podIp: string, 
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     HOME: '/root',
     HOSTNAME: pod.metadata?.name ?? '',
+    // The kubelet injects the kubernetes Service's address; with no kube-proxy here, the reachable one.
+    KUBERNETES_SERVICE_HOST: apiserver.host,
+    KUBERNETES_SERVICE_PORT: String(apiserver.port),
   };
   for (const e of container.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value;

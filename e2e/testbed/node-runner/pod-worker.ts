@@ -1,7 +1,7 @@
 // One pod on this node, as the kubelet would run it: sandbox (netns + cgroup), containers as processes,
 // restarts, readiness probes, status, and graceful termination ending with the final delete.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition } from '@kubernetes/client-node';
 import { isConflict, isNotFound, type KubeRest } from '../../../apiserver/kube/rest.js';
@@ -12,6 +12,7 @@ import type { NodeRunnerConfig } from './config.js';
 import { containerArgv } from './images.js';
 import { containerEnv } from './pod-env.js';
 import { runProbe } from './probe.js';
+import { TOKEN_REFRESH_MS, withServiceAccountMount, writeServiceAccount } from './service-account.js';
 
 export interface RunnerContext {
   cfg: NodeRunnerConfig;
@@ -74,6 +75,7 @@ export class PodWorker {
   private statusDirty = false;
   private statusInFlight?: Promise<void>;
   private startTime?: string;
+  private saTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly ctx: RunnerContext,
@@ -114,6 +116,13 @@ export class PodWorker {
         await deletePodNetwork(this.netns);
         await createPodNetwork(this.ctx.cfg.node, { netns: this.netns, link: podLinkName(this.uid), ip: this.ip });
       }
+      if (this.mountsServiceAccount) {
+        await writeServiceAccount(this.ctx.rest, this.pod, this.saDir, this.ctx.cfg.caFile);
+        this.saTimer = setInterval(() => {
+          writeServiceAccount(this.ctx.rest, this.pod, this.saDir, this.ctx.cfg.caFile).catch((err: Error) => this.ctx.log(`${this.ref}: token refresh failed: ${err.message}`));
+        }, TOKEN_REFRESH_MS);
+        this.saTimer.unref();
+      }
       this.startTime = (this.pod.status?.startTime as unknown as string | undefined) ?? now();
       ensureCgroup(this.cgroup);
       this.containers = (this.pod.spec?.containers ?? []).map((spec) => ({
@@ -144,6 +153,14 @@ export class PodWorker {
     }
   }
 
+  private get mountsServiceAccount(): boolean {
+    return this.pod.spec?.automountServiceAccountToken !== false;
+  }
+
+  private get saDir(): string {
+    return join(this.ctx.cfg.podsDir, this.uid, 'serviceaccount');
+  }
+
   private previousRestarts(name: string): number {
     return this.pod.status?.containerStatuses?.find((s) => s.name === name)?.restartCount ?? 0;
   }
@@ -162,9 +179,10 @@ export class PodWorker {
       return;
     }
     ensureCgroup(c.cgroup);
-    const env = containerEnv(this.pod, c.spec, this.ip, this.ctx.cfg.node.nodeIp, (m) => this.ctx.log(`${this.ref}: ${m}`));
+    const env = containerEnv(this.pod, c.spec, this.ip, this.ctx.cfg.node.nodeIp, this.ctx.cfg.apiserver, (m) => this.ctx.log(`${this.ref}: ${m}`));
+    const mount = this.mountsServiceAccount ? withServiceAccountMount(this.saDir) : [];
     const logFd = openSync(join(this.ctx.cfg.logDir, `${this.pod.metadata?.namespace}_${this.pod.metadata?.name}_${c.spec.name}.log`), 'a');
-    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(c.cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', this.netns, ...argv], {
+    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(c.cgroup, 'cgroup.procs'), ...mount, 'ip', 'netns', 'exec', this.netns, ...argv], {
       detached: true,
       stdio: ['ignore', logFd, logFd],
       env,
@@ -309,8 +327,10 @@ export class PodWorker {
     }
     const deadline = Date.now() + graceMs;
     while (cgroupPids(this.cgroup).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (this.saTimer) clearInterval(this.saTimer);
     await destroyCgroup(this.cgroup);
     await deletePodNetwork(this.netns);
+    rmSync(join(this.ctx.cfg.podsDir, this.uid), { recursive: true, force: true });
     this.ctx.ips.release(this.uid);
     this.phase = 'gone';
     this.ctx.log(`${this.ref}: stopped`);

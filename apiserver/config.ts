@@ -1,0 +1,61 @@
+// The apiserver's configuration: flags (or SKEIN_* environment variables), validated at start-up with an
+// error that names the flag and the fix.
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { ClusterId, ClusterName } from './schema/cluster.js';
+
+export const ApiserverConfig = z.object({
+  clusterName: ClusterName,
+  clusterId: ClusterId,
+  kubeconfig: z.string().optional(),
+  meshEtcd: z.array(z.string().url('each --mesh-etcd endpoint must be a URL such as https://127.0.0.1:2379')).min(1, '--mesh-etcd is required'),
+  meshEtcdCa: z.string().optional(),
+  meshEtcdCert: z.string().optional(),
+  meshEtcdKey: z.string().optional(),
+  listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
+});
+export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
+
+const FLAG_OF: Record<string, string> = {
+  clusterName: '--cluster-name',
+  clusterId: '--cluster-id',
+  meshEtcd: '--mesh-etcd',
+  listen: '--listen',
+};
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ApiserverConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'cluster-name': { type: 'string' },
+      'cluster-id': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'mesh-etcd': { type: 'string' },
+      'mesh-etcd-ca': { type: 'string' },
+      'mesh-etcd-cert': { type: 'string' },
+      'mesh-etcd-key': { type: 'string' },
+      listen: { type: 'string' },
+    },
+  });
+  const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
+  const raw = {
+    clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
+    clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
+    kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
+    meshEtcd: (values['mesh-etcd'] ?? env.SKEIN_MESH_ETCD ?? '').split(',').filter(Boolean),
+    meshEtcdCa: values['mesh-etcd-ca'] ?? env.SKEIN_MESH_ETCD_CA,
+    meshEtcdCert: values['mesh-etcd-cert'] ?? env.SKEIN_MESH_ETCD_CERT,
+    meshEtcdKey: values['mesh-etcd-key'] ?? env.SKEIN_MESH_ETCD_KEY,
+    listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
+  };
+  const parsed = ApiserverConfig.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = String(issue.path[0] ?? '');
+    const flag = FLAG_OF[field] ?? `--${field}`;
+    const got = field === 'clusterId' ? idText : (raw as Record<string, unknown>)[field];
+    const message = issue.code === 'invalid_type' && got === undefined ? `${flag} is required` : issue.message;
+    throw new Error(`${flag}${got === undefined ? '' : ` "${got}"`}: ${message}`);
+  }
+  return parsed.data;
+}

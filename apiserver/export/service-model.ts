@@ -1,0 +1,54 @@
+// A Service and its EndpointSlices → the exported GlobalService value. Deterministic (sorted) so an
+// unchanged service serializes to the same bytes and is never rewritten.
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import type { Backend, GlobalService } from '../schema/values.js';
+import type { GlobalSpec } from './annotations.js';
+
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+type Protocol = 'TCP' | 'UDP' | 'SCTP';
+const proto = (p: string | undefined): Protocol => (p === 'UDP' || p === 'SCTP' ? p : 'TCP');
+
+export function backendsFromSlices(slices: Iterable<V1EndpointSlice>): Backend[] {
+  const byIp = new Map<string, Backend>();
+  for (const slice of slices) {
+    if (slice.addressType !== 'IPv4') continue;
+    const ports: Backend['ports'] = {};
+    for (const p of slice.ports ?? []) if (p.port) ports[p.name ?? ''] = { port: p.port, protocol: proto(p.protocol) };
+    for (const ep of slice.endpoints ?? []) {
+      // EndpointSlice semantics: nil ready means ready; nil serving means "same as ready".
+      const ready = ep.conditions?.ready ?? true;
+      const serving = ep.conditions?.serving ?? ready;
+      const terminating = ep.conditions?.terminating ?? false;
+      for (const ip of ep.addresses ?? []) {
+        if (!IPV4.test(ip)) continue;
+        const prev = byIp.get(ip);
+        if (prev) {
+          Object.assign(prev.ports, ports);
+          continue;
+        }
+        const b: Backend = { ip, ports: { ...ports }, ready, serving, terminating };
+        if (ep.nodeName) b.node = ep.nodeName;
+        if (ep.zone) b.zone = ep.zone;
+        byIp.set(ip, b);
+      }
+    }
+  }
+  return [...byIp.values()]
+    .map((b) => ({ ...b, ports: Object.fromEntries(Object.entries(b.ports).sort(([a], [c]) => a.localeCompare(c))) }))
+    .sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+}
+
+export function globalServiceValue(cluster: string, svc: V1Service, spec: GlobalSpec, slices: Iterable<V1EndpointSlice>): GlobalService {
+  const clusterIps = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => IPV4.test(ip));
+  return {
+    cluster,
+    namespace: svc.metadata!.namespace!,
+    name: svc.metadata!.name!,
+    shared: spec.shared,
+    affinity: spec.affinity,
+    clusterIps,
+    ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: proto(p.protocol) })),
+    backends: backendsFromSlices(slices),
+  };
+}

@@ -1,0 +1,20 @@
+// The apiserver's HTTP side (fastify): liveness, readiness (only after the initial export is synced),
+// Prometheus metrics, and the status JSON that `skein status` reads through the Kubernetes API proxy.
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Exporter } from './export/exporter.js';
+import type { Metrics } from './metrics.js';
+
+export function buildHttp(exporter: Exporter, metrics: Metrics): FastifyInstance {
+  const app = Fastify({ logger: false });
+  app.get('/healthz', async () => 'ok\n');
+  app.get('/readyz', async (_req, reply) => {
+    if (!exporter.isSynced) return reply.code(503).send('initial export not synced yet\n');
+    return 'ok\n';
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/v1/status', async () => exporter.status());
+  return app;
+}

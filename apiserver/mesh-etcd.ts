@@ -1,0 +1,78 @@
+// The cluster's mesh etcd through the etcd3 client: connection options (mTLS when given), a bounded
+// deadline on every unary call so a dead etcd surfaces as an error instead of a hang, and the KV and
+// identity-store adapters the exporter writes through.
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions } from 'etcd3';
+import { keys } from './schema/keys.js';
+import type { IdentityStore } from './export/identity.js';
+import type { KvBackend, KvOp } from './export/writer.js';
+
+export interface MeshEtcdOptions {
+  endpoints: string[];
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  callTimeoutMs?: number;
+}
+
+export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
+  const timeout = o.callTimeoutMs ?? 5_000;
+  const opts: IOptions = {
+    hosts: o.endpoints,
+    dialTimeout: timeout,
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + timeout) }),
+  };
+  if (o.caFile) {
+    opts.credentials = {
+      rootCertificate: readFileSync(o.caFile),
+      privateKey: o.keyFile ? readFileSync(o.keyFile) : undefined,
+      certChain: o.certFile ? readFileSync(o.certFile) : undefined,
+    };
+  }
+  return new Etcd3(opts);
+}
+
+export class EtcdKv implements KvBackend {
+  constructor(private readonly client: Etcd3) {}
+
+  async list(prefix: string): Promise<Map<string, string>> {
+    return new Map(Object.entries(await this.client.getAll().prefix(prefix).strings()));
+  }
+
+  async apply(ops: KvOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    // Version > -1 holds for every key, present or not: an unconditional multi-op transaction.
+    await this.client
+      .if(ops[0]!.key, 'Version', '>', -1)
+      .then(...ops.map((op) => (op.value === null ? this.client.delete().key(op.key) : this.client.put(op.key).value(op.value))))
+      .commit();
+  }
+}
+
+/** Identity bindings: `identity-index/<hash>` → local ID, and the export key reserving the ID itself. */
+export class EtcdIdentityStore implements IdentityStore {
+  constructor(
+    private readonly client: Etcd3,
+    private readonly cluster: string,
+  ) {}
+
+  async lookup(hash: string): Promise<number | undefined> {
+    const v = await this.client.get(keys.identityIndex(this.cluster, hash)).string();
+    return v === null ? undefined : Number(v);
+  }
+
+  async tryBind(hash: string, localId: number): Promise<boolean> {
+    const idKey = keys.identityId(this.cluster, localId);
+    const res = await this.client
+      .if(keys.identityIndex(this.cluster, hash), 'Create', '==', 0)
+      .and(idKey, 'Create', '==', 0)
+      .then(this.client.put(keys.identityIndex(this.cluster, hash)).value(String(localId)), this.client.put(idKey).value(hash))
+      .commit();
+    return res.succeeded;
+  }
+
+  async boundIds(): Promise<Set<number>> {
+    const index = await this.client.getAll().prefix(keys.identityIndex(this.cluster, '')).strings();
+    return new Set(Object.values(index).map(Number));
+  }
+}

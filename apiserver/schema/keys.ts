@@ -1,0 +1,56 @@
+// The mesh etcd key schema, version 1. A cluster exports under its own prefix; remote clusters' copies live
+// under the cache prefix of the importing cluster. Remote users are granted read access to one export
+// prefix only, so everything a cluster publishes must stay below it.
+//
+//   /skein/v1/export/<cluster>/config
+//   /skein/v1/export/<cluster>/heartbeat                      (on the exporter's lease)
+//   /skein/v1/export/<cluster>/synced/<kind>                  (on the exporter's lease)
+//   /skein/v1/export/<cluster>/services/<namespace>/<name>
+//   /skein/v1/export/<cluster>/identities/<id>
+//   /skein/v1/export/<cluster>/ips/<ip>
+//   /skein/v1/export/<cluster>/nodes/<name>
+//   /skein/v1/local/<cluster>/identity-index/<sha256 of labels>   (allocation bookkeeping, not exported)
+//   /skein/v1/local/<cluster>/identity-ids/<local id>
+//   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
+export const SCHEMA_VERSION = 'v1';
+export const ROOT = `/skein/${SCHEMA_VERSION}`;
+
+export const EXPORT_KINDS = ['services', 'identities', 'ips', 'nodes'] as const;
+export type ExportKind = (typeof EXPORT_KINDS)[number];
+
+export const exportPrefix = (cluster: string) => `${ROOT}/export/${cluster}/`;
+export const cachePrefix = (remote: string) => `${ROOT}/cache/${remote}/`;
+export const localPrefix = (cluster: string) => `${ROOT}/local/${cluster}/`;
+
+export const keys = {
+  config: (c: string) => `${exportPrefix(c)}config`,
+  heartbeat: (c: string) => `${exportPrefix(c)}heartbeat`,
+  synced: (c: string, kind: ExportKind) => `${exportPrefix(c)}synced/${kind}`,
+  service: (c: string, namespace: string, name: string) => `${exportPrefix(c)}services/${namespace}/${name}`,
+  identity: (c: string, id: number) => `${exportPrefix(c)}identities/${id}`,
+  ip: (c: string, ip: string) => `${exportPrefix(c)}ips/${ip}`,
+  node: (c: string, name: string) => `${exportPrefix(c)}nodes/${name}`,
+  identityIndex: (c: string, labelsHash: string) => `${localPrefix(c)}identity-index/${labelsHash}`,
+  identityId: (c: string, localId: number) => `${localPrefix(c)}identity-ids/${localId}`,
+  kindPrefix: (c: string, kind: ExportKind) => `${exportPrefix(c)}${kind}/`,
+};
+
+export type ParsedKey =
+  | { kind: 'config' | 'heartbeat'; cluster: string }
+  | { kind: 'synced'; cluster: string; of: string }
+  | { kind: 'services'; cluster: string; namespace: string; name: string }
+  | { kind: 'identities' | 'ips' | 'nodes'; cluster: string; id: string };
+
+/** Parses a key below `<prefix><cluster>/` (an export or a cache prefix); undefined if it is not one. */
+export function parseExportKey(key: string, base: 'export' | 'cache' = 'export'): ParsedKey | undefined {
+  const head = `${ROOT}/${base}/`;
+  if (!key.startsWith(head)) return undefined;
+  const parts = key.slice(head.length).split('/');
+  const [cluster, kind, a, b] = parts;
+  if (!cluster || !kind) return undefined;
+  if ((kind === 'config' || kind === 'heartbeat') && parts.length === 2) return { kind, cluster };
+  if (kind === 'synced' && parts.length === 3 && a) return { kind, cluster, of: a };
+  if (kind === 'services' && parts.length === 4 && a && b) return { kind, cluster, namespace: a, name: b };
+  if ((kind === 'identities' || kind === 'ips' || kind === 'nodes') && parts.length === 3 && a) return { kind, cluster, id: a };
+  return undefined;
+}

@@ -1,0 +1,119 @@
+// Every value Skein writes to a mesh etcd, as zod schemas: validated when written and when read, so a bad
+// writer (a bug, an old version, a hostile remote) cannot get a malformed value into anyone's datapath.
+import { z } from 'zod';
+import type { ParsedKey } from './keys.js';
+import { ClusterId, ClusterName } from './cluster.js';
+
+const Ipv4 = z.string().regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/, 'expected an IPv4 address');
+const Cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'expected an IPv4 CIDR');
+const Port = z.number().int().min(1).max(65535);
+const Protocol = z.enum(['TCP', 'UDP', 'SCTP']);
+
+export const Affinity = z.enum(['local', 'remote', 'none']);
+export type Affinity = z.infer<typeof Affinity>;
+
+export const ClusterConfig = z.object({
+  name: ClusterName,
+  id: ClusterId,
+  podCidrs: z.array(Cidr),
+  schema: z.literal('v1'),
+});
+export type ClusterConfig = z.infer<typeof ClusterConfig>;
+
+export const ServicePort = z.object({ name: z.string(), port: Port, protocol: Protocol });
+export type ServicePort = z.infer<typeof ServicePort>;
+
+export const Backend = z.object({
+  ip: Ipv4,
+  /** Backend port per service port name. */
+  ports: z.record(z.string(), z.object({ port: Port, protocol: Protocol })),
+  ready: z.boolean(),
+  serving: z.boolean(),
+  terminating: z.boolean(),
+  node: z.string().optional(),
+  zone: z.string().optional(),
+});
+export type Backend = z.infer<typeof Backend>;
+
+export const GlobalService = z.object({
+  cluster: ClusterName,
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  shared: z.boolean(),
+  affinity: Affinity,
+  clusterIps: z.array(Ipv4),
+  ports: z.array(ServicePort),
+  backends: z.array(Backend),
+});
+export type GlobalService = z.infer<typeof GlobalService>;
+
+export const IdentityValue = z.object({
+  id: z.number().int().min(1).max(0xffffff),
+  labels: z.record(z.string(), z.string()),
+});
+export type IdentityValue = z.infer<typeof IdentityValue>;
+
+export const IpEntry = z.object({
+  ip: Ipv4,
+  identity: z.number().int().min(1).max(0xffffff),
+  namespace: z.string(),
+  pod: z.string(),
+  node: z.string().optional(),
+});
+export type IpEntry = z.infer<typeof IpEntry>;
+
+export const MeshNode = z.object({
+  name: z.string().min(1),
+  cluster: ClusterName,
+  addresses: z.array(z.object({ type: z.string(), ip: Ipv4 })),
+  podCidrs: z.array(Cidr),
+  zone: z.string().optional(),
+});
+export type MeshNode = z.infer<typeof MeshNode>;
+
+export const Heartbeat = z.object({ cluster: ClusterName, at: z.string().datetime(), revisionHint: z.string().optional() });
+export const SyncedMarker = z.object({ at: z.string().datetime(), count: z.number().int().min(0) });
+
+export type ExportValue = ClusterConfig | GlobalService | IdentityValue | IpEntry | MeshNode | z.infer<typeof Heartbeat> | z.infer<typeof SyncedMarker>;
+
+const BY_KIND = {
+  config: ClusterConfig,
+  heartbeat: Heartbeat,
+  synced: SyncedMarker,
+  services: GlobalService,
+  identities: IdentityValue,
+  ips: IpEntry,
+  nodes: MeshNode,
+} as const;
+
+/**
+ * Decodes and checks a value against its key: the schema of its kind, and consistency with the key itself
+ * (a service's cluster/namespace/name, an identity's id, an IP entry's ip, a node's name).
+ */
+export function decodeValue(key: ParsedKey, raw: string): { ok: true; value: ExportValue } | { ok: false; error: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return { ok: false, error: 'value is not JSON' };
+  }
+  const parsed = BY_KIND[key.kind].safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { ok: false, error: `${issue?.path.join('.') || 'value'}: ${issue?.message}` };
+  }
+  const v = parsed.data as Record<string, unknown>;
+  const mismatch =
+    (key.kind === 'services' && (v.cluster !== key.cluster || v.namespace !== key.namespace || v.name !== key.name)) ||
+    (key.kind === 'identities' && String(v.id) !== key.id) ||
+    (key.kind === 'ips' && v.ip !== key.id) ||
+    (key.kind === 'nodes' && (v.name !== key.id || v.cluster !== key.cluster)) ||
+    ((key.kind === 'config' || key.kind === 'heartbeat') && (v.name ?? v.cluster) !== key.cluster);
+  if (mismatch) return { ok: false, error: `value does not match its key (${key.kind} of cluster ${key.cluster})` };
+  return { ok: true, value: parsed.data as ExportValue };
+}
+
+/** Serializes after validating: a value that would fail on read is never written. */
+export function encodeValue<T>(schema: z.ZodType<T>, value: T): string {
+  return JSON.stringify(schema.parse(value));
+}

@@ -1,0 +1,54 @@
+// `skein status`: what a cluster's skein-apiserver exports, read through that cluster's Kubernetes API.
+import type { Command } from 'commander';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { ExportStatus } from '../../apiserver/export/exporter.js';
+import { KubeApiError, KubeRest } from '../../apiserver/kube/rest.js';
+import { skeinProxyPath } from '../../apiserver/service-ref.js';
+
+export function kubeconfigFor(opts: { kubeconfig?: string; context?: string }): KubeConfig {
+  const kc = new KubeConfig();
+  if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+  else kc.loadFromDefault();
+  if (opts.context) {
+    if (!kc.getContextObject(opts.context)) throw new Error(`--context ${opts.context}: no such context in the kubeconfig (have ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
+    kc.setCurrentContext(opts.context);
+  }
+  return kc;
+}
+
+export async function fetchStatus(kc: KubeConfig): Promise<ExportStatus> {
+  try {
+    return await new KubeRest(kc).get<ExportStatus>(skeinProxyPath('/v1/status'));
+  } catch (err) {
+    if (err instanceof KubeApiError && (err.status === 404 || err.status === 503)) {
+      throw new Error(`skein-apiserver is not reachable in context ${kc.getCurrentContext()} (${err.status}): is Skein installed there? (${err.message})`);
+    }
+    throw err;
+  }
+}
+
+export function renderStatus(s: ExportStatus): string {
+  const lines = [
+    `cluster ${s.cluster} (id ${s.clusterId})  export ${s.synced ? 'synced' : 'NOT synced yet'}`,
+    `  nodes ${s.nodes}  identities ${s.identities}  pod IPs ${s.ips}  etcd writes ${s.etcd.writes}  backlog ${s.etcd.backlog}  watch restarts ${s.watchRestarts}`,
+  ];
+  if (s.etcd.lastError) lines.push(`  last mesh etcd error: ${s.etcd.lastError}`);
+  lines.push(`  global services exported: ${s.services.length}`);
+  const width = Math.max(8, ...s.services.map((x) => x.name.length));
+  if (s.services.length) lines.push(`    ${'SERVICE'.padEnd(width)}  READY/BACKENDS  AFFINITY  SHARED`);
+  for (const x of s.services) lines.push(`    ${x.name.padEnd(width)}  ${`${x.readyBackends}/${x.backends}`.padEnd(14)}  ${x.affinity.padEnd(8)}  ${x.shared}`);
+  return lines.join('\n');
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description("show what a cluster's skein-apiserver exports (through the cluster's Kubernetes API)")
+    .option('--kubeconfig <file>', 'kubeconfig (default: $KUBECONFIG or ~/.kube/config)')
+    .option('--context <ctx>', 'kubeconfig context of the cluster')
+    .option('--json', 'print the status as JSON')
+    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean }) => {
+      const status = await fetchStatus(kubeconfigFor(o));
+      console.log(o.json ? JSON.stringify(status, null, 2) : renderStatus(status));
+    });
+}
