@@ -52,3 +52,6 @@ export async function clientRequests(stateDir: string, cluster: string, pod: str
   if (code !== 0) throw new Error(`skein-client ${args.join(' ')} in ${cluster}/${pod} exited ${code}`);
   return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientResult);
 }
+
+/** The pod's IP once it is running (for requests from other pods). */
+export const podIp = (p: V1Pod) => p.status!.podIP!;
