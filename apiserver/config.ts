@@ -8,7 +8,7 @@ export const ApiserverConfig = z.object({
   clusterName: ClusterName,
   clusterId: ClusterId,
   kubeconfig: z.string().optional(),
-  meshEtcd: z.array(z.string().url('each --mesh-etcd endpoint must be a URL such as https://127.0.0.1:2379')).min(1, '--mesh-etcd is required'),
+  meshEtcd: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'each --mesh-etcd endpoint must be a URL such as https://127.0.0.1:2379')).min(1),
   meshEtcdCa: z.string().optional(),
   meshEtcdCert: z.string().optional(),
   meshEtcdKey: z.string().optional(),
@@ -54,8 +54,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     const field = String(issue.path[0] ?? '');
     const flag = FLAG_OF[field] ?? `--${field}`;
     const got = field === 'clusterId' ? idText : (raw as Record<string, unknown>)[field];
-    const message = issue.code === 'invalid_type' && got === undefined ? `${flag} is required` : issue.message;
-    throw new Error(`${flag}${got === undefined ? '' : ` "${got}"`}: ${message}`);
+    const missing = got === undefined || (Array.isArray(got) && got.length === 0);
+    if (missing) throw new Error(`${flag} is required (or set SKEIN_${field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()})`);
+    throw new Error(`${flag} "${got}": ${issue.message}`);
   }
   return parsed.data;
 }

@@ -37,6 +37,9 @@ export interface ExportStatus {
   nodes: number;
   etcd: { backlog: number; writes: number; lastError?: string };
   watchRestarts: number;
+  /** From process start to the initial export written. */
+  initialSyncMs?: number;
+  rssBytes: number;
 }
 
 const nsName = (o: KubernetesObject) => `${o.metadata?.namespace}/${o.metadata?.name}`;
@@ -62,6 +65,7 @@ export class Exporter {
   private synced = false;
   private stopped = false;
   private lastEtcdError?: string;
+  private initialSyncMs?: number;
 
   constructor(private readonly o: ExporterOptions) {
     this.allocator = new IdentityAllocator(o.clusterId, o.identities);
@@ -112,6 +116,7 @@ export class Exporter {
     await writer.idle();
     await this.startLease();
     this.synced = true;
+    this.initialSyncMs = Math.round(performance.now());
     this.o.log.info({ services: this.exported.size, pruned, writes: writer.writes }, 'initial export synced');
   }
 
@@ -349,6 +354,8 @@ export class Exporter {
       nodes: this.nodes.size,
       etcd: { backlog: this.o.writer.backlog, writes: this.o.writer.writes, lastError: this.lastEtcdError },
       watchRestarts: this.informers.reduce((n, i) => n + i.restarts, 0),
+      initialSyncMs: this.initialSyncMs,
+      rssBytes: process.memoryUsage.rss(),
     };
   }
 

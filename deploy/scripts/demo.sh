@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install everything, bring up two local clusters (east, west) with the global echo service
-# on real Kubernetes binaries, and show their state.
+# on real Kubernetes binaries, show their state and what each cluster's skein-apiserver exports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/scripts/install.sh
@@ -11,5 +11,7 @@ skein local up --state-dir "$STATE_DIR" --clusters east:1,west:2 --nodes 2
 for ctx in skein-east skein-west; do
   echo
   echo "== $ctx"
-  "$STATE_DIR/bin/kubectl" --kubeconfig "$STATE_DIR/kubeconfig" --context "$ctx" get nodes,pods,endpointslices -o wide
+  "$STATE_DIR/bin/kubectl" --kubeconfig "$STATE_DIR/kubeconfig" --context "$ctx" get nodes,pods,endpointslices -o wide -A
+  echo
+  skein status --kubeconfig "$STATE_DIR/kubeconfig" --context "$ctx"
 done

@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from './config.js';
+
+const base = ['--cluster-name=east', '--cluster-id=1', '--mesh-etcd=http://127.0.0.1:2379'];
+
+describe('apiserver configuration', () => {
+  it('parses flags with defaults', () => {
+    expect(parseConfig(base, {})).toMatchObject({ clusterName: 'east', clusterId: 1, meshEtcd: ['http://127.0.0.1:2379'], listen: '0.0.0.0:9876' });
+  });
+  it('falls back to SKEIN_* environment variables', () => {
+    expect(parseConfig([], { SKEIN_CLUSTER_NAME: 'west', SKEIN_CLUSTER_ID: '7', SKEIN_MESH_ETCD: 'https://a:1,https://b:2' })).toMatchObject({ clusterName: 'west', clusterId: 7, meshEtcd: ['https://a:1', 'https://b:2'] });
+  });
+  it.each([
+    [['--cluster-name=east', '--cluster-id=300', '--mesh-etcd=http://x:1'], /^--cluster-id "300": cluster ID must be between 1 and 255$/],
+    [['--cluster-name=east', '--cluster-id=one', '--mesh-etcd=http://x:1'], /^--cluster-id "one": /],
+    [['--cluster-name=East_1', '--cluster-id=1', '--mesh-etcd=http://x:1'], /^--cluster-name "East_1": cluster name must be 1-32 lowercase/],
+    [['--cluster-id=1', '--mesh-etcd=http://x:1'], /^--cluster-name is required \(or set SKEIN_CLUSTER_NAME\)$/],
+    [['--cluster-name=east', '--cluster-id=1'], /^--mesh-etcd is required \(or set SKEIN_MESH_ETCD\)$/],
+    [['--cluster-name=east', '--cluster-id=1', '--mesh-etcd=localhost:2379'], /^--mesh-etcd "localhost:2379": each --mesh-etcd endpoint must be a URL/],
+    [[...base, '--listen=9876'], /^--listen "9876": --listen must be HOST:PORT/],
+  ])('refuses %j naming the flag and the fix', (argv, msg) => {
+    expect(() => parseConfig(argv, {})).toThrow(msg);
+  });
+});
