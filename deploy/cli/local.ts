@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { parseClusterRef } from '../../apiserver/schema/cluster.js';
 import { contextName, down, exec, up } from '../../e2e/testbed/testbed.js';
 import { defaultStateDir, statePaths } from '../../e2e/testbed/state.js';
+import { cgroupPids, cgroupRssBytes } from '../../e2e/testbed/cgroup.js';
 
 const stamp = (t0: number) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
 
@@ -22,6 +23,7 @@ export function registerLocal(program: Command): void {
       const state = await up({ stateDir: o.stateDir, clusters, nodes: Number(o.nodes), echo: o.echo, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
       const paths = statePaths(o.stateDir);
       console.log(`\nLocal mesh is up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${state.clusters.map((c) => `${c.name} (id ${c.id}, ${c.nodes} nodes)`).join(', ')}`);
+      console.log(`  ${cgroupPids(state.cgroupRoot).length} processes using ${Math.round(cgroupRssBytes(state.cgroupRoot) / 1048576)} MiB resident`);
       console.log(`  export KUBECONFIG=${paths.kubeconfig}`);
       for (const c of state.clusters) console.log(`  ${paths.bin}/kubectl --context ${contextName(c.name)} get pods -o wide`);
       console.log(`  skein local exec --state-dir ${paths.dir} --context ${contextName(state.clusters[0]!.name)} --pod default/<client pod> -- skein-client http <pod ip>:8080`);

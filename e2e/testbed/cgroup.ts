@@ -65,3 +65,17 @@ export function cgroupOfPid(pid: number): string | undefined {
     return undefined;
   }
 }
+
+/** Resident memory of every process in the cgroup tree (no memory controller needed). */
+export function cgroupRssBytes(path: string): number {
+  let total = 0;
+  for (const pid of cgroupPids(path)) {
+    try {
+      const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      total += m ? Number(m[1]) * 1024 : 0;
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return total;
+}
