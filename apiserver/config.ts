@@ -12,6 +12,8 @@ export const ApiserverConfig = z.object({
   meshEtcdCa: z.string().optional(),
   meshEtcdCert: z.string().optional(),
   meshEtcdKey: z.string().optional(),
+  /** The endpoint peers use to reach this cluster's mesh etcd (default: the first --mesh-etcd). */
+  meshAdvertise: z.string().regex(/^https?:\/\/[^/\s]+$/, '--mesh-advertise must be a URL such as https://203.0.113.7:2379').optional(),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
@@ -34,6 +36,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'mesh-etcd-ca': { type: 'string' },
       'mesh-etcd-cert': { type: 'string' },
       'mesh-etcd-key': { type: 'string' },
+      'mesh-advertise': { type: 'string' },
       listen: { type: 'string' },
     },
   });
@@ -46,6 +49,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     meshEtcdCa: values['mesh-etcd-ca'] ?? env.SKEIN_MESH_ETCD_CA,
     meshEtcdCert: values['mesh-etcd-cert'] ?? env.SKEIN_MESH_ETCD_CERT,
     meshEtcdKey: values['mesh-etcd-key'] ?? env.SKEIN_MESH_ETCD_KEY,
+    meshAdvertise: values['mesh-advertise'] ?? env.SKEIN_MESH_ADVERTISE,
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
   };
   const parsed = ApiserverConfig.safeParse(raw);

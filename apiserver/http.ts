@@ -3,8 +3,9 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Exporter } from './export/exporter.js';
 import type { Metrics } from './metrics.js';
+import type { ApiserverStatus } from './status.js';
 
-export function buildHttp(exporter: Exporter, metrics: Metrics): FastifyInstance {
+export function buildHttp(exporter: Exporter, metrics: Metrics, status: () => ApiserverStatus): FastifyInstance {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => 'ok\n');
   app.get('/readyz', async (_req, reply) => {
@@ -15,6 +16,6 @@ export function buildHttp(exporter: Exporter, metrics: Metrics): FastifyInstance
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
-  app.get('/v1/status', async () => exporter.status());
+  app.get('/v1/status', async () => status());
   return app;
 }

@@ -12,6 +12,8 @@ export interface MeshEtcdOptions {
   caFile?: string;
   certFile?: string;
   keyFile?: string;
+  /** PEMs in memory (issued at start-up) instead of files. */
+  tls?: { caPem: string; certPem: string; keyPem: string };
   callTimeoutMs?: number;
 }
 
@@ -22,7 +24,9 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
     dialTimeout: timeout,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + timeout) }),
   };
-  if (o.caFile) {
+  if (o.tls) {
+    opts.credentials = { rootCertificate: Buffer.from(o.tls.caPem), privateKey: Buffer.from(o.tls.keyPem), certChain: Buffer.from(o.tls.certPem) };
+  } else if (o.caFile) {
     opts.credentials = {
       rootCertificate: readFileSync(o.caFile),
       privateKey: o.keyFile ? readFileSync(o.keyFile) : undefined,

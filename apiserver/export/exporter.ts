@@ -8,6 +8,7 @@ import type { KubeRest } from '../kube/rest.js';
 import { EXPORT_KINDS, exportPrefix, keys, type ExportKind } from '../schema/keys.js';
 import { ClusterConfig, encodeValue, GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode, SyncedMarker } from '../schema/values.js';
 import type { Metrics } from '../metrics.js';
+import { retryUntilDone } from '../retry.js';
 import { parseGlobalAnnotations } from './annotations.js';
 import { IdentityAllocator, identityLabels, type IdentityStore } from './identity.js';
 import { globalServiceValue } from './service-model.js';
@@ -31,6 +32,7 @@ export interface ExportStatus {
   cluster: string;
   clusterId: number;
   synced: boolean;
+  podCidrs: string[];
   services: { name: string; shared: boolean; affinity: string; backends: number; readyBackends: number }[];
   identities: number;
   ips: number;
@@ -77,17 +79,10 @@ export class Exporter {
 
   async start(): Promise<void> {
     const { writer } = this.o;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await writer.load([exportPrefix(this.o.cluster)]);
-        break;
-      } catch (err) {
-        this.noteEtcdError(err);
-        this.o.metrics.etcdErrors.inc();
-        if (attempt === 1 || attempt % 10 === 0) this.o.log.warn({ err: (err as Error).message, attempt }, 'mesh etcd unreachable, waiting for it');
-        await new Promise((r) => setTimeout(r, Math.min(250 * attempt, 5_000)));
-      }
-    }
+    await retryUntilDone('loading the export from the mesh etcd', () => writer.load([exportPrefix(this.o.cluster)]), this.o.log, (err) => {
+      this.noteEtcdError(err);
+      this.o.metrics.etcdErrors.inc();
+    });
     const watch = <T extends KubernetesObject>(resource: string, path: string, onEvent: (type: 'add' | 'update' | 'delete', obj: T) => void) =>
       startInformer<T>({
         kc: this.o.kc,
@@ -336,9 +331,12 @@ export class Exporter {
     this.writeConfig();
   }
 
+  private podCidrs(): string[] {
+    return [...new Set([...this.nodes.values()].flatMap((n) => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])))].sort();
+  }
+
   private writeConfig(): void {
-    const podCidrs = [...new Set([...this.nodes.values()].flatMap((n) => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])))].sort();
-    this.o.writer.set(keys.config(this.o.cluster), encodeValue(ClusterConfig, { name: this.o.cluster, id: this.o.clusterId, podCidrs, schema: 'v1' }));
+    this.o.writer.set(keys.config(this.o.cluster), encodeValue(ClusterConfig, { name: this.o.cluster, id: this.o.clusterId, podCidrs: this.podCidrs(), schema: 'v1' }));
   }
 
   status(): ExportStatus {
@@ -346,6 +344,7 @@ export class Exporter {
       cluster: this.o.cluster,
       clusterId: this.o.clusterId,
       synced: this.synced,
+      podCidrs: this.podCidrs(),
       services: [...this.exported.entries()]
         .sort(([a], [b]) => a.localeCompare(b))
         .map(([name, s]) => ({ name, shared: s.shared, affinity: s.affinity, backends: s.backends.length, readyBackends: s.backends.filter((b) => b.ready).length })),

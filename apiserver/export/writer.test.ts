@@ -76,3 +76,17 @@ describe('StateWriter', () => {
     expect(kv.batches).toEqual([]);
   });
 });
+
+describe('StateWriter.replaceUnder', () => {
+  it('turns a prefix into exactly the new set, writing only the differences', async () => {
+    const kv = new MemoryKv();
+    for (const [k, v] of [['/c/a', '1'], ['/c/b', '2'], ['/c/gone', 'x'], ['/d/other', 'y']]) kv.data.set(k!, v!);
+    const w = new StateWriter(kv);
+    await w.load(['/c/']);
+    w.resume();
+    w.replaceUnder('/c/', new Map([['/c/a', '1'], ['/c/b', '3'], ['/c/new', '4']]));
+    await w.idle();
+    expect(Object.fromEntries(kv.data)).toEqual({ '/c/a': '1', '/c/b': '3', '/c/new': '4', '/d/other': 'y' });
+    expect(kv.batches.flat().map((o) => `${o.key}=${o.value}`).sort()).toEqual(['/c/b=3', '/c/gone=null', '/c/new=4']);
+  });
+});

@@ -51,6 +51,10 @@ export class StateWriter {
     this.schedule();
   }
 
+  desiredKeys(prefix: string): string[] {
+    return [...this.desired.keys()].filter((k) => k.startsWith(prefix));
+  }
+
   get(key: string): string | undefined {
     return this.desired.get(key);
   }
@@ -66,6 +70,17 @@ export class StateWriter {
     }
     this.schedule();
     return n;
+  }
+
+  /**
+   * Makes everything under `prefix` equal `entries` (a relist): keys not in it are deleted, the rest set.
+   * Only real differences reach etcd, so a relist never flaps a key through delete-then-add.
+   */
+  replaceUnder(prefix: string, entries: Map<string, string>): void {
+    for (const key of new Set([...this.desired.keys(), ...this.current.keys()])) {
+      if (key.startsWith(prefix) && !entries.has(key)) this.set(key, null);
+    }
+    for (const [k, v] of entries) this.set(k, v);
   }
 
   resume(): void {

@@ -2,12 +2,14 @@
 // The skein CLI. Every failure prints one clear line (what, and what to do) and exits non-zero.
 import { Command } from 'commander';
 import { registerLocal } from './local.js';
+import { registerConnect } from './connect.js';
 import { registerStatus } from './status.js';
 
 const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version('0.1.0');
 program.showHelpAfterError();
 registerLocal(program);
 registerStatus(program);
+registerConnect(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`skein: ${err.message}`);

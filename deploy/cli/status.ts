@@ -1,7 +1,7 @@
 // `skein status`: what a cluster's skein-apiserver exports, read through that cluster's Kubernetes API.
 import type { Command } from 'commander';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { ExportStatus } from '../../apiserver/export/exporter.js';
+import type { ApiserverStatus } from '../../apiserver/status.js';
 import { KubeApiError, KubeRest } from '../../apiserver/kube/rest.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 
@@ -16,9 +16,9 @@ export function kubeconfigFor(opts: { kubeconfig?: string; context?: string }): 
   return kc;
 }
 
-export async function fetchStatus(kc: KubeConfig): Promise<ExportStatus> {
+export async function fetchStatus(kc: KubeConfig): Promise<ApiserverStatus> {
   try {
-    return await new KubeRest(kc).get<ExportStatus>(skeinProxyPath('/v1/status'));
+    return await new KubeRest(kc).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
   } catch (err) {
     if (err instanceof KubeApiError && (err.status === 404 || err.status === 503)) {
       throw new Error(`skein-apiserver is not reachable in context ${kc.getCurrentContext()} (${err.status}): is Skein installed there? (${err.message})`);
@@ -27,7 +27,7 @@ export async function fetchStatus(kc: KubeConfig): Promise<ExportStatus> {
   }
 }
 
-export function renderStatus(s: ExportStatus): string {
+export function renderStatus(s: ApiserverStatus): string {
   const lines = [
     `cluster ${s.cluster} (id ${s.clusterId})  export ${s.synced ? 'synced' : 'NOT synced yet'}`,
     `  nodes ${s.nodes}  identities ${s.identities}  pod IPs ${s.ips}  etcd writes ${s.etcd.writes}  backlog ${s.etcd.backlog}  watch restarts ${s.watchRestarts}`,
@@ -37,6 +37,11 @@ export function renderStatus(s: ExportStatus): string {
   const width = Math.max(8, ...s.services.map((x) => x.name.length));
   if (s.services.length) lines.push(`    ${'SERVICE'.padEnd(width)}  READY/BACKENDS  AFFINITY  SHARED`);
   for (const x of s.services) lines.push(`    ${x.name.padEnd(width)}  ${`${x.readyBackends}/${x.backends}`.padEnd(14)}  ${x.affinity.padEnd(8)}  ${x.shared}`);
+  lines.push(`  remote clusters: ${s.remotes.length}`);
+  for (const r of s.remotes) {
+    const state = !r.connected ? 'DISCONNECTED' : !r.synced ? 'syncing' : r.stale ? 'STALE' : 'synced';
+    lines.push(`    ${r.cluster} (id ${r.id}) ${state}  heartbeat ${r.lastHeartbeat ?? 'never'}  revision ${r.revision} (lag ${r.revisionLag})  services ${r.services}  identities ${r.identities}  nodes ${r.nodes}  rejected ${r.rejected}${r.lastError ? `  last error: ${r.lastError}` : ''}`);
+  }
   return lines.join('\n');
 }
 
@@ -47,8 +52,14 @@ export function registerStatus(program: Command): void {
     .option('--kubeconfig <file>', 'kubeconfig (default: $KUBECONFIG or ~/.kube/config)')
     .option('--context <ctx>', 'kubeconfig context of the cluster')
     .option('--json', 'print the status as JSON')
-    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean }) => {
-      const status = await fetchStatus(kubeconfigFor(o));
+    .option('--wait', 'wait until every remote cluster is synced')
+    .option('--timeout <seconds>', 'with --wait: how long', '120')
+    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean; wait?: boolean; timeout: string }) => {
+      const kc = kubeconfigFor(o);
+      const { waitForRemotes } = await import('./connect.js');
+      const status = o.wait
+        ? await waitForRemotes(kc, (s) => s.synced && s.remotes.every((r) => r.synced), 'every remote to sync', Number(o.timeout) * 1000, (m) => console.error(`  ${m}`))
+        : await fetchStatus(kc);
       console.log(o.json ? JSON.stringify(status, null, 2) : renderStatus(status));
     });
 }

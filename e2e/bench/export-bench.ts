@@ -4,13 +4,12 @@
 // no runner) whose status the benchmark sets itself, as a kubelet would, so it controls readiness exactly.
 import type { Etcd3 } from 'etcd3';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
-import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
 import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
 import { GlobalService } from '../../apiserver/schema/values.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 import type { ExportStatus } from '../../apiserver/export/exporter.js';
 import { waitFor } from '../testbed/daemon.js';
-import { clusterRest, tempStateDir } from '../tests/helpers.js';
+import { clusterRest, meshEtcd, tempStateDir } from '../tests/helpers.js';
 import { down, up } from '../testbed/testbed.js';
 import { distribution, type Result } from './report.js';
 
@@ -128,7 +127,8 @@ export async function exportBench(opts: { changes: number; services: number; bac
   try {
     const state = await up({ stateDir, clusters: [{ name: CLUSTER, id: 41 }], nodes: 1, echo: false });
     const rest = clusterRest(stateDir, CLUSTER);
-    etcd = connectMeshEtcd({ endpoints: [state.clusters[0]!.meshEtcdUrl] });
+    void state;
+    etcd = meshEtcd(stateDir, CLUSTER);
     await rest.post('/api/v1/namespaces', { metadata: { name: NS } });
     heartbeat = await virtualNode(rest);
     const flips = await flipLatency(rest, etcd, opts.changes);

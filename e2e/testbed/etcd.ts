@@ -1,7 +1,8 @@
 // One etcd member (Debian's etcd-server 3.4) on loopback: the Kubernetes store and the mesh store.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnDaemon, waitFor } from './daemon.js';
+import { httpsGet } from './https.js';
 import { freePort } from './ports.js';
 
 export const ETCD_BIN = process.env.SKEIN_ETCD_BIN ?? '/usr/bin/etcd';
@@ -42,7 +43,10 @@ export async function startEtcd(opts: { name: string; dataDir: string; cgroup: s
     args.push(`--cert-file=${opts.tls.certFile}`, `--key-file=${opts.tls.keyFile}`, `--trusted-ca-file=${opts.tls.trustedCaFile}`, '--client-cert-auth=true');
   }
   const pid = spawnDaemon({ cgroup: opts.cgroup, logFile: opts.logFile, argv: args });
-  if (!opts.tls) {
+  if (opts.tls) {
+    const tls = { ca: readFileSync(opts.tls.trustedCaFile, 'utf8'), cert: readFileSync(opts.tls.certFile, 'utf8'), key: readFileSync(opts.tls.keyFile, 'utf8') };
+    await waitFor(`etcd ${opts.name} at ${clientUrl}`, async () => (JSON.parse((await httpsGet(`${clientUrl}/health`, tls)).body).health === 'true' ? true : undefined), 30_000, `see ${opts.logFile}`);
+  } else {
     await waitFor(
       `etcd ${opts.name} at ${clientUrl}`,
       async () => {

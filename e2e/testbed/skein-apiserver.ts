@@ -1,16 +1,48 @@
 // Deploys skein-apiserver into one local cluster exactly as on a real one: the shipped RBAC and Deployment
 // manifests; the node runner gives its pod in-cluster credentials; `skein status` then reaches it through
 // the Kubernetes API's service proxy.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubeRest } from '../../apiserver/kube/rest.js';
+import { KubeSecrets } from '../../apiserver/kube/secrets.js';
+import { ensureClusterCA } from '../../mtls/cluster-ca.js';
+import { issueMeshEtcdServer, issueMeshRootClient } from '../../mtls/mesh-identities.js';
+import { etcdDataDir, startEtcd } from './etcd.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 import { waitFor } from './daemon.js';
 import { applyManifest, loadManifest } from './manifests.js';
 
-export async function deploySkeinApiserver(o: { cluster: { name: string; id: number }; adminKubeconfig: string; meshEtcdUrl: string; logHint: string }): Promise<void> {
+/** Files of the mesh etcd's PKI; root.* is the test bed's own etcd root identity (like the admin kubeconfig). */
+export const meshPki = (clusterDir: string) => {
+  const dir = join(clusterDir, 'mesh-pki');
+  return { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key') };
+};
+
+/**
+ * The cluster's mesh etcd with TLS and client-certificate authentication. Its CA is the cluster's Skein CA
+ * (the skein-ca Secret, created here on first use exactly as skein-apiserver would).
+ */
+export async function startMeshEtcd(o: { cluster: string; clusterDir: string; logDir: string; cgroup: string; hostIp: string; adminKubeconfig: string }) {
   const admin = new KubeConfig();
   admin.loadFromFile(o.adminKubeconfig);
   await applyManifest(admin, loadManifest('skein-rbac.yaml'));
+  const ca = await ensureClusterCA(new KubeSecrets(new KubeRest(admin)), o.cluster);
+  const pki = meshPki(o.clusterDir);
+  mkdirSync(pki.dir, { recursive: true, mode: 0o700 });
+  const server = await issueMeshEtcdServer(ca, o.cluster, [o.hostIp, '127.0.0.1']);
+  const root = await issueMeshRootClient(ca, o.cluster);
+  writeFileSync(pki.ca, ca.ca.certPem);
+  writeFileSync(pki.cert, server.certPem);
+  writeFileSync(pki.key, server.keyPem, { mode: 0o600 });
+  writeFileSync(pki.rootCert, root.certPem);
+  writeFileSync(pki.rootKey, root.keyPem, { mode: 0o600 });
+  return startEtcd({ name: `${o.cluster}-mesh`, dataDir: etcdDataDir(o.clusterDir, 'mesh'), cgroup: o.cgroup, logFile: join(o.logDir, 'mesh-etcd.log'), host: o.hostIp, tls: { certFile: pki.cert, keyFile: pki.key, trustedCaFile: pki.ca } });
+}
+
+export async function deploySkeinApiserver(o: { cluster: { name: string; id: number }; adminKubeconfig: string; meshEtcdUrl: string; logHint: string }): Promise<void> {
+  const admin = new KubeConfig();
+  admin.loadFromFile(o.adminKubeconfig);
   await applyManifest(admin, loadManifest('skein-apiserver.yaml', { CLUSTER_NAME: o.cluster.name, CLUSTER_ID: String(o.cluster.id), MESH_ETCD: o.meshEtcdUrl }));
   const rest = new KubeRest(admin);
   await waitFor(`skein-apiserver of ${o.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 90_000, o.logHint);

@@ -8,14 +8,13 @@ import { KubeRest } from '../../apiserver/kube/rest.js';
 import { cgroup2Root, cgroupPids, destroyCgroup, ensureCgroup } from './cgroup.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { spawnDaemon, waitFor } from './daemon.js';
-import { etcdDataDir, startEtcd } from './etcd.js';
 import { kubeconfigYaml, writeUserKubeconfig } from './kube-pki.js';
 import { ensureKubeBinaries, KUBE_VERSION } from './kube-binaries.js';
 import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } from './network.js';
 import type { NodeRunnerConfig } from './node-runner/config.js';
 import { applyManifest, loadManifest } from './manifests.js';
 import { distPath } from './repo.js';
-import { deploySkeinApiserver } from './skein-apiserver.js';
+import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
 import { fabricNet, nodeNet, podNetnsName, stateTag } from './topology.js';
 
@@ -116,7 +115,8 @@ async function startCluster(
   // Pods reach the host at the root end of the fabric link: kube-apiserver and the mesh etcd listen there.
   const hostIp = fabricNet(tag).rootIp;
   const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp });
-  const mesh = await startEtcd({ name: `${cluster.name}-mesh`, dataDir: etcdDataDir(clusterDir, 'mesh'), cgroup: join(cg, 'mesh-etcd'), logFile: join(logDir, 'mesh-etcd.log'), host: hostIp });
+  const adminKubeconfig = join(clusterDir, 'kubeconfigs', 'admin.yaml');
+  const mesh = await startMeshEtcd({ cluster: cluster.name, clusterDir, logDir, cgroup: join(cg, 'mesh-etcd'), hostIp, adminKubeconfig });
 
   progress(`${cluster.name}: starting ${opts.nodes} node(s)`);
   for (let i = 1; i <= opts.nodes; i++) {
@@ -142,7 +142,6 @@ async function startCluster(
     writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
     spawnDaemon({ cgroup: join(cg, `runner-${i}`), logFile: join(logDir, `${node.name}.log`), argv: [process.execPath, distPath('e2e', 'testbed', 'node-runner', 'main.js'), cfgFile] });
   }
-  const adminKubeconfig = join(clusterDir, 'kubeconfigs', 'admin.yaml');
   const kc = new KubeConfig();
   kc.loadFromFile(adminKubeconfig);
   const rest = new KubeRest(kc);

@@ -3,7 +3,6 @@
 // after a restart without rewriting unchanged keys.
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
 import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
 import { GlobalService, IdentityValue, IpEntry, MeshNode } from '../../apiserver/schema/values.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
@@ -12,7 +11,7 @@ import type { ExportStatus } from '../../apiserver/export/exporter.js';
 import { waitFor } from '../testbed/daemon.js';
 import { readState } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
-import { clientRequests, clusterRest, podIp, pods, readyPods, scale, tempStateDir } from './helpers.js';
+import { clientRequests, clusterRest, meshEtcd, podIp, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 const CLUSTER = 'ex';
 const stateDir = tempStateDir('export');
@@ -32,7 +31,8 @@ function service(name: string, annotations: Record<string, string>, selector = {
 
 beforeAll(async () => {
   const state = await up({ stateDir, clusters: [{ name: CLUSTER, id: 31 }], nodes: 2, echo: true });
-  etcd = connectMeshEtcd({ endpoints: [state.clusters[0]!.meshEtcdUrl] });
+  void state;
+  etcd = meshEtcd(stateDir, CLUSTER);
   rest = clusterRest(stateDir, CLUSTER);
 });
 

@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { KubeRest } from '../../apiserver/kube/rest.js';
 import { waitFor } from '../testbed/daemon.js';
-import { statePaths } from '../testbed/state.js';
+import type { Etcd3 } from 'etcd3';
+import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
+import { readState, statePaths } from '../testbed/state.js';
+import { meshPki } from '../testbed/skein-apiserver.js';
 import { exec } from '../testbed/testbed.js';
 
 export function tempStateDir(name: string): string {
@@ -55,3 +58,12 @@ export async function clientRequests(stateDir: string, cluster: string, pod: str
 
 /** The pod's IP once it is running (for requests from other pods). */
 export const podIp = (p: V1Pod) => p.status!.podIP!;
+
+/** The cluster's mesh etcd as its root (the test bed's own identity, like the admin kubeconfig). */
+export function meshEtcd(stateDir: string, cluster: string): Etcd3 {
+  const state = readState(stateDir);
+  const c = state?.clusters.find((x) => x.name === cluster);
+  if (!c) throw new Error(`no cluster ${cluster} in ${stateDir}`);
+  const pki = meshPki(statePaths(stateDir).cluster(cluster));
+  return connectMeshEtcd({ endpoints: [c.meshEtcdUrl], caFile: pki.ca, certFile: pki.rootCert, keyFile: pki.rootKey });
+}

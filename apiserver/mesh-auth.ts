@@ -1,0 +1,36 @@
+// etcd's own authorization on the mesh etcd: with client-certificate auth, a certificate's CN is its etcd
+// user. `root` (the local skein-apiserver) may do anything; every connected peer's `remote-<peer>` user gets
+// one role that reads this cluster's export prefix and nothing else. Idempotent, run at every start.
+import { randomBytes } from 'node:crypto';
+import { Range, type Etcd3 } from 'etcd3';
+import { ETCD_ROOT_USER, remoteUser } from '../mtls/mesh-identities.js';
+import { exportPrefix } from './schema/keys.js';
+
+export const READ_EXPORT_ROLE = 'skein-read-export';
+
+const ignoreExists = (err: unknown) => {
+  if (!/already exists|exist/i.test((err as Error)?.message ?? '')) throw err;
+};
+
+export async function ensureMeshAuth(etcd: Etcd3, cluster: string): Promise<void> {
+  const users = new Set((await etcd.getUsers()).map((u) => u.name));
+  const roles = new Set((await etcd.getRoles()).map((r) => r.name));
+  if (!roles.has('root')) await etcd.role('root').create().catch(ignoreExists);
+  // Passwords are never used (certificates are), but etcd requires one: a random one nobody knows.
+  if (!users.has(ETCD_ROOT_USER)) await etcd.user(ETCD_ROOT_USER).create(randomBytes(24).toString('base64')).catch(ignoreExists);
+  await etcd.user(ETCD_ROOT_USER).addRole('root');
+  if (!roles.has(READ_EXPORT_ROLE)) await etcd.role(READ_EXPORT_ROLE).create().catch(ignoreExists);
+  await etcd.role(READ_EXPORT_ROLE).grant({ permission: 'Read', range: Range.prefix(exportPrefix(cluster)) });
+  await etcd.auth.authEnable();
+}
+
+/** The etcd users of connected peers, made to match `peers` exactly. */
+export async function syncPeerUsers(etcd: Etcd3, peers: string[]): Promise<void> {
+  const want = new Set(peers.map(remoteUser));
+  const have = (await etcd.getUsers()).map((u) => u.name).filter((n) => n.startsWith('remote-'));
+  for (const name of want) {
+    if (!have.includes(name)) await etcd.user(name).create(randomBytes(24).toString('base64')).catch(ignoreExists);
+    await etcd.user(name).addRole(READ_EXPORT_ROLE);
+  }
+  for (const name of have) if (!want.has(name)) await etcd.user(name).delete();
+}

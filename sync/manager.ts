@@ -1,0 +1,100 @@
+// Follows the link Secrets `skein connect` writes: one RemoteSync per remote (started, replaced when its
+// Secret changes, stopped with its cache removed when the Secret goes), and etcd users for the peers allowed
+// to read our export. No restart is needed for a connect or a disconnect.
+import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
+import type { Etcd3 } from 'etcd3';
+import { startInformer, type RunningInformer } from '../apiserver/kube/informer.js';
+import type { KubeRest } from '../apiserver/kube/rest.js';
+import { syncPeerUsers } from '../apiserver/mesh-auth.js';
+import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
+import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
+import { RemoteSync, type RemoteStatus } from './remote-sync.js';
+
+type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+
+const decode = (s: V1Secret) => Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+
+export class SyncManager {
+  private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string }>();
+  private readonly peers = new Map<string, string>();
+  private informers: RunningInformer<V1Secret>[] = [];
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly o: { kc: KubeConfig; rest: KubeRest; local: Etcd3; localCluster: string; log: Log; staleAfterMs?: number; removeAfterMs?: number },
+  ) {}
+
+  /** Serializes all changes: a Secret updated twice quickly never runs two syncs for one remote. */
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((err: Error) => this.o.log.warn({ err: err.message }, 'sync manager change failed'));
+  }
+
+  start(): void {
+    const path = `/api/v1/namespaces/${SKEIN_NAMESPACE}/secrets`;
+    const watch = (label: string, onEvent: (type: string, s: V1Secret) => void) =>
+      startInformer<V1Secret>({
+        kc: this.o.kc,
+        path,
+        labelSelector: label,
+        list: () => this.o.rest.get(`${path}?labelSelector=${encodeURIComponent(label)}`),
+        onEvent,
+        onRestart: (err) => this.o.log.warn({ err: (err as Error)?.message }, 'secret watch restarting'),
+      });
+    this.informers = [
+      watch(REMOTE_LABEL, (type, s) => this.enqueue(() => this.onRemote(type, s))),
+      watch(PEER_LABEL, (type, s) => this.enqueue(() => this.onPeer(type, s))),
+    ];
+  }
+
+  private async onRemote(type: string, secret: V1Secret): Promise<void> {
+    const name = secret.metadata?.labels?.[REMOTE_LABEL] ?? '';
+    const existing = this.remotes.get(name);
+    if (type === 'delete') {
+      this.remotes.delete(name);
+      await existing?.sync.stop(true);
+      this.o.log.info({ remote: name }, 'disconnected: remote cache removed');
+      return;
+    }
+    const parsed = RemoteSecret.safeParse(decode(secret));
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      this.o.log.warn({ secret: secret.metadata?.name, field: i?.path.join('.'), err: i?.message }, 'ignoring a malformed remote Secret: run skein connect again');
+      return;
+    }
+    const r = parsed.data;
+    if (r.cluster === this.o.localCluster) {
+      this.o.log.warn({ secret: secret.metadata?.name }, 'ignoring a remote Secret that names this cluster itself');
+      return;
+    }
+    const fingerprint = [r.endpoint, r['ca.crt'], r['tls.crt']].join('|');
+    if (existing?.fingerprint === fingerprint) return;
+    await existing?.sync.stop(false);
+    const sync = new RemoteSync({
+      local: this.o.local,
+      remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'] },
+      log: this.o.log,
+      staleAfterMs: this.o.staleAfterMs,
+      removeAfterMs: this.o.removeAfterMs,
+    });
+    this.remotes.set(r.cluster, { sync, fingerprint });
+    await sync.start();
+    this.o.log.info({ remote: r.cluster, endpoint: r.endpoint }, existing ? 'remote credentials changed: sync restarted' : 'connected: syncing remote');
+  }
+
+  private async onPeer(type: string, secret: V1Secret): Promise<void> {
+    const parsed = PeerSecret.safeParse(decode(secret));
+    const name = secret.metadata!.name!;
+    if (type === 'delete') this.peers.delete(name);
+    else if (parsed.success) this.peers.set(name, parsed.data.cluster);
+    await syncPeerUsers(this.o.local, [...new Set(this.peers.values())]);
+  }
+
+  status(): RemoteStatus[] {
+    return [...this.remotes.values()].map((r) => r.sync.status()).sort((a, b) => a.cluster.localeCompare(b.cluster));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.stop()));
+    await Promise.all([...this.remotes.values()].map((r) => r.sync.stop(false)));
+  }
+}

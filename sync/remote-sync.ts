@@ -1,0 +1,257 @@
+// Replicates one remote cluster's export into the local mesh etcd's cache prefix. Full list at a known
+// revision, then a watch from revision + 1; the etcd3 client resumes the watch after a disconnect; after a
+// compaction (or any watch failure) it relists and diffs against the cache, so only real changes are
+// written. Nothing from the remote is trusted: keys outside its own export prefix, values that fail their
+// schema or name another cluster are rejected, counted and logged, and never reach the cache.
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { connectMeshEtcd, EtcdKv } from '../apiserver/mesh-etcd.js';
+import { cachePrefix, exportPrefix, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
+import { decodeValue } from '../apiserver/schema/values.js';
+import { StateWriter } from '../apiserver/export/writer.js';
+
+export interface RemoteSpec {
+  name: string;
+  id: number;
+  endpoint: string;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+export interface RemoteStatus {
+  cluster: string;
+  id: number;
+  endpoint: string;
+  connected: boolean;
+  synced: boolean;
+  stale: boolean;
+  lastHeartbeat?: string;
+  revision: number;
+  revisionLag: number;
+  services: number;
+  identities: number;
+  nodes: number;
+  ips: number;
+  rejected: number;
+  relists: number;
+  lastError?: string;
+}
+
+export interface RemoteSyncOptions {
+  local: Etcd3;
+  remote: RemoteSpec;
+  log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+  /** A remote whose heartbeat is older than this is stale (kept, flagged). */
+  staleAfterMs?: number;
+  /** A remote stale for this long has its cached state removed (0: never). */
+  removeAfterMs?: number;
+}
+
+/** Where the sync engine publishes each remote's health for the local agents. */
+export const remoteStatusKey = (remote: string) => `${ROOT}/sync/${remote}/status`;
+
+export class RemoteSync {
+  private client?: Etcd3;
+  private watcher?: Watcher;
+  private readonly writer: StateWriter;
+  private readonly cachePfx: string;
+  private readonly exportPfx: string;
+  private revision = 0;
+  private headRevision = 0;
+  private connected = false;
+  private synced = false;
+  private stopped = false;
+  private rejected = 0;
+  private relists = 0;
+  private lastError?: string;
+  private lastHeartbeat?: number;
+  private timer?: NodeJS.Timeout;
+  private restarting = false;
+  private readonly counts = { services: 0, identities: 0, nodes: 0, ips: 0 };
+
+  constructor(private readonly o: RemoteSyncOptions) {
+    this.writer = new StateWriter(new EtcdKv(o.local), { onError: (err) => (this.lastError = `local etcd: ${(err as Error).message}`) });
+    this.cachePfx = cachePrefix(o.remote.name);
+    this.exportPfx = exportPrefix(o.remote.name);
+  }
+
+  get spec(): RemoteSpec {
+    return this.o.remote;
+  }
+
+  async start(): Promise<void> {
+    await this.writer.load([this.cachePfx]);
+    this.client = connectMeshEtcd({ endpoints: [this.o.remote.endpoint], tls: { caPem: this.o.remote.caPem, certPem: this.o.remote.certPem, keyPem: this.o.remote.keyPem } });
+    this.timer = setInterval(() => void this.publishStatus(), 2_000);
+    this.timer.unref();
+    void this.run();
+  }
+
+  /** List, apply, watch; on failure back off and do it again. */
+  private async run(): Promise<void> {
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        await this.relistAndWatch();
+        return;
+      } catch (err) {
+        this.connected = false;
+        this.lastError = (err as Error).message;
+        if (attempt === 0 || attempt % 10 === 0) this.o.log.warn({ remote: this.o.remote.name, err: this.lastError, attempt }, 'remote sync failed, retrying');
+        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** Math.min(attempt, 5), 5_000)));
+      }
+    }
+  }
+
+  private async relistAndWatch(): Promise<void> {
+    const res = await this.client!.getAll().prefix(this.exportPfx).exec();
+    this.connected = true;
+    this.relists++;
+    const entries = new Map<string, string>();
+    for (const kv of res.kvs) {
+      const accepted = this.accept(kv);
+      if (accepted) entries.set(accepted.cacheKey, accepted.value);
+    }
+    this.revision = Number(res.header.revision);
+    this.headRevision = this.revision;
+    this.writer.replaceUnder(this.cachePfx, entries);
+    this.writer.resume();
+    await this.writer.idle();
+    this.recount();
+    if (!this.synced) this.o.log.info({ remote: this.o.remote.name, keys: entries.size, revision: this.revision }, 'remote initial sync done');
+    this.synced = true;
+    this.lastError = undefined;
+    await this.publishStatus();
+
+    const watcher = await this.client!.watch().prefix(this.exportPfx).startRevision(String(this.revision + 1)).create();
+    this.watcher = watcher;
+    watcher.on('connected', () => (this.connected = true));
+    watcher.on('disconnected', () => (this.connected = false));
+    watcher.on('data', (r) => (this.headRevision = Math.max(this.headRevision, Number(r.header.revision))));
+    watcher.on('put', (kv) => {
+      const a = this.accept(kv);
+      if (a) this.writer.set(a.cacheKey, a.value);
+      this.applied(kv);
+    });
+    watcher.on('delete', (kv) => {
+      const parsed = parseExportKey(kv.key.toString());
+      if (parsed?.cluster === this.o.remote.name) this.writer.set(this.toCache(kv.key.toString()), null);
+      this.applied(kv);
+    });
+    watcher.on('error', (err) => {
+      // Compaction (or a dropped watch the client gave up on): relist and diff, then watch again.
+      this.lastError = err.message;
+      this.o.log.warn({ remote: this.o.remote.name, err: err.message }, 'remote watch failed, relisting');
+      void this.restart();
+    });
+  }
+
+  private async restart(): Promise<void> {
+    if (this.restarting || this.stopped) return;
+    this.restarting = true;
+    await this.watcher?.cancel().catch(() => {});
+    this.watcher = undefined;
+    this.restarting = false;
+    await this.run();
+  }
+
+  private applied(kv: IKeyValue): void {
+    this.revision = Math.max(this.revision, Number(kv.mod_revision));
+    this.recountSoon();
+  }
+
+  private toCache(key: string): string {
+    return this.cachePfx + key.slice(this.exportPfx.length);
+  }
+
+  private accept(kv: IKeyValue): { cacheKey: string; value: string } | undefined {
+    const key = kv.key.toString();
+    const value = kv.value.toString();
+    const parsed = parseExportKey(key);
+    let why: string | undefined;
+    if (!parsed || !key.startsWith(this.exportPfx)) why = 'key is outside the remote export schema';
+    else if (parsed.cluster !== this.o.remote.name) why = `key claims cluster ${parsed.cluster}, connection is to ${this.o.remote.name}`;
+    else {
+      const d = decodeValue(parsed, value);
+      if (!d.ok) why = d.error;
+      else if (parsed.kind === 'heartbeat') this.lastHeartbeat = Date.parse((d.value as { at: string }).at);
+    }
+    if (why) {
+      this.rejected++;
+      this.o.log.warn({ remote: this.o.remote.name, key, why }, 'rejected a remote key');
+      return undefined;
+    }
+    return { cacheKey: this.toCache(key), value };
+  }
+
+  private recountTimer?: NodeJS.Timeout;
+  private recountSoon(): void {
+    this.recountTimer ??= setTimeout(() => {
+      this.recountTimer = undefined;
+      this.recount();
+    }, 100);
+  }
+
+  private recount(): void {
+    for (const kind of ['services', 'identities', 'nodes', 'ips'] as const) {
+      const p = `${this.cachePfx}${kind}/`;
+      let n = 0;
+      for (const k of this.writerKeys()) if (k.startsWith(p)) n++;
+      this.counts[kind] = n;
+    }
+  }
+
+  private writerKeys(): string[] {
+    return this.writer.desiredKeys(this.cachePfx);
+  }
+
+  get stale(): boolean {
+    return this.synced && (this.lastHeartbeat === undefined || Date.now() - this.lastHeartbeat > (this.o.staleAfterMs ?? 20_000));
+  }
+
+  status(): RemoteStatus {
+    return {
+      cluster: this.o.remote.name,
+      id: this.o.remote.id,
+      endpoint: this.o.remote.endpoint,
+      connected: this.connected,
+      synced: this.synced,
+      stale: this.stale,
+      lastHeartbeat: this.lastHeartbeat ? new Date(this.lastHeartbeat).toISOString() : undefined,
+      revision: this.revision,
+      revisionLag: Math.max(0, this.headRevision - this.revision) + this.writer.backlog,
+      ...this.counts,
+      rejected: this.rejected,
+      relists: this.relists,
+      lastError: this.lastError,
+    };
+  }
+
+  /** Health for the datapath: stale state is kept but flagged; after the grace it is removed. */
+  private async publishStatus(): Promise<void> {
+    const s = this.status();
+    const removeAfter = this.o.removeAfterMs ?? 0;
+    if (removeAfter > 0 && s.stale && this.lastHeartbeat !== undefined && Date.now() - this.lastHeartbeat > removeAfter) {
+      this.writer.replaceUnder(this.cachePfx, new Map());
+    }
+    await this.o.local
+      .put(remoteStatusKey(this.o.remote.name))
+      .value(JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale, lastHeartbeat: s.lastHeartbeat }))
+      .catch(() => {});
+  }
+
+  /** Stops replicating; with `removeCache` (disconnect) the remote's cached state is deleted too. */
+  async stop(removeCache: boolean): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.recountTimer) clearTimeout(this.recountTimer);
+    await this.watcher?.cancel().catch(() => {});
+    this.client?.close();
+    if (removeCache) {
+      this.writer.resume();
+      this.writer.replaceUnder(this.cachePfx, new Map());
+      await this.writer.idle();
+      await this.o.local.delete().key(remoteStatusKey(this.o.remote.name)).catch(() => {});
+    }
+  }
+}
+
