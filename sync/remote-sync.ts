@@ -47,6 +47,15 @@ export interface RemoteSyncOptions {
   removeAfterMs?: number;
 }
 
+/**
+ * Cancels a watcher without hanging: a watch the server already dropped (compaction) may never confirm
+ * its cancellation, and the relist must not wait on it.
+ */
+async function cancelWatcher(w: Watcher | undefined): Promise<void> {
+  if (!w) return;
+  await Promise.race([w.cancel().catch(() => {}), new Promise((r) => setTimeout(r, 1_000))]);
+}
+
 /** Where the sync engine publishes each remote's health for the local agents. */
 export const remoteStatusKey = (remote: string) => `${ROOT}/sync/${remote}/status`;
 
@@ -148,10 +157,16 @@ export class RemoteSync {
   private async restart(): Promise<void> {
     if (this.restarting || this.stopped) return;
     this.restarting = true;
-    await this.watcher?.cancel().catch(() => {});
+    this.connected = false;
+    const old = this.watcher;
     this.watcher = undefined;
-    this.restarting = false;
-    await this.run();
+    old?.removeAllListeners();
+    await cancelWatcher(old);
+    try {
+      await this.run();
+    } finally {
+      this.restarting = false;
+    }
   }
 
   private applied(kv: IKeyValue): void {
@@ -244,7 +259,7 @@ export class RemoteSync {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.recountTimer) clearTimeout(this.recountTimer);
-    await this.watcher?.cancel().catch(() => {});
+    await cancelWatcher(this.watcher);
     this.client?.close();
     if (removeCache) {
       this.writer.resume();

@@ -16,7 +16,7 @@ import { applyManifest, loadManifest } from './manifests.js';
 /** Files of the mesh etcd's PKI; root.* is the test bed's own etcd root identity (like the admin kubeconfig). */
 export const meshPki = (clusterDir: string) => {
   const dir = join(clusterDir, 'mesh-pki');
-  return { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key') };
+  return { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key'), argv: join(dir, 'etcd.argv.json') };
 };
 
 /**
@@ -37,7 +37,7 @@ export async function startMeshEtcd(o: { cluster: string; clusterDir: string; lo
   writeFileSync(pki.key, server.keyPem, { mode: 0o600 });
   writeFileSync(pki.rootCert, root.certPem);
   writeFileSync(pki.rootKey, root.keyPem, { mode: 0o600 });
-  return startEtcd({ name: `${o.cluster}-mesh`, dataDir: etcdDataDir(o.clusterDir, 'mesh'), cgroup: o.cgroup, logFile: join(o.logDir, 'mesh-etcd.log'), host: o.hostIp, tls: { certFile: pki.cert, keyFile: pki.key, trustedCaFile: pki.ca } });
+  return startEtcd({ name: `${o.cluster}-mesh`, dataDir: etcdDataDir(o.clusterDir, 'mesh'), cgroup: o.cgroup, logFile: join(o.logDir, 'mesh-etcd.log'), host: o.hostIp, tls: { certFile: pki.cert, keyFile: pki.key, trustedCaFile: pki.ca }, argvFile: pki.argv });
 }
 
 export async function deploySkeinApiserver(o: { cluster: { name: string; id: number }; adminKubeconfig: string; meshEtcdUrl: string; logHint: string }): Promise<void> {
