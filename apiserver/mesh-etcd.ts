@@ -2,7 +2,7 @@
 // deadline on every unary call so a dead etcd surfaces as an error instead of a hang, and the KV and
 // identity-store adapters the exporter writes through.
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions } from 'etcd3';
+import { Etcd3, Range, type IKeyValue, type IOptions } from 'etcd3';
 import { keys } from './schema/keys.js';
 import type { IdentityStore } from './export/identity.js';
 import type { KvBackend, KvOp } from './export/writer.js';
@@ -36,11 +36,32 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
   return new Etcd3(opts);
 }
 
+/**
+ * Every key under `prefix` as one consistent snapshot: pages of `pageSize` keys (a single response is capped
+ * by gRPC's 4 MiB message limit), all read at the revision of the first page.
+ */
+export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500): Promise<{ kvs: IKeyValue[]; revision: number }> {
+  const end = Range.prefix(prefix).end;
+  const kvs: IKeyValue[] = [];
+  let start: Buffer = Buffer.from(prefix);
+  let revision: number | undefined;
+  for (;;) {
+    let q = client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(pageSize);
+    if (revision !== undefined) q = q.revision(revision);
+    const res = await q.exec();
+    revision ??= Number(res.header.revision);
+    kvs.push(...res.kvs);
+    if (!res.more || res.kvs.length === 0) return { kvs, revision };
+    start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
+  }
+}
+
 export class EtcdKv implements KvBackend {
   constructor(private readonly client: Etcd3) {}
 
   async list(prefix: string): Promise<Map<string, string>> {
-    return new Map(Object.entries(await this.client.getAll().prefix(prefix).strings()));
+    const { kvs } = await listPrefix(this.client, prefix);
+    return new Map(kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
   }
 
   async apply(ops: KvOp[]): Promise<void> {

@@ -4,7 +4,7 @@
 // written. Nothing from the remote is trusted: keys outside its own export prefix, values that fail their
 // schema or name another cluster are rejected, counted and logged, and never reach the cache.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { connectMeshEtcd, EtcdKv } from '../apiserver/mesh-etcd.js';
+import { connectMeshEtcd, EtcdKv, listPrefix } from '../apiserver/mesh-etcd.js';
 import { cachePrefix, exportPrefix, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
 import { decodeValue } from '../apiserver/schema/values.js';
 import { StateWriter } from '../apiserver/export/writer.js';
@@ -112,7 +112,7 @@ export class RemoteSync {
   }
 
   private async relistAndWatch(): Promise<void> {
-    const res = await this.client!.getAll().prefix(this.exportPfx).exec();
+    const res = await listPrefix(this.client!, this.exportPfx);
     this.connected = true;
     this.relists++;
     const entries = new Map<string, string>();
@@ -120,7 +120,7 @@ export class RemoteSync {
       const accepted = this.accept(kv);
       if (accepted) entries.set(accepted.cacheKey, accepted.value);
     }
-    this.revision = Number(res.header.revision);
+    this.revision = res.revision;
     this.headRevision = this.revision;
     this.writer.replaceUnder(this.cachePfx, entries);
     this.writer.resume();

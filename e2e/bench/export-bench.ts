@@ -5,80 +5,16 @@
 import type { Etcd3 } from 'etcd3';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
-import { GlobalService } from '../../apiserver/schema/values.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 import type { ExportStatus } from '../../apiserver/export/exporter.js';
 import { waitFor } from '../testbed/daemon.js';
 import { clusterRest, meshEtcd, tempStateDir } from '../tests/helpers.js';
 import { down, up } from '../testbed/testbed.js';
 import { distribution, type Result } from './report.js';
+import { flipLatency, pool, virtualNode, VNODE } from './virtual-pods.js';
 
 const CLUSTER = 'bench';
 const NS = 'bench';
-const VNODE = 'bench-virtual';
-
-async function pool<T>(items: T[], concurrency: number, fn: (t: T) => Promise<unknown>): Promise<void> {
-  let i = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (i < items.length) await fn(items[i++]!);
-  }));
-}
-
-function readyStatus(ip: string, ready: boolean) {
-  const at = new Date().toISOString();
-  const c = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: at });
-  return {
-    status: {
-      phase: 'Running',
-      podIP: ip,
-      podIPs: [{ ip }],
-      hostIP: '10.41.0.99',
-      conditions: [c('PodScheduled', true), c('Initialized', true), c('ContainersReady', ready), c('Ready', ready)],
-    },
-  };
-}
-
-async function virtualNode(rest: KubeRest): Promise<NodeJS.Timeout> {
-  await rest.post('/api/v1/nodes', { metadata: { name: VNODE, labels: { 'topology.kubernetes.io/zone': 'bench-v' } }, spec: { podCIDR: '10.41.99.0/24', podCIDRs: ['10.41.99.0/24'] } });
-  const beat = () =>
-    rest.patch(`/api/v1/nodes/${VNODE}/status`, { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'Bench', lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }], addresses: [{ type: 'InternalIP', address: '10.41.0.99' }] } }, 'strategic');
-  await beat();
-  return setInterval(() => void beat().catch(() => {}), 10_000);
-}
-
-async function flipLatency(rest: KubeRest, etcd: Etcd3, changes: number): Promise<number[]> {
-  const ip = '10.41.99.2';
-  await rest.post(`/api/v1/namespaces/${NS}/pods`, { metadata: { name: 'flip', labels: { app: 'flip' } }, spec: { nodeName: VNODE, containers: [{ name: 'c', image: 'skein-echo' }] } });
-  await rest.patch(`/api/v1/namespaces/${NS}/pods/flip/status`, readyStatus(ip, true), 'strategic');
-  await rest.post(`/api/v1/namespaces/${NS}/services`, { metadata: { name: 'flip', annotations: { 'skein.io/global': 'true' } }, spec: { selector: { app: 'flip' }, ports: [{ name: 'http', port: 80 }] } });
-  const key = keys.service(CLUSTER, NS, 'flip');
-  const readyInEtcd = async () => {
-    const raw = await etcd.get(key).string();
-    return raw ? GlobalService.parse(JSON.parse(raw)).backends[0]?.ready : undefined;
-  };
-  await waitFor('flip exported ready', async () => ((await readyInEtcd()) === true ? true : undefined), 60_000);
-
-  const watcher = await etcd.watch().key(key).create();
-  let expect: boolean | undefined;
-  let resolveFlip: (() => void) | undefined;
-  watcher.on('put', (kv) => {
-    const ready = GlobalService.parse(JSON.parse(kv.value.toString())).backends[0]?.ready;
-    if (ready === expect) resolveFlip?.();
-  });
-  const samples: number[] = [];
-  let ready = true;
-  for (let i = 0; i < changes; i++) {
-    ready = !ready;
-    expect = ready;
-    const seen = new Promise<void>((r) => (resolveFlip = r));
-    const t0 = performance.now();
-    await rest.patch(`/api/v1/namespaces/${NS}/pods/flip/status`, readyStatus(ip, ready), 'strategic');
-    await Promise.race([seen, new Promise((_, rej) => setTimeout(() => rej(new Error(`flip ${i} not exported within 10 s`)), 10_000))]);
-    samples.push(performance.now() - t0);
-  }
-  await watcher.cancel();
-  return samples;
-}
 
 async function coldExport(rest: KubeRest, etcd: Etcd3, services: number, backends: number): Promise<Result[]> {
   const names = Array.from({ length: services }, (_, i) => `svc-${i}`);
@@ -130,8 +66,8 @@ export async function exportBench(opts: { changes: number; services: number; bac
     void state;
     etcd = meshEtcd(stateDir, CLUSTER);
     await rest.post('/api/v1/namespaces', { metadata: { name: NS } });
-    heartbeat = await virtualNode(rest);
-    const flips = await flipLatency(rest, etcd, opts.changes);
+    heartbeat = await virtualNode(rest, '10.41.99.0/24');
+    const flips = await flipLatency({ rest, etcd, key: keys.service(CLUSTER, NS, 'flip'), ns: NS, ip: '10.41.99.2', changes: opts.changes });
     const results: Result[] = [distribution('export latency: pod readiness flip -> mesh etcd', 'ms', flips, 'via the real EndpointSlice controller')];
     results.push(...(await coldExport(rest, etcd, opts.services, opts.backends)));
     return results;
