@@ -18,6 +18,8 @@ describe('apiserver configuration', () => {
     [['--cluster-name=east', '--cluster-id=1'], /^--mesh-etcd is required \(or set SKEIN_MESH_ETCD\)$/],
     [['--cluster-name=east', '--cluster-id=1', '--mesh-etcd=localhost:2379'], /^--mesh-etcd "localhost:2379": each --mesh-etcd endpoint must be a URL/],
     [[...base, '--listen=9876'], /^--listen "9876": --listen must be HOST:PORT/],
+    [[...base, '--remote-stale-after=0'], /^--remote-stale-after "0": --remote-stale-after must be at least 1 second/],
+    [[...base, '--remote-remove-after=5m'], /^--remote-remove-after "5m": give whole seconds, for example 30$/],
   ])('refuses %j naming the flag and the fix', (argv, msg) => {
     expect(() => parseConfig(argv, {})).toThrow(msg);
   });

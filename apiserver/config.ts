@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ClusterId, ClusterName } from './schema/cluster.js';
 
+const SECONDS_HINT = 'give whole seconds, for example 30';
+
 export const ApiserverConfig = z.object({
   clusterName: ClusterName,
   clusterId: ClusterId,
@@ -14,11 +16,20 @@ export const ApiserverConfig = z.object({
   meshEtcdKey: z.string().optional(),
   /** The endpoint peers use to reach this cluster's mesh etcd (default: the first --mesh-etcd). */
   meshAdvertise: z.string().regex(/^https?:\/\/[^/\s]+$/, '--mesh-advertise must be a URL such as https://203.0.113.7:2379').optional(),
+  /** A remote whose heartbeat is older than this is flagged stale (its state kept). */
+  remoteStaleAfterMs: z.number({ error: SECONDS_HINT }).int().min(1000, '--remote-stale-after must be at least 1 second'),
+  /** A stale remote's cached state is removed after this long (0: kept until it returns or is disconnected). */
+  remoteRemoveAfterMs: z.number({ error: SECONDS_HINT }).int().min(0),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
 
+/** Whole seconds, or NaN (which the schema then refuses, naming the flag). */
+const seconds = (v: string) => (/^\d+$/.test(v) ? Number(v) : NaN);
+
 const FLAG_OF: Record<string, string> = {
+  remoteStaleAfterMs: '--remote-stale-after',
+  remoteRemoveAfterMs: '--remote-remove-after',
   clusterName: '--cluster-name',
   clusterId: '--cluster-id',
   meshEtcd: '--mesh-etcd',
@@ -37,10 +48,16 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'mesh-etcd-cert': { type: 'string' },
       'mesh-etcd-key': { type: 'string' },
       'mesh-advertise': { type: 'string' },
+      'remote-stale-after': { type: 'string' },
+      'remote-remove-after': { type: 'string' },
       listen: { type: 'string' },
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
+  const staleText = values['remote-stale-after'] ?? env.SKEIN_REMOTE_STALE_AFTER ?? '20';
+  const removeText = values['remote-remove-after'] ?? env.SKEIN_REMOTE_REMOVE_AFTER ?? '0';
+  // What the user typed, for error messages about fields parsed into numbers.
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -50,6 +67,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     meshEtcdCert: values['mesh-etcd-cert'] ?? env.SKEIN_MESH_ETCD_CERT,
     meshEtcdKey: values['mesh-etcd-key'] ?? env.SKEIN_MESH_ETCD_KEY,
     meshAdvertise: values['mesh-advertise'] ?? env.SKEIN_MESH_ADVERTISE,
+    remoteStaleAfterMs: seconds(staleText) * 1000,
+    remoteRemoveAfterMs: seconds(removeText) * 1000,
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
   };
   const parsed = ApiserverConfig.safeParse(raw);
@@ -57,7 +76,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     const issue = parsed.error.issues[0]!;
     const field = String(issue.path[0] ?? '');
     const flag = FLAG_OF[field] ?? `--${field}`;
-    const got = field === 'clusterId' ? idText : (raw as Record<string, unknown>)[field];
+    const got = field in typed ? typed[field] : (raw as Record<string, unknown>)[field];
     const missing = got === undefined || (Array.isArray(got) && got.length === 0);
     if (missing) throw new Error(`${flag} is required (or set SKEIN_${field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()})`);
     throw new Error(`${flag} "${got}": ${issue.message}`);

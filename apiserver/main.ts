@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     },
   });
   exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd, writer, identities: new EtcdIdentityStore(etcd, cfg.clusterName), metrics, log });
-  const sync = new SyncManager({ kc, rest, local: etcd, localCluster: cfg.clusterName, log });
+  const sync = new SyncManager({ kc, rest, local: etcd, localCluster: cfg.clusterName, log, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
   const http = buildHttp(exporter, metrics, () => ({ ...exporter.status(), meshEndpoint, trustDomain: ca?.trustDomain, remotes: sync.status() }));
   const [host, port] = cfg.listen.split(':') as [string, string];

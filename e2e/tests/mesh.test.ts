@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeRest } from '../../apiserver/kube/rest.js';
 import { KubeSecrets } from '../../apiserver/kube/secrets.js';
-import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
+import { connectMeshEtcd, listPrefix } from '../../apiserver/mesh-etcd.js';
 import { cachePrefix, exportPrefix, keys } from '../../apiserver/schema/keys.js';
 import { GlobalService } from '../../apiserver/schema/values.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
@@ -180,6 +180,37 @@ describe('three connected clusters', () => {
     }
     await scale(clusterRest(stateDir, 'm3'), 'echo', 2);
     await cachesEqualExports();
+  });
+
+  it('flags a remote whose heartbeat stops as stale, keeps its state, and clears the flag when it returns', async () => {
+    const m1 = clusterRest(stateDir, 'm1');
+    const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
+    const d = await m1.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
+    const args = [...d.spec.template.spec.containers[0]!.args, '--remote-stale-after=3'];
+    await m1.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args }] } } } }, 'strategic');
+    await waitFor('m1 restarted with --remote-stale-after=3, synced with m3', async () => {
+      const pods = (await m1.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods')).items;
+      const s = await status('m1');
+      return pods.length === 1 && pods[0]!.spec!.containers[0]!.args!.includes('--remote-stale-after=3') && s.remotes.find((r) => r.cluster === 'm3')?.synced ? true : undefined;
+    }, 90_000);
+    const m3 = clusterRest(stateDir, 'm3');
+    await m3.patch(`${deploy}/scale`, { spec: { replicas: 0 } });
+    await waitFor('m1 to flag m3 stale', async () => ((await remoteOf('m1', 'm3'))?.stale ? true : undefined), 60_000);
+    // Agents see it through the sync status key in the local mesh etcd (published every 2 s).
+    const m3View = async () => (await mergedGlobalServices(etcd.m1!, 'm1')).get('default/echo')!.clusters.find((c) => c.cluster === 'm3');
+    const staleView = await waitFor('the merged view to flag m3 stale', async () => ((await m3View())?.stale ? m3View() : undefined), 10_000);
+    expect(staleView!.service.backends.length).toBe(2);
+    await m3.patch(`${deploy}/scale`, { spec: { replicas: 1 } });
+    await waitFor('m1 to see m3 fresh again', async () => ((await remoteOf('m1', 'm3'))?.stale === false ? true : undefined), 90_000);
+    await waitFor('the merged view to clear the flag', async () => ((await m3View())?.stale === false ? true : undefined), 10_000);
+    await cachesEqualExports([['m1', 'm3'], ['m2', 'm3']]);
+  });
+
+  it('reads big prefixes in pages of one consistent snapshot', async () => {
+    const { kvs, revision } = await listPrefix(etcd.m1!, exportPrefix('m1'), 2);
+    const all = await etcd.m1!.getAll().prefix(exportPrefix('m1')).exec();
+    expect(kvs.map((kv) => kv.key.toString())).toEqual(all.kvs.map((kv) => kv.key.toString()).sort());
+    expect(revision).toBeGreaterThan(0);
   });
 
   it('rejects remote keys that claim another cluster or break the schema, and counts them', async () => {
