@@ -20,6 +20,8 @@ export const ApiserverConfig = z.object({
   remoteStaleAfterMs: z.number({ error: SECONDS_HINT }).int().min(1000, '--remote-stale-after must be at least 1 second'),
   /** A stale remote's cached state is removed after this long (0: kept until it returns or is disconnected). */
   remoteRemoveAfterMs: z.number({ error: SECONDS_HINT }).int().min(0),
+  /** Lifetime of the read identities this cluster issues to its peers; renewed at half of it. */
+  remoteIdentityTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--remote-identity-ttl must be at least 10 seconds'),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
@@ -30,6 +32,7 @@ const seconds = (v: string) => (/^\d+$/.test(v) ? Number(v) : NaN);
 const FLAG_OF: Record<string, string> = {
   remoteStaleAfterMs: '--remote-stale-after',
   remoteRemoveAfterMs: '--remote-remove-after',
+  remoteIdentityTtlMs: '--remote-identity-ttl',
   clusterName: '--cluster-name',
   clusterId: '--cluster-id',
   meshEtcd: '--mesh-etcd',
@@ -50,14 +53,16 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'mesh-advertise': { type: 'string' },
       'remote-stale-after': { type: 'string' },
       'remote-remove-after': { type: 'string' },
+      'remote-identity-ttl': { type: 'string' },
       listen: { type: 'string' },
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
   const staleText = values['remote-stale-after'] ?? env.SKEIN_REMOTE_STALE_AFTER ?? '20';
   const removeText = values['remote-remove-after'] ?? env.SKEIN_REMOTE_REMOVE_AFTER ?? '0';
+  const ttlText = values['remote-identity-ttl'] ?? env.SKEIN_REMOTE_IDENTITY_TTL ?? '86400';
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -69,6 +74,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     meshAdvertise: values['mesh-advertise'] ?? env.SKEIN_MESH_ADVERTISE,
     remoteStaleAfterMs: seconds(staleText) * 1000,
     remoteRemoveAfterMs: seconds(removeText) * 1000,
+    remoteIdentityTtlMs: seconds(ttlText) * 1000,
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
   };
   const parsed = ApiserverConfig.safeParse(raw);

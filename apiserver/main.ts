@@ -5,6 +5,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { ensureClusterCA, type ClusterCA } from '../mtls/cluster-ca.js';
 import { issueMeshRootClient } from '../mtls/mesh-identities.js';
+import { CredentialIssuer } from '../sync/credentials.js';
 import { SyncManager } from '../sync/manager.js';
 import { parseConfig, type ApiserverConfig } from './config.js';
 import { Exporter } from './export/exporter.js';
@@ -56,7 +57,8 @@ async function main(): Promise<void> {
     },
   });
   exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd, writer, identities: new EtcdIdentityStore(etcd, cfg.clusterName), metrics, log });
-  const sync = new SyncManager({ kc, rest, local: etcd, localCluster: cfg.clusterName, log, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
+  const issuer = ca && new CredentialIssuer({ etcd, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
+  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcd, localCluster: cfg.clusterName, log, issuer, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
   const http = buildHttp(exporter, metrics, () => ({ ...exporter.status(), meshEndpoint, trustDomain: ca?.trustDomain, remotes: sync.status() }));
   const [host, port] = cfg.listen.split(':') as [string, string];
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
 
   if (tls) await retryUntilDone('setting up mesh etcd authorization', () => ensureMeshAuth(etcd, cfg.clusterName), log);
   sync.start();
+  issuer?.start();
   // The initial sync waits out a dead etcd or API server (retrying inside); readiness says when it is done.
   await exporter.start();
 }

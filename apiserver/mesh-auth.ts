@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { Range, type Etcd3 } from 'etcd3';
 import { ETCD_ROOT_USER, remoteUser } from '../mtls/mesh-identities.js';
-import { exportPrefix } from './schema/keys.js';
+import { exportPrefix, ROOT } from './schema/keys.js';
 
 export const READ_EXPORT_ROLE = 'skein-read-export';
 
@@ -24,13 +24,21 @@ export async function ensureMeshAuth(etcd: Etcd3, cluster: string): Promise<void
   await etcd.auth.authEnable();
 }
 
-/** The etcd users of connected peers, made to match `peers` exactly. */
-export async function syncPeerUsers(etcd: Etcd3, peers: string[]): Promise<void> {
-  const want = new Set(peers.map(remoteUser));
+/** The etcd users of connected peers, made to match `peers` exactly; each may also read its own renewals. */
+export async function syncPeerUsers(etcd: Etcd3, cluster: string, peers: string[]): Promise<void> {
+  const want = new Map(peers.map((p) => [remoteUser(p), p]));
   const have = (await etcd.getUsers()).map((u) => u.name).filter((n) => n.startsWith('remote-'));
-  for (const name of want) {
+  for (const [name, peer] of want) {
     if (!have.includes(name)) await etcd.user(name).create(randomBytes(24).toString('base64')).catch(ignoreExists);
     await etcd.user(name).addRole(READ_EXPORT_ROLE);
+    const credRole = `skein-credential-${peer}`;
+    await etcd.role(credRole).create().catch(ignoreExists);
+    await etcd.role(credRole).grant({ permission: 'Read', range: new Range(`${ROOT}/credentials/${cluster}/${peer}`) });
+    await etcd.user(name).addRole(credRole);
   }
-  for (const name of have) if (!want.has(name)) await etcd.user(name).delete();
+  for (const name of have) {
+    if (want.has(name)) continue;
+    await etcd.user(name).delete();
+    await etcd.role(`skein-credential-${name.slice('remote-'.length)}`).delete().catch(() => {});
+  }
 }

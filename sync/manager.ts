@@ -8,7 +8,10 @@ import type { KubeRest } from '../apiserver/kube/rest.js';
 import { syncPeerUsers } from '../apiserver/mesh-auth.js';
 import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
+import type { KubeSecrets } from '../apiserver/kube/secrets.js';
+import type { CredentialIssuer } from './credentials.js';
 import { RemoteSync, type RemoteStatus } from './remote-sync.js';
+import { remoteSecretName } from './secrets.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
@@ -21,7 +24,18 @@ export class SyncManager {
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly o: { kc: KubeConfig; rest: KubeRest; local: Etcd3; localCluster: string; log: Log; staleAfterMs?: number; removeAfterMs?: number },
+    private readonly o: {
+      kc: KubeConfig;
+      rest: KubeRest;
+      secrets: KubeSecrets;
+      local: Etcd3;
+      localCluster: string;
+      log: Log;
+      /** Renews peers' identities signed by our CA (absent without a CA). */
+      issuer?: CredentialIssuer;
+      staleAfterMs?: number;
+      removeAfterMs?: number;
+    },
   ) {}
 
   /** Serializes all changes: a Secret updated twice quickly never runs two syncs for one remote. */
@@ -66,12 +80,21 @@ export class SyncManager {
       this.o.log.warn({ secret: secret.metadata?.name }, 'ignoring a remote Secret that names this cluster itself');
       return;
     }
-    const fingerprint = [r.endpoint, r['ca.crt'], r['tls.crt']].join('|');
-    if (existing?.fingerprint === fingerprint) return;
+    // A renewed identity alone (tls.*) is adopted by the running sync; anything else restarts it.
+    const fingerprint = [r.endpoint, r['ca.crt']].join('|');
+    if (existing?.fingerprint === fingerprint) {
+      await existing.sync.adopt({ certPem: r['tls.crt'], keyPem: r['tls.key'] });
+      return;
+    }
     await existing?.sync.stop(false);
     const sync = new RemoteSync({
       local: this.o.local,
+      localCluster: this.o.localCluster,
       remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'] },
+      onCredentials: (cred) =>
+        this.enqueue(async () => {
+          await this.o.secrets.put(remoteSecretName(r.cluster), { ...r, 'tls.crt': cred.certPem, 'tls.key': cred.keyPem }, { [REMOTE_LABEL]: r.cluster });
+        }),
       log: this.o.log,
       staleAfterMs: this.o.staleAfterMs,
       removeAfterMs: this.o.removeAfterMs,
@@ -86,7 +109,9 @@ export class SyncManager {
     const name = secret.metadata!.name!;
     if (type === 'delete') this.peers.delete(name);
     else if (parsed.success) this.peers.set(name, parsed.data.cluster);
-    await syncPeerUsers(this.o.local, [...new Set(this.peers.values())]);
+    const peers = [...new Set(this.peers.values())];
+    await syncPeerUsers(this.o.local, this.o.localCluster, peers);
+    await this.o.issuer?.setPeers(peers);
   }
 
   status(): RemoteStatus[] {

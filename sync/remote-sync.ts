@@ -5,9 +5,11 @@
 // schema or name another cluster are rejected, counted and logged, and never reach the cache.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { connectMeshEtcd, EtcdKv, listPrefix } from '../apiserver/mesh-etcd.js';
-import { cachePrefix, exportPrefix, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
+import { X509Certificate } from 'node:crypto';
+import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
 import { decodeValue } from '../apiserver/schema/values.js';
 import { StateWriter } from '../apiserver/export/writer.js';
+import { Credential, credentialKey } from './credentials.js';
 
 export interface RemoteSpec {
   name: string;
@@ -34,12 +36,17 @@ export interface RemoteStatus {
   ips: number;
   rejected: number;
   relists: number;
+  rotations: number;
+  identityExpires?: string;
   lastError?: string;
 }
 
 export interface RemoteSyncOptions {
   local: Etcd3;
+  localCluster: string;
   remote: RemoteSpec;
+  /** Called after switching to a renewed identity, so it can be stored for the next start. */
+  onCredentials?: (cred: Credential) => void;
   log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
   /** A remote whose heartbeat is older than this is stale (kept, flagged). */
   staleAfterMs?: number;
@@ -62,6 +69,10 @@ export const remoteStatusKey = (remote: string) => `${ROOT}/sync/${remote}/statu
 export class RemoteSync {
   private client?: Etcd3;
   private watcher?: Watcher;
+  private credWatcher?: Watcher;
+  private remote: RemoteSpec;
+  private rotations = 0;
+  private rotating = false;
   private readonly writer: StateWriter;
   private readonly cachePfx: string;
   private readonly exportPfx: string;
@@ -79,18 +90,19 @@ export class RemoteSync {
   private readonly counts = { services: 0, identities: 0, nodes: 0, ips: 0 };
 
   constructor(private readonly o: RemoteSyncOptions) {
+    this.remote = o.remote;
     this.writer = new StateWriter(new EtcdKv(o.local), { onError: (err) => (this.lastError = `local etcd: ${(err as Error).message}`) });
     this.cachePfx = cachePrefix(o.remote.name);
     this.exportPfx = exportPrefix(o.remote.name);
   }
 
   get spec(): RemoteSpec {
-    return this.o.remote;
+    return this.remote;
   }
 
   async start(): Promise<void> {
     await this.writer.load([this.cachePfx]);
-    this.client = connectMeshEtcd({ endpoints: [this.o.remote.endpoint], tls: { caPem: this.o.remote.caPem, certPem: this.o.remote.certPem, keyPem: this.o.remote.keyPem } });
+    this.client = this.connectWith(this.remote);
     this.timer = setInterval(() => void this.publishStatus(), 2_000);
     this.timer.unref();
     void this.run();
@@ -105,7 +117,7 @@ export class RemoteSync {
       } catch (err) {
         this.connected = false;
         this.lastError = (err as Error).message;
-        if (attempt === 0 || attempt % 10 === 0) this.o.log.warn({ remote: this.o.remote.name, err: this.lastError, attempt }, 'remote sync failed, retrying');
+        if (attempt === 0 || attempt % 10 === 0) this.o.log.warn({ remote: this.remote.name, err: this.lastError, attempt }, 'remote sync failed, retrying');
         await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** Math.min(attempt, 5), 5_000)));
       }
     }
@@ -126,13 +138,21 @@ export class RemoteSync {
     this.writer.resume();
     await this.writer.idle();
     this.recount();
-    if (!this.synced) this.o.log.info({ remote: this.o.remote.name, keys: entries.size, revision: this.revision }, 'remote initial sync done');
+    if (!this.synced) this.o.log.info({ remote: this.remote.name, keys: entries.size, revision: this.revision }, 'remote initial sync done');
     this.synced = true;
     this.lastError = undefined;
     await this.publishStatus();
 
-    const watcher = await this.client!.watch().prefix(this.exportPfx).startRevision(String(this.revision + 1)).create();
-    this.watcher = watcher;
+    this.watcher = await this.openWatch(this.client!, this.revision + 1);
+    await this.watchCredentials();
+  }
+
+  private connectWith(r: RemoteSpec): Etcd3 {
+    return connectMeshEtcd({ endpoints: [r.endpoint], tls: { caPem: r.caPem, certPem: r.certPem, keyPem: r.keyPem } });
+  }
+
+  private async openWatch(client: Etcd3, fromRevision: number): Promise<Watcher> {
+    const watcher = await client.watch().prefix(this.exportPfx).startRevision(String(fromRevision)).create();
     watcher.on('connected', () => (this.connected = true));
     watcher.on('disconnected', () => (this.connected = false));
     watcher.on('data', (r) => (this.headRevision = Math.max(this.headRevision, Number(r.header.revision))));
@@ -143,15 +163,69 @@ export class RemoteSync {
     });
     watcher.on('delete', (kv) => {
       const parsed = parseExportKey(kv.key.toString());
-      if (parsed?.cluster === this.o.remote.name) this.writer.set(this.toCache(kv.key.toString()), null);
+      if (parsed?.cluster === this.remote.name) this.writer.set(this.toCache(kv.key.toString()), null);
       this.applied(kv);
     });
     watcher.on('error', (err) => {
       // Compaction (or a dropped watch the client gave up on): relist and diff, then watch again.
       this.lastError = err.message;
-      this.o.log.warn({ remote: this.o.remote.name, err: err.message }, 'remote watch failed, relisting');
+      this.o.log.warn({ remote: this.remote.name, err: err.message }, 'remote watch failed, relisting');
       void this.restart();
     });
+    return watcher;
+  }
+
+  /** The remote re-issues our identity at half-life under a key only we can read. */
+  private async watchCredentials(): Promise<void> {
+    const key = credentialKey(this.remote.name, this.o.localCluster);
+    const old = this.credWatcher;
+    this.credWatcher = undefined;
+    old?.removeAllListeners();
+    await cancelWatcher(old);
+    const w = await this.client!.watch().key(key).create();
+    this.credWatcher = w;
+    w.on('put', (kv) => void this.adopt(kv.value.toString()));
+    // A failed credential watch is replaced by the next relist's; the export watch reports the outage.
+    w.on('error', () => {});
+    const current = await this.client!.get(key).string().catch(() => null);
+    if (current) await this.adopt(current);
+  }
+
+  /** Switches to a renewed identity: new client, watch resumed from the last applied revision, no relist. */
+  async adopt(raw: string | Credential): Promise<void> {
+    const parsed = typeof raw === 'string' ? Credential.safeParse(JSON.parse(raw)) : Credential.safeParse(raw);
+    if (!parsed.success || parsed.data.certPem === this.remote.certPem || this.rotating || this.stopped || !this.synced) return;
+    this.rotating = true;
+    const next = { ...this.remote, certPem: parsed.data.certPem, keyPem: parsed.data.keyPem };
+    const client = this.connectWith(next);
+    try {
+      await client.get(keys.config(this.remote.name)).string();
+      const watcher = await this.openWatch(client, this.revision + 1);
+      const [oldClient, oldWatcher] = [this.client, this.watcher];
+      this.client = client;
+      this.watcher = watcher;
+      this.remote = next;
+      oldWatcher?.removeAllListeners();
+      await cancelWatcher(oldWatcher);
+      oldClient?.close();
+      await this.watchCredentials();
+      this.rotations++;
+      this.o.log.info({ remote: this.remote.name, expires: this.identityExpires }, 'switched to a renewed identity');
+      this.o.onCredentials?.(parsed.data);
+    } catch (err) {
+      client.close();
+      this.lastError = `identity renewal: ${(err as Error).message}`;
+    } finally {
+      this.rotating = false;
+    }
+  }
+
+  private get identityExpires(): string | undefined {
+    try {
+      return new Date(new X509Certificate(this.remote.certPem).validTo).toISOString();
+    } catch {
+      return undefined;
+    }
   }
 
   private async restart(): Promise<void> {
@@ -184,7 +258,7 @@ export class RemoteSync {
     const parsed = parseExportKey(key);
     let why: string | undefined;
     if (!parsed || !key.startsWith(this.exportPfx)) why = 'key is outside the remote export schema';
-    else if (parsed.cluster !== this.o.remote.name) why = `key claims cluster ${parsed.cluster}, connection is to ${this.o.remote.name}`;
+    else if (parsed.cluster !== this.remote.name) why = `key claims cluster ${parsed.cluster}, connection is to ${this.remote.name}`;
     else {
       const d = decodeValue(parsed, value);
       if (!d.ok) why = d.error;
@@ -192,7 +266,7 @@ export class RemoteSync {
     }
     if (why) {
       this.rejected++;
-      this.o.log.warn({ remote: this.o.remote.name, key, why }, 'rejected a remote key');
+      this.o.log.warn({ remote: this.remote.name, key, why }, 'rejected a remote key');
       return undefined;
     }
     return { cacheKey: this.toCache(key), value };
@@ -225,9 +299,9 @@ export class RemoteSync {
 
   status(): RemoteStatus {
     return {
-      cluster: this.o.remote.name,
-      id: this.o.remote.id,
-      endpoint: this.o.remote.endpoint,
+      cluster: this.remote.name,
+      id: this.remote.id,
+      endpoint: this.remote.endpoint,
       connected: this.connected,
       synced: this.synced,
       stale: this.stale,
@@ -237,6 +311,8 @@ export class RemoteSync {
       ...this.counts,
       rejected: this.rejected,
       relists: this.relists,
+      rotations: this.rotations,
+      identityExpires: this.identityExpires,
       lastError: this.lastError,
     };
   }
@@ -249,7 +325,7 @@ export class RemoteSync {
       this.writer.replaceUnder(this.cachePfx, new Map());
     }
     await this.o.local
-      .put(remoteStatusKey(this.o.remote.name))
+      .put(remoteStatusKey(this.remote.name))
       .value(JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale, lastHeartbeat: s.lastHeartbeat }))
       .catch(() => {});
   }
@@ -260,12 +336,13 @@ export class RemoteSync {
     if (this.timer) clearInterval(this.timer);
     if (this.recountTimer) clearTimeout(this.recountTimer);
     await cancelWatcher(this.watcher);
+    await cancelWatcher(this.credWatcher);
     this.client?.close();
     if (removeCache) {
       this.writer.resume();
       this.writer.replaceUnder(this.cachePfx, new Map());
       await this.writer.idle();
-      await this.o.local.delete().key(remoteStatusKey(this.o.remote.name)).catch(() => {});
+      await this.o.local.delete().key(remoteStatusKey(this.remote.name)).catch(() => {});
     }
   }
 }

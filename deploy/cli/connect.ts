@@ -10,11 +10,13 @@ import { KubeSecrets } from '../../apiserver/kube/secrets.js';
 import type { ApiserverStatus } from '../../apiserver/status.js';
 import { ensureClusterCA } from '../../mtls/cluster-ca.js';
 import { issueRemoteClient } from '../../mtls/mesh-identities.js';
+import { remainingMs } from '../../sync/credentials.js';
 import { PEER_LABEL, peerSecretName, REMOTE_LABEL, remoteSecretName } from '../../sync/secrets.js';
 import { fetchStatus, kubeconfigFor } from './status.js';
 
 type Progress = (msg: string) => void;
-const RENEW_BEFORE_MS = 30 * 24 * 3600_000;
+/** The first identity; the issuing cluster renews it at half-life (its --remote-identity-ttl). */
+const FIRST_IDENTITY_TTL_MS = 24 * 3600_000;
 
 function cidrRange(cidr: string): [number, number] {
   const [ip, bits] = cidr.split('/') as [string, string];
@@ -57,10 +59,11 @@ async function link(from: { kc: KubeConfig; status: ApiserverStatus }, to: { kc:
     have['ca.crt'] === caB.ca.certPem &&
     have['tls.crt'] &&
     new X509Certificate(have['tls.crt']).checkIssued(new X509Certificate(caB.ca.certPem)) &&
-    Date.parse(new X509Certificate(have['tls.crt']).validTo) - Date.now() > RENEW_BEFORE_MS;
+    // Renewal is the issuing cluster's job; connect only replaces an identity about to lapse.
+    remainingMs(have['tls.crt']) > 60_000;
   if (!current) {
     progress(`${a}: issuing a read-only identity for ${b}'s mesh (signed by ${b}'s CA) and storing it as ${remoteSecretName(b)}`);
-    const cert = await issueRemoteClient(caB, b, a);
+    const cert = await issueRemoteClient(caB, b, a, FIRST_IDENTITY_TTL_MS);
     await fromSecrets.put(
       remoteSecretName(b),
       { cluster: b, id: String(to.status.clusterId), endpoint: to.status.meshEndpoint, 'ca.crt': caB.ca.certPem, 'tls.crt': cert.certPem, 'tls.key': cert.keyPem, 'trust-domain': caB.trustDomain },

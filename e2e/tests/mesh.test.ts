@@ -1,6 +1,7 @@
 // Issue 4: three clusters meshed with `skein connect`; every cache ends exactly equal to the remote's
 // export through scaling, deletion, a remote etcd dying and coming back, a compaction while disconnected,
 // and disconnect. Plus the transport's refusals and the sync's distrust of what a remote writes.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
@@ -223,6 +224,35 @@ describe('three connected clusters', () => {
     expect(await etcd.m1!.get(`${cachePrefix('m2')}services/default/broken`).string()).toBeNull();
     await etcd.m2!.delete().key(keys.service('m2', 'default', 'evil'));
     await etcd.m2!.delete().key(keys.service('m2', 'default', 'broken'));
+  });
+
+  it('renews a peer identity at half-life and keeps replicating across its expiry without a relist', async () => {
+    const m2 = clusterRest(stateDir, 'm2');
+    const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
+    const d = await m2.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
+    await m2.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, '--remote-identity-ttl=12'] }] } } } }, 'strategic');
+    const relists = (await remoteOf('m1', 'm2'))!.relists;
+    const first = await waitFor('m1 to switch to an identity m2 renewed', async () => {
+      const r = await remoteOf('m1', 'm2');
+      return r && r.rotations >= 1 && Date.parse(r.identityExpires!) - Date.now() < 13_000 ? r : undefined;
+    }, 90_000);
+    await waitFor('a second renewal', async () => ((await remoteOf('m1', 'm2'))!.rotations > first.rotations ? true : undefined), 30_000);
+    // Outlive the first renewed identity, then force new connections: only the current identity can work.
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(first.identityExpires!) - Date.now() + 1_000)));
+    const argv = meshPki(statePaths(stateDir).cluster('m2')).argv;
+    await destroyCgroup(etcdCgroup(argv));
+    await restartEtcd(argv);
+    etcd.m2!.close();
+    etcd.m2 = meshEtcd(stateDir, 'm2');
+    await scale(m2, 'echo', 3);
+    await waitFor('m1 to see 3 m2 backends', async () => ((await cachedService('m1', 'm2', 'echo'))?.backends.filter((b) => b.ready).length === 3 ? true : undefined), 60_000);
+    const now = await remoteOf('m1', 'm2');
+    expect(now).toMatchObject({ connected: true, synced: true, relists });
+    // The renewed identity is stored for the next start of m1's apiserver.
+    const stored = await new KubeSecrets(new KubeRest(kubeconfig('m1'))).get(remoteSecretName('m2'));
+    expect(new Date(new X509Certificate(stored!['tls.crt']!).validTo).getTime()).toBeGreaterThan(Date.now() - 12_000);
+    await scale(m2, 'echo', 2);
+    await cachesEqualExports([['m1', 'm2'], ['m3', 'm2']]);
   });
 
   it('disconnect removes the link both ways and the remote state from both caches', async () => {
