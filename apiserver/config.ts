@@ -22,6 +22,8 @@ export const ApiserverConfig = z.object({
   remoteRemoveAfterMs: z.number({ error: SECONDS_HINT }).int().min(0),
   /** Lifetime of the read identities this cluster issues to its peers; renewed at half of it. */
   remoteIdentityTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--remote-identity-ttl must be at least 10 seconds'),
+  /** Lifetime of this process's own mesh etcd identity; renewed at half of it. */
+  meshIdentityTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--mesh-identity-ttl must be at least 10 seconds'),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
@@ -33,6 +35,7 @@ const FLAG_OF: Record<string, string> = {
   remoteStaleAfterMs: '--remote-stale-after',
   remoteRemoveAfterMs: '--remote-remove-after',
   remoteIdentityTtlMs: '--remote-identity-ttl',
+  meshIdentityTtlMs: '--mesh-identity-ttl',
   clusterName: '--cluster-name',
   clusterId: '--cluster-id',
   meshEtcd: '--mesh-etcd',
@@ -54,6 +57,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'remote-stale-after': { type: 'string' },
       'remote-remove-after': { type: 'string' },
       'remote-identity-ttl': { type: 'string' },
+      'mesh-identity-ttl': { type: 'string' },
       listen: { type: 'string' },
     },
   });
@@ -61,8 +65,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const staleText = values['remote-stale-after'] ?? env.SKEIN_REMOTE_STALE_AFTER ?? '20';
   const removeText = values['remote-remove-after'] ?? env.SKEIN_REMOTE_REMOVE_AFTER ?? '0';
   const ttlText = values['remote-identity-ttl'] ?? env.SKEIN_REMOTE_IDENTITY_TTL ?? '86400';
+  const meshTtlText = values['mesh-identity-ttl'] ?? env.SKEIN_MESH_IDENTITY_TTL ?? '3600';
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -75,6 +80,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     remoteStaleAfterMs: seconds(staleText) * 1000,
     remoteRemoveAfterMs: seconds(removeText) * 1000,
     remoteIdentityTtlMs: seconds(ttlText) * 1000,
+    meshIdentityTtlMs: seconds(meshTtlText) * 1000,
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
   };
   const parsed = ApiserverConfig.safeParse(raw);

@@ -4,7 +4,6 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { ensureClusterCA, type ClusterCA } from '../mtls/cluster-ca.js';
-import { issueMeshRootClient } from '../mtls/mesh-identities.js';
 import { CredentialIssuer } from '../sync/credentials.js';
 import { SyncManager } from '../sync/manager.js';
 import { parseConfig, type ApiserverConfig } from './config.js';
@@ -14,7 +13,8 @@ import { buildHttp } from './http.js';
 import { KubeRest } from './kube/rest.js';
 import { KubeSecrets } from './kube/secrets.js';
 import { ensureMeshAuth } from './mesh-auth.js';
-import { connectMeshEtcd, EtcdIdentityStore, EtcdKv } from './mesh-etcd.js';
+import { connectMeshEtcd, EtcdIdentityStore, EtcdKv, type EtcdRef } from './mesh-etcd.js';
+import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
 import { retryUntilDone } from './retry.js';
 
@@ -37,18 +37,23 @@ async function main(): Promise<void> {
   const metrics = createMetrics();
 
   // With an https mesh etcd and no certificate given, this process is the cluster's etcd root: it issues
-  // itself that identity from the cluster CA (created on first start) and sets up etcd's own RBAC.
+  // itself that identity from the cluster CA (created on first start), renews it at half-life, and sets
+  // up etcd's own RBAC.
   let ca: ClusterCA | undefined;
-  let tls: { caPem: string; certPem: string; keyPem: string } | undefined;
+  let identity: MeshIdentity | undefined;
+  let etcdRef: EtcdRef;
   if (cfg.meshEtcd[0]!.startsWith('https:') && !cfg.meshEtcdCert) {
-    ca = await retryUntilDone('loading the cluster CA', () => ensureClusterCA(new KubeSecrets(rest), cfg.clusterName), log);
-    const root = await issueMeshRootClient(ca, cfg.clusterName);
-    tls = { caPem: ca.ca.certPem, certPem: root.certPem, keyPem: root.keyPem };
+    const clusterCa = await retryUntilDone('loading the cluster CA', () => ensureClusterCA(new KubeSecrets(rest), cfg.clusterName), log);
+    ca = clusterCa;
+    identity = await MeshIdentity.create({ endpoints: cfg.meshEtcd, ca: clusterCa, cluster: cfg.clusterName, ttlMs: cfg.meshIdentityTtlMs, log });
+    etcdRef = identity.ref;
+  } else {
+    const fixed = connectMeshEtcd({ endpoints: cfg.meshEtcd, caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey });
+    etcdRef = () => fixed;
   }
-  const etcd = connectMeshEtcd({ endpoints: cfg.meshEtcd, caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, tls });
 
   let exporter!: Exporter;
-  const writer = new StateWriter(new EtcdKv(etcd), {
+  const writer = new StateWriter(new EtcdKv(etcdRef), {
     onBatch: (_ops, seconds) => metrics.etcdWrite.observe(seconds),
     onError: (err, attempt) => {
       metrics.etcdErrors.inc();
@@ -56,11 +61,12 @@ async function main(): Promise<void> {
       if (attempt === 1 || attempt % 20 === 0) log.warn({ err: (err as Error).message, attempt }, 'mesh etcd write failed, retrying');
     },
   });
-  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd, writer, identities: new EtcdIdentityStore(etcd, cfg.clusterName), metrics, log });
-  const issuer = ca && new CredentialIssuer({ etcd, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
-  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcd, localCluster: cfg.clusterName, log, issuer, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
+  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdIdentityStore(etcdRef, cfg.clusterName), metrics, log });
+  identity?.onRenewed(() => exporter.moveLease());
+  const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
+  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
-  const http = buildHttp(exporter, metrics, () => ({ ...exporter.status(), meshEndpoint, trustDomain: ca?.trustDomain, remotes: sync.status() }));
+  const http = buildHttp(exporter, metrics, () => ({ ...exporter.status(), meshEndpoint, trustDomain: ca?.trustDomain, meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations }, remotes: sync.status() }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
@@ -70,13 +76,16 @@ async function main(): Promise<void> {
     await http.close();
     await sync.stop().catch(() => {});
     await exporter.stop().catch(() => {});
-    etcd.close();
+    identity?.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown());
   process.on('SIGINT', () => void shutdown());
 
-  if (tls) await retryUntilDone('setting up mesh etcd authorization', () => ensureMeshAuth(etcd, cfg.clusterName), log);
+  if (identity) {
+    await retryUntilDone('setting up mesh etcd authorization', () => ensureMeshAuth(etcdRef(), cfg.clusterName), log);
+    identity.start();
+  }
   sync.start();
   issuer?.start();
   // The initial sync waits out a dead etcd or API server (retrying inside); readiness says when it is done.

@@ -17,6 +17,9 @@ export interface MeshEtcdOptions {
   callTimeoutMs?: number;
 }
 
+/** The local mesh etcd client as its users hold it: a getter, because renewing this process's identity replaces the client. */
+export type EtcdRef = () => Etcd3;
+
 export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
   const timeout = o.callTimeoutMs ?? 5_000;
   const opts: IOptions = {
@@ -57,19 +60,20 @@ export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500):
 }
 
 export class EtcdKv implements KvBackend {
-  constructor(private readonly client: Etcd3) {}
+  constructor(private readonly etcd: EtcdRef) {}
 
   async list(prefix: string): Promise<Map<string, string>> {
-    const { kvs } = await listPrefix(this.client, prefix);
+    const { kvs } = await listPrefix(this.etcd(), prefix);
     return new Map(kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
   }
 
   async apply(ops: KvOp[]): Promise<void> {
     if (ops.length === 0) return;
     // Version > -1 holds for every key, present or not: an unconditional multi-op transaction.
-    await this.client
+    const c = this.etcd();
+    await c
       .if(ops[0]!.key, 'Version', '>', -1)
-      .then(...ops.map((op) => (op.value === null ? this.client.delete().key(op.key) : this.client.put(op.key).value(op.value))))
+      .then(...ops.map((op) => (op.value === null ? c.delete().key(op.key) : c.put(op.key).value(op.value))))
       .commit();
   }
 }
@@ -77,27 +81,28 @@ export class EtcdKv implements KvBackend {
 /** Identity bindings: `identity-index/<hash>` → local ID, and the export key reserving the ID itself. */
 export class EtcdIdentityStore implements IdentityStore {
   constructor(
-    private readonly client: Etcd3,
+    private readonly etcd: EtcdRef,
     private readonly cluster: string,
   ) {}
 
   async lookup(hash: string): Promise<number | undefined> {
-    const v = await this.client.get(keys.identityIndex(this.cluster, hash)).string();
+    const v = await this.etcd().get(keys.identityIndex(this.cluster, hash)).string();
     return v === null ? undefined : Number(v);
   }
 
   async tryBind(hash: string, localId: number): Promise<boolean> {
     const idKey = keys.identityId(this.cluster, localId);
-    const res = await this.client
+    const c = this.etcd();
+    const res = await c
       .if(keys.identityIndex(this.cluster, hash), 'Create', '==', 0)
       .and(idKey, 'Create', '==', 0)
-      .then(this.client.put(keys.identityIndex(this.cluster, hash)).value(String(localId)), this.client.put(idKey).value(hash))
+      .then(c.put(keys.identityIndex(this.cluster, hash)).value(String(localId)), c.put(idKey).value(hash))
       .commit();
     return res.succeeded;
   }
 
   async boundIds(): Promise<Set<number>> {
-    const index = await this.client.getAll().prefix(keys.identityIndex(this.cluster, '')).strings();
+    const index = await this.etcd().getAll().prefix(keys.identityIndex(this.cluster, '')).strings();
     return new Set(Object.values(index).map(Number));
   }
 }

@@ -5,5 +5,7 @@ import type { ExportStatus } from './export/exporter.js';
 export interface ApiserverStatus extends ExportStatus {
   meshEndpoint: string;
   trustDomain?: string;
+  /** This process's own mesh etcd identity: when it expires, how often it was renewed. */
+  meshIdentity?: { expires: string; rotations: number };
   remotes: RemoteStatus[];
 }

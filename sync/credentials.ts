@@ -1,7 +1,7 @@
 // Renewal of peers' read identities over the mesh itself. The cluster owning a CA re-issues each connected
 // peer's client certificate at half its lifetime and publishes it under a key that only that peer's etcd
 // user can read; the peer's sync watches the key and switches to the new identity without a relist.
-import type { Etcd3 } from 'etcd3';
+import type { EtcdRef } from '../apiserver/mesh-etcd.js';
 import { X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { ROOT } from '../apiserver/schema/keys.js';
@@ -39,7 +39,7 @@ export class CredentialIssuer {
   private timer?: NodeJS.Timeout;
 
   constructor(
-    private readonly o: { etcd: Etcd3; ca: ClusterCA; cluster: string; ttlMs: number; log: { warn: (o: object, m: string) => void } },
+    private readonly o: { etcd: EtcdRef; ca: ClusterCA; cluster: string; ttlMs: number; log: { warn: (o: object, m: string) => void } },
   ) {}
 
   start(): void {
@@ -56,11 +56,11 @@ export class CredentialIssuer {
   private async renew(): Promise<void> {
     for (const peer of this.peers) {
       const key = credentialKey(this.o.cluster, peer);
-      const raw = await this.o.etcd.get(key).string();
+      const raw = await this.o.etcd().get(key).string();
       const current = raw ? Credential.safeParse(JSON.parse(raw)) : undefined;
       if (current?.success && !needsRenewal(current.data.certPem, this.o.ttlMs)) continue;
       const cert = await issueRemoteClient(this.o.ca, this.o.cluster, peer, this.o.ttlMs);
-      await this.o.etcd.put(key).value(JSON.stringify(Credential.parse(cert)));
+      await this.o.etcd().put(key).value(JSON.stringify(Credential.parse(cert)));
     }
   }
 

@@ -2,7 +2,7 @@
 // Secret changes, stopped with its cache removed when the Secret goes), and etcd users for the peers allowed
 // to read our export. No restart is needed for a connect or a disconnect.
 import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
-import type { Etcd3 } from 'etcd3';
+import type { EtcdRef } from '../apiserver/mesh-etcd.js';
 import { startInformer, type RunningInformer } from '../apiserver/kube/informer.js';
 import type { KubeRest } from '../apiserver/kube/rest.js';
 import { syncPeerUsers } from '../apiserver/mesh-auth.js';
@@ -28,7 +28,7 @@ export class SyncManager {
       kc: KubeConfig;
       rest: KubeRest;
       secrets: KubeSecrets;
-      local: Etcd3;
+      local: EtcdRef;
       localCluster: string;
       log: Log;
       /** Renews peers' identities signed by our CA (absent without a CA). */
@@ -110,7 +110,7 @@ export class SyncManager {
     if (type === 'delete') this.peers.delete(name);
     else if (parsed.success) this.peers.set(name, parsed.data.cluster);
     const peers = [...new Set(this.peers.values())];
-    await syncPeerUsers(this.o.local, this.o.localCluster, peers);
+    await syncPeerUsers(this.o.local(), this.o.localCluster, peers);
     await this.o.issuer?.setPeers(peers);
   }
 

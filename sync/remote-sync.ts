@@ -4,7 +4,7 @@
 // written. Nothing from the remote is trusted: keys outside its own export prefix, values that fail their
 // schema or name another cluster are rejected, counted and logged, and never reach the cache.
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { connectMeshEtcd, EtcdKv, listPrefix } from '../apiserver/mesh-etcd.js';
+import { connectMeshEtcd, EtcdKv, listPrefix, type EtcdRef } from '../apiserver/mesh-etcd.js';
 import { X509Certificate } from 'node:crypto';
 import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
 import { decodeValue } from '../apiserver/schema/values.js';
@@ -42,7 +42,7 @@ export interface RemoteStatus {
 }
 
 export interface RemoteSyncOptions {
-  local: Etcd3;
+  local: EtcdRef;
   localCluster: string;
   remote: RemoteSpec;
   /** Called after switching to a renewed identity, so it can be stored for the next start. */
@@ -324,7 +324,8 @@ export class RemoteSync {
     if (removeAfter > 0 && s.stale && this.lastHeartbeat !== undefined && Date.now() - this.lastHeartbeat > removeAfter) {
       this.writer.replaceUnder(this.cachePfx, new Map());
     }
-    await this.o.local
+    await this.o
+      .local()
       .put(remoteStatusKey(this.remote.name))
       .value(JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale, lastHeartbeat: s.lastHeartbeat }))
       .catch(() => {});
@@ -342,7 +343,7 @@ export class RemoteSync {
       this.writer.resume();
       this.writer.replaceUnder(this.cachePfx, new Map());
       await this.writer.idle();
-      await this.o.local.delete().key(remoteStatusKey(this.remote.name)).catch(() => {});
+      await this.o.local().delete().key(remoteStatusKey(this.remote.name)).catch(() => {});
     }
   }
 }

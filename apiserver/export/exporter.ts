@@ -2,7 +2,8 @@
 // the StateWriter turns that into minimal etcd writes. After every informer's first list the exporter prunes
 // keys Kubernetes no longer has (a restart reconciles, never duplicates) and marks each kind synced.
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
-import type { Etcd3, Lease } from 'etcd3';
+import type { Lease } from 'etcd3';
+import type { EtcdRef } from '../mesh-etcd.js';
 import { startInformer, type RunningInformer } from '../kube/informer.js';
 import type { KubeRest } from '../kube/rest.js';
 import { EXPORT_KINDS, exportPrefix, keys, type ExportKind } from '../schema/keys.js';
@@ -19,7 +20,7 @@ export interface ExporterOptions {
   clusterId: number;
   kc: KubeConfig;
   rest: KubeRest;
-  etcd: Etcd3;
+  etcd: EtcdRef;
   writer: StateWriter;
   identities: IdentityStore;
   metrics: Metrics;
@@ -129,7 +130,7 @@ export class Exporter {
   private async startLease(): Promise<void> {
     const ttl = this.o.leaseTtlSeconds ?? 15;
     const grant = async () => {
-      const lease = this.o.etcd.lease(ttl, { autoKeepAlive: true });
+      const lease = this.o.etcd().lease(ttl, { autoKeepAlive: true });
       lease.on('lost', (err) => {
         if (this.stopped) return;
         this.o.log.warn({ err: err?.message }, 'mesh etcd lease lost, granting a new one');
@@ -153,6 +154,18 @@ export class Exporter {
         });
     }, this.o.heartbeatMs ?? 5_000);
     this.heartbeatTimer.unref();
+  }
+
+  /** After the etcd client was replaced (identity renewal): heartbeat and markers move to a new lease. */
+  async moveLease(): Promise<void> {
+    if (!this.synced || this.stopped) return;
+    const old = this.lease;
+    const lease = this.o.etcd().lease(this.o.leaseTtlSeconds ?? 15, { autoKeepAlive: true });
+    lease.on('lost', () => void (!this.stopped && this.lease === lease && this.moveLease().catch(() => {})));
+    await this.writeMarkers(lease);
+    this.lease = lease;
+    old?.removeAllListeners('lost');
+    await old?.revoke().catch(() => {});
   }
 
   private async writeMarkers(lease: Lease): Promise<void> {

@@ -4,10 +4,11 @@
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
-import { GlobalService, IdentityValue, IpEntry, MeshNode } from '../../apiserver/schema/values.js';
+import { GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode } from '../../apiserver/schema/values.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import type { ExportStatus } from '../../apiserver/export/exporter.js';
+import type { ApiserverStatus } from '../../apiserver/status.js';
 import { waitFor } from '../testbed/daemon.js';
 import { readState } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
@@ -150,5 +151,21 @@ describe('skein-apiserver export', () => {
     expect(status.services.map((s) => s.name)).toEqual(['default/echo']);
     expect(status.services[0]).toMatchObject({ readyBackends: 2, backends: 2 });
     expect((await pods(rest, 'app=echo')).length).toBe(2);
+  });
+
+  it('renews its own mesh etcd identity at half-life and keeps exporting and heartbeating across expiries', async () => {
+    const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
+    const d = await rest.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
+    await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, '--mesh-identity-ttl=12'] }] } } } }, 'strategic');
+    const status = () => rest.get<ApiserverStatus>(skeinProxyPath('/v1/status'));
+    await until('three renewals', async () => ((await status()).meshIdentity?.rotations ?? 0) >= 3 ? true : undefined, 90_000);
+    const s = await status();
+    expect(Date.parse(s.meshIdentity!.expires) - Date.now()).toBeLessThan(13_000);
+    // The first identity is long expired by now; exports still flow and the heartbeat lease is alive.
+    await scale(rest, 'echo', 3);
+    await until('3 ready backends after renewals', async () => ((await exported('default', 'echo'))?.backends.filter((b) => b.ready).length === 3 ? true : undefined), 60_000);
+    const hb = Heartbeat.parse(JSON.parse((await etcd.get(keys.heartbeat(CLUSTER)).string())!));
+    expect(Date.now() - Date.parse(hb.at)).toBeLessThan(10_000);
+    await scale(rest, 'echo', 2);
   });
 });
