@@ -1,0 +1,252 @@
+// skein_bpf: a thin Node-API binding over the system libbpf. It loads BPF objects, attaches cgroup
+// programs through bpf_link (pinnable, so an agent restart keeps the datapath), and reads and writes maps
+// with raw key/value buffers; layouts are owned by the TypeScript side. Errors carry errno and a message.
+#include <napi.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <map>
+#include <string>
+#include <unistd.h>
+
+namespace {
+
+Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err) {
+  if (err < 0) err = -err;
+  Napi::Error e = Napi::Error::New(env, what + ": " + std::strerror(err) + " (errno " + std::to_string(err) + ")");
+  e.Set("errno", Napi::Number::New(env, err));
+  return e;
+}
+
+class BpfObject : public Napi::ObjectWrap<BpfObject> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(env, "BpfObject", {
+      InstanceMethod("programs", &BpfObject::Programs),
+      InstanceMethod("maps", &BpfObject::Maps),
+      InstanceMethod("attachCgroup", &BpfObject::AttachCgroup),
+      InstanceMethod("pinLink", &BpfObject::PinLink),
+      InstanceMethod("detach", &BpfObject::Detach),
+      InstanceMethod("update", &BpfObject::Update),
+      InstanceMethod("lookup", &BpfObject::Lookup),
+      InstanceMethod("remove", &BpfObject::Remove),
+      InstanceMethod("keys", &BpfObject::Keys),
+      InstanceMethod("close", &BpfObject::Close),
+    });
+    exports.Set("BpfObject", cls);
+    return exports;
+  }
+
+  // new BpfObject(path, pinDir?): open and load; with pinDir, maps are pinned there and an existing pin is
+  // reused (a restarted agent adopts the maps the kernel still uses).
+  BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
+    Napi::Env env = info.Env();
+    std::string path = info[0].As<Napi::String>();
+    obj_ = bpf_object__open_file(path.c_str(), nullptr);
+    int err = libbpf_get_error(obj_);
+    if (err) {
+      obj_ = nullptr;
+      ErrnoError(env, "open " + path, err).ThrowAsJavaScriptException();
+      return;
+    }
+    if (info.Length() > 1 && info[1].IsString()) {
+      std::string dir = info[1].As<Napi::String>();
+      bpf_map* m;
+      bpf_object__for_each_map(m, obj_) {
+        std::string pin = dir + "/" + bpf_map__name(m);
+        bpf_map__set_pin_path(m, pin.c_str());
+      }
+    }
+    err = bpf_object__load(obj_);
+    if (err) {
+      bpf_object__close(obj_);
+      obj_ = nullptr;
+      ErrnoError(env, "load " + path, err).ThrowAsJavaScriptException();
+    }
+  }
+
+  ~BpfObject() { CloseAll(); }
+
+ private:
+  bpf_object* obj_ = nullptr;
+  std::map<int, bpf_link*> links_;
+  int next_link_ = 1;
+
+  void CloseAll() {
+    for (auto& l : links_) bpf_link__destroy(l.second);  // a pinned link stays attached
+    links_.clear();
+    if (obj_) bpf_object__close(obj_);
+    obj_ = nullptr;
+  }
+
+  bool Live(Napi::Env env) {
+    if (obj_) return true;
+    Napi::Error::New(env, "BPF object is closed").ThrowAsJavaScriptException();
+    return false;
+  }
+
+  int MapFd(Napi::Env env, const std::string& name) {
+    bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
+    if (!m) {
+      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
+      return -1;
+    }
+    return bpf_map__fd(m);
+  }
+
+  Napi::Value Programs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    Napi::Array out = Napi::Array::New(env);
+    bpf_program* p;
+    uint32_t i = 0;
+    bpf_object__for_each_program(p, obj_) out.Set(i++, Napi::String::New(env, bpf_program__name(p)));
+    return out;
+  }
+
+  Napi::Value Maps(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    Napi::Array out = Napi::Array::New(env);
+    bpf_map* m;
+    uint32_t i = 0;
+    bpf_object__for_each_map(m, obj_) out.Set(i++, Napi::String::New(env, bpf_map__name(m)));
+    return out;
+  }
+
+  // attachCgroup(program, cgroupPath) -> link id
+  Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string prog = info[0].As<Napi::String>();
+    std::string cg = info[1].As<Napi::String>();
+    bpf_program* p = bpf_object__find_program_by_name(obj_, prog.c_str());
+    if (!p) {
+      Napi::Error::New(env, "no program named " + prog).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    int fd = open(cg.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+      ErrnoError(env, "open cgroup " + cg, errno).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    bpf_link* link = bpf_program__attach_cgroup(p, fd);
+    int err = libbpf_get_error(link);
+    close(fd);
+    if (err) {
+      ErrnoError(env, "attach " + prog + " to " + cg, err).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    int id = next_link_++;
+    links_[id] = link;
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value PinLink(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int id = info[0].As<Napi::Number>().Int32Value();
+    std::string path = info[1].As<Napi::String>();
+    auto it = links_.find(id);
+    if (it == links_.end()) {
+      Napi::Error::New(env, "no link " + std::to_string(id)).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    int err = bpf_link__pin(it->second, path.c_str());
+    if (err) ErrnoError(env, "pin link at " + path, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // detach(id): unpins (if pinned) and detaches.
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int id = info[0].As<Napi::Number>().Int32Value();
+    auto it = links_.find(id);
+    if (it == links_.end()) return Napi::Boolean::New(env, false);
+    bpf_link__unpin(it->second);
+    bpf_link__detach(it->second);
+    bpf_link__destroy(it->second);
+    links_.erase(it);
+    return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value Update(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    auto val = info[2].As<Napi::Buffer<uint8_t>>();
+    int fd = MapFd(env, name);
+    if (fd < 0) return env.Null();
+    if (bpf_map_update_elem(fd, key.Data(), val.Data(), BPF_ANY)) ErrnoError(env, "update " + name, errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
+    if (!m) {
+      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, bpf_map__value_size(m));
+    if (bpf_map_lookup_elem(bpf_map__fd(m), key.Data(), out.Data())) {
+      if (errno == ENOENT) return env.Null();
+      ErrnoError(env, "lookup " + name, errno).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    return out;
+  }
+
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    auto key = info[1].As<Napi::Buffer<uint8_t>>();
+    int fd = MapFd(env, name);
+    if (fd < 0) return env.Null();
+    if (bpf_map_delete_elem(fd, key.Data())) {
+      if (errno == ENOENT) return Napi::Boolean::New(env, false);
+      ErrnoError(env, "delete from " + name, errno).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value Keys(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
+    if (!m) {
+      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    size_t ks = bpf_map__key_size(m);
+    std::string cur(ks, '\0'), next(ks, '\0');
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(bpf_map__fd(m), prev, next.data()) == 0) {
+      out.Set(i++, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(next.data()), ks));
+      cur = next;
+      prev = cur.data();
+    }
+    return out;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseAll();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) { return BpfObject::Init(env, exports); }
+
+}  // namespace
+
+NODE_API_MODULE(skein_bpf, Init)
