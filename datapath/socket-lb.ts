@@ -3,7 +3,7 @@
 // Updates are ordered so a concurrent connect() never sees a half-written service: new slots first, the
 // master's count last, stale slots removed after the count no longer reaches them.
 import { createRequire } from 'node:module';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,6 +38,11 @@ function buildDir(): string {
 }
 
 const native = createRequire(import.meta.url)(join(buildDir(), 'skein_bpf.node')) as { BpfObject: new (path: string, pinDir?: string) => NativeBpfObject };
+
+export interface Programmed {
+  frontend: Frontend;
+  backends: BackendAddr[];
+}
 
 export const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4'] as const;
 
@@ -99,9 +104,14 @@ export class SocketLb {
     this.obj = new native.BpfObject(join(buildDir(), 'sock_lb.o'), pinDir);
   }
 
-  /** Attaches all four programs to a cgroup v2 directory (they apply to every process below it). */
+  /**
+   * Attaches all four programs to a cgroup v2 directory (they apply to every process below it). With
+   * `linkPinDir`, links are pinned there; programs whose pinned link already exists (an earlier run of the
+   * agent) are left attached as they are: they use the same pinned maps this object adopted.
+   */
   attach(cgroup: string, linkPinDir?: string): void {
     for (const p of PROGRAMS) {
+      if (linkPinDir && existsSync(join(linkPinDir, p))) continue;
       const id = this.obj.attachCgroup(p, cgroup);
       if (linkPinDir) {
         mkdirSync(linkPinDir, { recursive: true });
@@ -111,9 +121,46 @@ export class SocketLb {
     }
   }
 
-  detach(): void {
+  /** Detaches what this object attached, and pinned links of an earlier run under `linkPinDir`. */
+  detach(linkPinDir?: string): void {
     for (const id of this.links) this.obj.detach(id);
     this.links = [];
+    if (linkPinDir) rmSync(linkPinDir, { recursive: true, force: true });
+  }
+
+  /**
+   * Rebuilds what is programmed from the (pinned, reused) maps, so a restarted agent continues where the
+   * last one stopped instead of handing out backend IDs that live slots still point to.
+   */
+  adopt(): Programmed[] {
+    const addrOf = new Map<number, BackendAddr>();
+    for (const k of this.obj.keys('skein_backends')) {
+      const v = this.obj.lookup('skein_backends', k);
+      if (!v) continue;
+      const id = k.readUInt32LE(0);
+      addrOf.set(id, { ip: [...v.subarray(0, 4)].join('.'), port: v.readUInt16BE(4) });
+      this.nextBackendId = Math.max(this.nextBackendId, id + 1);
+    }
+    const out: Programmed[] = [];
+    for (const k of this.obj.keys('skein_services')) {
+      if (k.readUInt16LE(8) !== 0) continue;
+      const frontend: Frontend = { ip: [...k.subarray(0, 4)].join('.'), port: k.readUInt16BE(4), proto: k[6] === 6 ? 'TCP' : 'UDP' };
+      const count = this.obj.lookup('skein_services', k)?.readUInt32LE(0) ?? 0;
+      const backends: BackendAddr[] = [];
+      for (let slot = 1; slot <= count; slot++) {
+        const id = this.obj.lookup('skein_services', serviceKey(frontend, slot))?.readUInt32LE(4);
+        const addr = id === undefined ? undefined : addrOf.get(id);
+        if (!addr || id === undefined) continue;
+        backends.push(addr);
+        const key = `${addr.ip}:${addr.port}`;
+        const e = this.backendIds.get(key) ?? { id, refs: 0 };
+        e.refs++;
+        this.backendIds.set(key, e);
+      }
+      this.services.set(`${frontend.proto}/${frontend.ip}:${frontend.port}`, backends);
+      out.push({ frontend, backends });
+    }
+    return out;
   }
 
   private backendId(b: BackendAddr): number {

@@ -39,11 +39,14 @@ export async function addVethPair(opts: {
   bNs: string;
   bName: string;
   bAddr?: string;
+  /** A fixed MAC for the b end (pods: derived from the IP, so a reused IP keeps valid neighbor entries). */
+  bMac?: string;
   tmpName: string;
 }): Promise<void> {
   await ip(opts.aNs, 'link', 'add', opts.aName, 'type', 'veth', 'peer', 'name', opts.tmpName);
   await ip(opts.aNs, 'link', 'set', opts.tmpName, 'netns', opts.bNs);
   if (opts.tmpName !== opts.bName) await ip(opts.bNs, 'link', 'set', opts.tmpName, 'name', opts.bName);
+  if (opts.bMac) await ip(opts.bNs, 'link', 'set', opts.bName, 'address', opts.bMac);
   if (opts.aAddr) await ip(opts.aNs, 'addr', 'add', opts.aAddr, 'dev', opts.aName);
   if (opts.bAddr) await ip(opts.bNs, 'addr', 'add', opts.bAddr, 'dev', opts.bName);
   await ip(opts.aNs, 'link', 'set', opts.aName, 'up');

@@ -36,9 +36,14 @@ export async function createNodeNetwork(tag: string, node: NodeNet): Promise<voi
 
 export async function createPodNetwork(node: NodeNet, pod: { netns: string; link: string; ip: string }): Promise<void> {
   await addNetns(pod.netns);
-  await addVethPair({ aNs: node.netns, aName: pod.link, bNs: pod.netns, bName: 'eth0', bAddr: `${pod.ip}/24`, tmpName: `t${pod.link.slice(1)}` });
+  await addVethPair({ aNs: node.netns, aName: pod.link, bNs: pod.netns, bName: 'eth0', bAddr: `${pod.ip}/24`, bMac: podMac(pod.ip), tmpName: `t${pod.link.slice(1)}` });
   await ip(node.netns, 'link', 'set', pod.link, 'master', 'br0');
   await ip(pod.netns, 'route', 'add', 'default', 'via', node.gateway);
+}
+
+/** 0a:58 + the IPv4 address, as Kubernetes' bridge CNI does: neighbor caches stay right when an IP is reused. */
+export function podMac(ip: string): string {
+  return ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }
 
 export const deletePodNetwork = (netns: string) => deleteNetns(netns);

@@ -12,6 +12,8 @@ export const ClusterState = z.object({
   apiserverUrl: z.string().url(),
   kubeEtcdUrl: z.string().url(),
   meshEtcdUrl: z.string().url(),
+  /** Each node's skein-agent HTTP address, by node index - 1. */
+  agents: z.array(z.string().url()).default([]),
 });
 export type ClusterState = z.infer<typeof ClusterState>;
 

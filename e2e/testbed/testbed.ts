@@ -12,6 +12,7 @@ import { kubeconfigYaml, writeUserKubeconfig } from './kube-pki.js';
 import { ensureKubeBinaries, KUBE_VERSION } from './kube-binaries.js';
 import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } from './network.js';
 import type { NodeRunnerConfig } from './node-runner/config.js';
+import { bpffsDir, startAgent } from './agents.js';
 import { applyManifest, loadManifest } from './manifests.js';
 import { distPath } from './repo.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
@@ -27,7 +28,6 @@ export interface UpOptions {
 }
 
 export const contextName = (cluster: string) => `skein-${cluster}`;
-const bpffsDir = (tag: string) => `/sys/fs/bpf/skein/${tag}`;
 
 function preflight(opts: UpOptions): void {
   if (process.getuid?.() !== 0) throw new Error('skein local needs root (network namespaces, cgroups, BPF): run it with sudo');
@@ -153,6 +153,9 @@ async function startCluster(
   );
   progress(`${cluster.name}: deploying skein-apiserver`);
   await deploySkeinApiserver({ cluster, adminKubeconfig, meshEtcdUrl: mesh.clientUrl, logHint: `see ${logDir}` });
+  progress(`${cluster.name}: starting ${opts.nodes} skein-agent(s)`);
+  const agents: string[] = [];
+  for (let i = 1; i <= opts.nodes; i++) agents.push(await startAgent({ tag, cluster, index: i, clusterDir, logDir, controlCgroup: cg, cgroupRoot, meshEtcdUrl: mesh.clientUrl }));
   if (opts.echo) {
     progress(`${cluster.name}: deploying the global echo service`);
     await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
@@ -166,7 +169,7 @@ async function startCluster(
   }
   return {
     plane,
-    state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: mesh.clientUrl },
+    state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: mesh.clientUrl, agents },
   };
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { containerArgv, imageRepository } from './node-runner/images.js';
+import { podMac } from './network.js';
 import { fabricNet, nodeNet, podLinkName, podNetnsName, stateTag } from './topology.js';
 
 describe('test bed topology', () => {
@@ -9,6 +10,9 @@ describe('test bed topology', () => {
     expect(n).toMatchObject({ name: 'east-node-3', podCidr: '10.7.3.0/24', gateway: '10.7.3.1', nodeIp: '10.7.0.7', fabricIp: '10.7.0.6' });
     for (const name of [n.fabricLink, fabricNet(tag).rootLink, podLinkName('0123abcd-4567-89ef-0123-456789abcdef')]) expect(name.length).toBeLessThan(16);
     expect(podNetnsName(tag, '0123abcd-4567-89ef')).toBe(`sk-${tag}-p-0123abcd4567`);
+  });
+  it('derives a pod MAC from its IP, so a reused IP keeps valid neighbor entries', () => {
+    expect(podMac('10.1.2.3')).toBe('0a:58:0a:01:02:03');
   });
   it('derives a stable tag per state dir', () => {
     expect(stateTag('/tmp/a')).toBe(stateTag('/tmp/a/'));

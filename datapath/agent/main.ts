@@ -1,0 +1,97 @@
+// skein-agent: one per node. Programs the node's BPF socket LB from its own cluster's mesh etcd only and
+// serves /healthz, /metrics and /v1/programmed (what the datapath holds now).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import Fastify from 'fastify';
+import { pino } from 'pino';
+import { Gauge, Registry } from 'prom-client';
+import { z } from 'zod';
+import { ClusterName } from '../../apiserver/schema/cluster.js';
+import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
+import { SocketLb } from '../socket-lb.js';
+import { NodeAgent } from './agent.js';
+
+const Config = z.object({
+  clusterName: ClusterName,
+  meshEtcd: z.string().regex(/^https?:\/\/[^/\s]+$/, '--mesh-etcd must be a URL such as https://10.0.0.1:2379'),
+  meshEtcdCa: z.string().optional(),
+  meshEtcdCert: z.string().optional(),
+  meshEtcdKey: z.string().optional(),
+  cgroup: z.string().min(1, '--cgroup (the cgroup v2 directory whose processes are load-balanced) is required'),
+  pinDir: z.string().startsWith('/sys/fs/bpf/', '--pin-dir must be under /sys/fs/bpf (bpffs)'),
+  listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT'),
+});
+
+function config() {
+  const { values } = parseArgs({
+    options: Object.fromEntries(['cluster-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen'].map((k) => [k, { type: 'string' as const }])),
+  });
+  const parsed = Config.safeParse({
+    clusterName: values['cluster-name'],
+    meshEtcd: values['mesh-etcd'],
+    meshEtcdCa: values['mesh-etcd-ca'],
+    meshEtcdCert: values['mesh-etcd-cert'],
+    meshEtcdKey: values['mesh-etcd-key'],
+    cgroup: values.cgroup ?? '',
+    pinDir: values['pin-dir'] ?? '',
+    listen: values.listen ?? '127.0.0.1:9877',
+  });
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    console.error(`skein-agent: ${String(i.path[0])}: ${i.message}`);
+    process.exit(2);
+  }
+  if (!existsSync(parsed.data.cgroup)) {
+    console.error(`skein-agent: --cgroup ${parsed.data.cgroup} does not exist`);
+    process.exit(2);
+  }
+  return parsed.data;
+}
+
+/** Pins need bpffs at /sys/fs/bpf; mount it where the host has not. */
+function ensureBpffs(): void {
+  if (existsSync('/sys/fs/bpf') && execFileSync('stat', ['-f', '-c', '%T', '/sys/fs/bpf'], { encoding: 'utf8' }).trim() === 'bpf_fs') return;
+  mkdirSync('/sys/fs/bpf', { recursive: true });
+  execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+}
+
+async function main(): Promise<void> {
+  const cfg = config();
+  const log = pino({ base: { cluster: cfg.clusterName, component: 'agent' } });
+  ensureBpffs();
+  const lb = new SocketLb(join(cfg.pinDir, 'maps'));
+  lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
+  const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey });
+  const agent = new NodeAgent({ etcd, cluster: cfg.clusterName, lb, log });
+
+  const registry = new Registry();
+  new Gauge({ name: 'skein_agent_frontends', help: 'Service frontends programmed in BPF', registers: [registry], collect() { this.set(agent.dump().length); } });
+  new Gauge({ name: 'skein_agent_backends', help: 'Active backend slots programmed in BPF', registers: [registry], collect() { this.set(agent.dump().reduce((n, p) => n + p.backends.length, 0)); } });
+  new Gauge({ name: 'skein_agent_reconciles', help: 'Reconciliations of the datapath', registers: [registry], collect() { this.set(agent.syncs); } });
+  new Gauge({ name: 'skein_agent_last_reconcile_seconds', help: 'Duration of the last reconciliation', registers: [registry], collect() { this.set(agent.lastSyncMs / 1000); } });
+  const http = Fastify();
+  http.get('/healthz', async () => 'ok\n');
+  http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
+  http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump() }));
+  const [host, port] = cfg.listen.split(':') as [string, string];
+  await http.listen({ host, port: Number(port) });
+
+  // Stopping leaves the pinned programs and maps in place: traffic keeps flowing until the next agent adopts them.
+  const shutdown = async () => {
+    await http.close();
+    await agent.stop();
+    etcd.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown());
+  process.on('SIGINT', () => void shutdown());
+  await agent.start();
+  log.info({ frontends: agent.dump().length }, 'datapath programmed');
+}
+
+main().catch((err: Error) => {
+  console.error(`skein-agent: ${err.stack ?? err.message}`);
+  process.exit(1);
+});

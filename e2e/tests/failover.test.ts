@@ -1,0 +1,98 @@
+// Issue 5 (agent + datapath): with two meshed clusters, a client's requests to the echo ClusterIP go
+// through the BPF socket LB the node agents program: local backends first, the remote cluster's the moment
+// none is left, back again when they return; `remote` and `none` affinities; UDP; an agent restart in the
+// middle of traffic loses nothing (programs and maps stay pinned, the new agent adopts them).
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KubeRest } from '../../apiserver/kube/rest.js';
+import { connect } from '../../deploy/cli/connect.js';
+import { startAgent } from '../testbed/agents.js';
+import { destroyCgroup } from '../testbed/cgroup.js';
+import { waitFor } from '../testbed/daemon.js';
+import { readState, statePaths } from '../testbed/state.js';
+import { down, up } from '../testbed/testbed.js';
+import { clientRequests, clusterRest, readyPods, scale, tempStateDir, type ClientResult } from './helpers.js';
+
+const EAST = 'fo-east';
+const WEST = 'fo-west';
+const stateDir = tempStateDir('failover');
+let east: KubeRest;
+let vip = '';
+let client = '';
+
+const kubeconfig = (c: string) => {
+  const kc = new KubeConfig();
+  kc.loadFromFile(statePaths(stateDir).kubeconfig);
+  kc.setCurrentContext(`skein-${c}`);
+  return kc;
+};
+const requests = (proto: 'http' | 'udp' | 'tcp', count: number, interval = 0): Promise<ClientResult[]> =>
+  clientRequests(stateDir, EAST, client, [proto, `${vip}:${proto === 'tcp' ? 9000 : 80}`, '--count', String(count), '--interval-ms', String(interval), '--timeout-ms', '500']);
+const clusters = (r: ClientResult[]) => [...new Set(r.map((x) => x.cluster ?? 'failed'))].sort();
+const setAffinity = (a: string) => east.patch('/api/v1/namespaces/default/services/echo', { metadata: { annotations: { 'skein.io/affinity': a } } });
+
+beforeAll(async () => {
+  await up({ stateDir, clusters: [{ name: EAST, id: 61 }, { name: WEST, id: 62 }], nodes: 2, echo: true });
+  await connect(kubeconfig(EAST), kubeconfig(WEST), () => {});
+  east = clusterRest(stateDir, EAST);
+  vip = (await east.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services/echo')).spec.clusterIP;
+  client = (await readyPods(east, 'app=client', 1))[0]!.metadata!.name!;
+});
+
+afterAll(async () => {
+  await down(stateDir);
+});
+
+describe('local-first failover through the BPF socket LB', () => {
+  it('with local affinity, TCP, HTTP and UDP to the ClusterIP reach only local backends', async () => {
+    await waitFor('the agent to program the echo service', async () => (clusters(await requests('http', 1)).join() === EAST ? true : undefined), 30_000);
+    for (const proto of ['http', 'tcp', 'udp'] as const) {
+      const r = await requests(proto, 10);
+      expect(r.every((x) => x.ok)).toBe(true);
+      expect(clusters(r)).toEqual([EAST]);
+    }
+  });
+
+  it('fails over to the remote cluster when no local backend is left, and back when they return', async () => {
+    await scale(east, 'echo', 0);
+    const over = await waitFor('requests to fail over to west', async () => {
+      const r = await requests('http', 3);
+      return r.every((x) => x.ok && x.cluster === WEST) ? r : undefined;
+    }, 60_000);
+    expect(clusters(over)).toEqual([WEST]);
+    expect(clusters(await requests('udp', 5))).toEqual([WEST]);
+    await scale(east, 'echo', 2);
+    await readyPods(east, 'app=echo', 2);
+    await waitFor('requests to fail back to east', async () => ((await requests('http', 5)).every((x) => x.ok && x.cluster === EAST) ? true : undefined), 60_000);
+  });
+
+  it('remote affinity prefers the remote cluster; none spreads over both', async () => {
+    await setAffinity('remote');
+    await waitFor('remote affinity', async () => (clusters(await requests('http', 5)).join() === WEST ? true : undefined), 30_000);
+    await setAffinity('none');
+    await waitFor('both clusters to answer', async () => (clusters(await requests('http', 30)).join() === [EAST, WEST].sort().join() ? true : undefined), 30_000);
+    await setAffinity('local');
+    await waitFor('local again', async () => (clusters(await requests('http', 5)).join() === EAST ? true : undefined), 30_000);
+  });
+
+  it('keeps serving while the node agent is killed and restarted, and the new agent adopts the datapath', async () => {
+    const state = readState(stateDir)!;
+    const cluster = state.clusters.find((c) => c.name === EAST)!;
+    const controlCgroup = join(state.cgroupRoot, 'control', EAST);
+    const spec = { tag: state.tag, cluster, clusterDir: statePaths(stateDir).cluster(EAST), logDir: statePaths(stateDir).logs(EAST), controlCgroup, cgroupRoot: state.cgroupRoot, meshEtcdUrl: cluster.meshEtcdUrl };
+    const traffic = requests('http', 60, 50); // 3 s of requests, bounded
+    await new Promise((r) => setTimeout(r, 500));
+    for (const index of [1, 2]) await destroyCgroup(join(controlCgroup, `agent-${index}`));
+    await new Promise((r) => setTimeout(r, 500));
+    for (const index of [1, 2]) await startAgent({ ...spec, index });
+    const r = await traffic;
+    expect(r.filter((x) => !x.ok)).toEqual([]);
+    expect(clusters(r)).toEqual([EAST]);
+    // The restarted agents still follow changes.
+    await scale(east, 'echo', 0);
+    await waitFor('failover after the restart', async () => ((await requests('http', 3)).every((x) => x.cluster === WEST) ? true : undefined), 60_000);
+    await scale(east, 'echo', 2);
+    await readyPods(east, 'app=echo', 2);
+  });
+});
