@@ -20,8 +20,20 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "install.sh: Go is required to build the pinned Kubernetes binaries (install Go >= 1.26 to /usr/local/go)" >&2; exit 1; }
 
-echo "install: npm ci" >&2
-npm ci --no-audit --no-fund --loglevel=error
+# npm ci always reinstalls; skip it when node_modules was installed from this exact lockfile. The registry
+# can be slow or drop connections, so prefer the local cache and retry.
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.skein-lock-sum 2>/dev/null)" != "$lock_sum" ]; then
+  for attempt in 1 2 3 4; do
+    echo "install: npm ci (attempt $attempt)" >&2
+    if npm ci --no-audit --no-fund --loglevel=error --prefer-offline --fetch-retries=5 --fetch-retry-mintimeout=2000 --fetch-timeout=120000; then
+      echo "$lock_sum" > node_modules/.skein-lock-sum
+      break
+    fi
+    [ "$attempt" = 4 ] && { echo "install.sh: npm ci failed 4 times (registry unreachable?)" >&2; exit 1; }
+    sleep $((attempt * 15))
+  done
+fi
 echo "install: build" >&2
 npm run --silent build
 echo "install: Kubernetes binaries" >&2
