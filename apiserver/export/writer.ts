@@ -39,10 +39,6 @@ export class StateWriter {
     for (const p of prefixes) for (const [k, v] of await this.backend.list(p)) this.current.set(k, v);
   }
 
-  held(prefix: string): string[] {
-    return [...this.current.keys()].filter((k) => k.startsWith(prefix));
-  }
-
   set(key: string, value: string | null): void {
     if (value === null) this.desired.delete(key);
     else this.desired.set(key, value);
