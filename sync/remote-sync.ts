@@ -87,6 +87,7 @@ export class RemoteSync {
   private lastHeartbeat?: number;
   private timer?: NodeJS.Timeout;
   private restarting = false;
+  private published = '';
   private readonly counts = { services: 0, identities: 0, nodes: 0, ips: 0 };
 
   constructor(private readonly o: RemoteSyncOptions) {
@@ -281,16 +282,11 @@ export class RemoteSync {
   }
 
   private recount(): void {
-    for (const kind of ['services', 'identities', 'nodes', 'ips'] as const) {
-      const p = `${this.cachePfx}${kind}/`;
-      let n = 0;
-      for (const k of this.writerKeys()) if (k.startsWith(p)) n++;
-      this.counts[kind] = n;
+    for (const kind of Object.keys(this.counts) as (keyof typeof this.counts)[]) this.counts[kind] = 0;
+    for (const k of this.writer.desiredKeys(this.cachePfx)) {
+      const kind = k.slice(this.cachePfx.length).split('/', 1)[0] as keyof typeof this.counts;
+      if (kind in this.counts) this.counts[kind]++;
     }
-  }
-
-  private writerKeys(): string[] {
-    return this.writer.desiredKeys(this.cachePfx);
   }
 
   get stale(): boolean {
@@ -324,11 +320,15 @@ export class RemoteSync {
     if (removeAfter > 0 && s.stale && this.lastHeartbeat !== undefined && Date.now() - this.lastHeartbeat > removeAfter) {
       this.writer.replaceUnder(this.cachePfx, new Map());
     }
-    await this.o
-      .local()
-      .put(remoteStatusKey(this.remote.name))
-      .value(JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale, lastHeartbeat: s.lastHeartbeat }))
-      .catch(() => {});
+    // Only what the datapath acts on, and only when it changes: every write wakes every agent of the cluster.
+    const value = JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale });
+    if (value === this.published) return;
+    try {
+      await this.o.local().put(remoteStatusKey(this.remote.name)).value(value);
+      this.published = value;
+    } catch {
+      /* the local etcd is down: published stays stale, the next tick retries */
+    }
   }
 
   /** Stops replicating; with `removeCache` (disconnect) the remote's cached state is deleted too. */
