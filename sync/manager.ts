@@ -8,14 +8,13 @@ import type { KubeRest } from '../apiserver/kube/rest.js';
 import { syncPeerUsers } from '../apiserver/mesh-auth.js';
 import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
-import type { KubeSecrets } from '../apiserver/kube/secrets.js';
+import { decodeSecretData, type KubeSecrets } from '../apiserver/kube/secrets.js';
 import type { CredentialIssuer } from './credentials.js';
 import { RemoteSync, type RemoteStatus } from './remote-sync.js';
 import { remoteSecretName } from './secrets.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
-const decode = (s: V1Secret) => Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
 
 export class SyncManager {
   private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string }>();
@@ -69,7 +68,7 @@ export class SyncManager {
       this.o.log.info({ remote: name }, 'disconnected: remote cache removed');
       return;
     }
-    const parsed = RemoteSecret.safeParse(decode(secret));
+    const parsed = RemoteSecret.safeParse(decodeSecretData(secret.data));
     if (!parsed.success) {
       const i = parsed.error.issues[0];
       this.o.log.warn({ secret: secret.metadata?.name, field: i?.path.join('.'), err: i?.message }, 'ignoring a malformed remote Secret: run skein connect again');
@@ -105,7 +104,7 @@ export class SyncManager {
   }
 
   private async onPeer(type: string, secret: V1Secret): Promise<void> {
-    const parsed = PeerSecret.safeParse(decode(secret));
+    const parsed = PeerSecret.safeParse(decodeSecretData(secret.data));
     const name = secret.metadata!.name!;
     if (type === 'delete') this.peers.delete(name);
     else if (parsed.success) this.peers.set(name, parsed.data.cluster);

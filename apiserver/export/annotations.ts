@@ -16,45 +16,33 @@ export interface GlobalSpec {
 
 export type AnnotationResult = { ok: true; spec: GlobalSpec } | { ok: false; annotation: string; error: string };
 
-function pick(annotations: Record<string, string>, names: readonly string[]): { name: string; value: string } | undefined {
-  for (const name of names) {
-    const value = annotations[name];
-    if (value !== undefined) return { name, value: value.trim() };
-  }
-  return undefined;
+/** Quoted and joined for an error message: "a", "b" or "c". */
+function choices(allowed: readonly string[]): string {
+  const q = allowed.map((v) => `"${v}"`);
+  return q.length > 1 ? `${q.slice(0, -1).join(', ')} or ${q.at(-1)}` : q.join('');
 }
 
-function bool(found: { name: string; value: string }): boolean | string {
-  const v = found.value.toLowerCase();
-  if (v === 'true') return true;
-  if (v === 'false') return false;
-  return `${found.name}: "${found.value}" is not allowed; use "true" or "false"`;
+type Read<T> = { ok: true; value: T } | { ok: false; annotation: string; error: string };
+
+/** The first alias present, its value (case-insensitive) one of `allowed`; `fallback` when none is set. */
+function read<T extends string>(annotations: Record<string, string>, names: readonly string[], allowed: readonly T[], fallback: T): Read<T> {
+  const name = names.find((n) => annotations[n] !== undefined);
+  if (name === undefined) return { ok: true, value: fallback };
+  const raw = annotations[name]!.trim();
+  const value = allowed.find((v) => v === raw.toLowerCase());
+  if (value !== undefined) return { ok: true, value };
+  return { ok: false, annotation: name, error: `${name}: "${raw}" is not allowed; use ${choices(allowed)}` };
 }
+
+const BOOL = ['true', 'false'] as const;
 
 export function parseGlobalAnnotations(annotations: Record<string, string> | undefined): AnnotationResult {
   const a = annotations ?? {};
-  const g = pick(a, ALIASES.global);
-  let global = false;
-  if (g) {
-    const v = bool(g);
-    if (typeof v === 'string') return { ok: false, annotation: g.name, error: v };
-    global = v;
-  }
-  const s = pick(a, ALIASES.shared);
-  let shared = true;
-  if (s) {
-    const v = bool(s);
-    if (typeof v === 'string') return { ok: false, annotation: s.name, error: v };
-    shared = v;
-  }
-  const af = pick(a, ALIASES.affinity);
-  let affinity: Affinity = 'none';
-  if (af) {
-    const v = af.value.toLowerCase();
-    if (v !== 'local' && v !== 'remote' && v !== 'none') {
-      return { ok: false, annotation: af.name, error: `${af.name}: "${af.value}" is not allowed; use "local", "remote" or "none"` };
-    }
-    affinity = v;
-  }
-  return { ok: true, spec: { global, shared, affinity } };
+  const global = read(a, ALIASES.global, BOOL, 'false');
+  if (!global.ok) return global;
+  const shared = read(a, ALIASES.shared, BOOL, 'true');
+  if (!shared.ok) return shared;
+  const affinity = read(a, ALIASES.affinity, ['local', 'remote', 'none'] as const, 'none');
+  if (!affinity.ok) return affinity;
+  return { ok: true, spec: { global: global.value === 'true', shared: shared.value === 'true', affinity: affinity.value } };
 }

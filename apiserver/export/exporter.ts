@@ -45,6 +45,7 @@ export interface ExportStatus {
   rssBytes: number;
 }
 
+const nodePodCidrs = (n: V1Node): string[] => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : []);
 const nsName = (o: KubernetesObject) => `${o.metadata?.namespace}/${o.metadata?.name}`;
 
 export class Exporter {
@@ -335,7 +336,7 @@ export class Exporter {
         name,
         cluster: this.o.cluster,
         addresses: (node.status?.addresses ?? []).filter((a) => /^\d{1,3}(\.\d{1,3}){3}$/.test(a.address)).map((a) => ({ type: a.type, ip: a.address })),
-        podCidrs: node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []),
+        podCidrs: nodePodCidrs(node),
         zone: node.metadata?.labels?.['topology.kubernetes.io/zone'],
       };
       this.o.writer.set(keys.node(this.o.cluster, name), encodeValue(MeshNode, value));
@@ -345,7 +346,7 @@ export class Exporter {
   }
 
   private podCidrs(): string[] {
-    return [...new Set([...this.nodes.values()].flatMap((n) => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])))].sort();
+    return [...new Set([...this.nodes.values()].flatMap(nodePodCidrs))].sort();
   }
 
   private writeConfig(): void {

@@ -8,7 +8,8 @@ interface Secret {
   data?: Record<string, string>;
 }
 
-const decode = (data: Record<string, string> = {}) => Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+/** Secret data (base64) as strings. */
+export const decodeSecretData = (data: Record<string, string> = {}) => Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
 const encode = (data: Record<string, string>) => Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
 
 export class KubeSecrets implements SecretStore {
@@ -23,7 +24,7 @@ export class KubeSecrets implements SecretStore {
 
   async get(name: string): Promise<Record<string, string> | undefined> {
     try {
-      return decode((await this.rest.get<Secret>(this.path(name))).data);
+      return decodeSecretData((await this.rest.get<Secret>(this.path(name))).data);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -57,6 +58,6 @@ export class KubeSecrets implements SecretStore {
 
   async list(labelSelector: string): Promise<{ name: string; data: Record<string, string> }[]> {
     const res = await this.rest.get<{ items: Secret[] }>(`${this.path()}?labelSelector=${encodeURIComponent(labelSelector)}`);
-    return res.items.map((s) => ({ name: s.metadata!.name!, data: decode(s.data) }));
+    return res.items.map((s) => ({ name: s.metadata!.name!, data: decodeSecretData(s.data) }));
   }
 }
