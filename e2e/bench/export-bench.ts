@@ -61,10 +61,9 @@ export async function exportBench(opts: { changes: number; services: number; bac
   let heartbeat: NodeJS.Timeout | undefined;
   let etcd: Etcd3 | undefined;
   try {
-    const state = await up({ stateDir, clusters: [{ name: CLUSTER, id: 41 }], nodes: 1, echo: false });
+    await up({ stateDir, clusters: [{ name: CLUSTER, id: 41 }], nodes: 1, echo: false });
     const rest = clusterRest(stateDir, CLUSTER);
-    void state;
-    etcd = meshEtcd(stateDir, CLUSTER);
+      etcd = meshEtcd(stateDir, CLUSTER);
     await rest.post('/api/v1/namespaces', { metadata: { name: NS } });
     heartbeat = await virtualNode(rest, '10.41.99.0/24');
     const flips = await flipLatency({ rest, etcd, key: keys.service(CLUSTER, NS, 'flip'), ns: NS, ip: '10.41.99.2', changes: opts.changes });

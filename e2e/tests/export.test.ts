@@ -10,9 +10,8 @@ import type { KubeRest } from '../../apiserver/kube/rest.js';
 import type { ExportStatus } from '../../apiserver/export/exporter.js';
 import type { ApiserverStatus } from '../../apiserver/status.js';
 import { waitFor } from '../testbed/daemon.js';
-import { readState } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
-import { clientRequests, clusterRest, meshEtcd, podIp, pods, readyPods, scale, tempStateDir } from './helpers.js';
+import { addApiserverArgs, clientRequests, clusterRest, meshEtcd, podIp, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 const CLUSTER = 'ex';
 const stateDir = tempStateDir('export');
@@ -31,8 +30,7 @@ function service(name: string, annotations: Record<string, string>, selector = {
 }
 
 beforeAll(async () => {
-  const state = await up({ stateDir, clusters: [{ name: CLUSTER, id: 31 }], nodes: 2, echo: true });
-  void state;
+  await up({ stateDir, clusters: [{ name: CLUSTER, id: 31 }], nodes: 2, echo: true });
   etcd = meshEtcd(stateDir, CLUSTER);
   rest = clusterRest(stateDir, CLUSTER);
 });
@@ -154,9 +152,7 @@ describe('skein-apiserver export', () => {
   });
 
   it('renews its own mesh etcd identity at half-life and keeps exporting and heartbeating across expiries', async () => {
-    const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
-    const d = await rest.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
-    await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, '--mesh-identity-ttl=12'] }] } } } }, 'strategic');
+    await addApiserverArgs(rest, ['--mesh-identity-ttl=12']);
     const status = () => rest.get<ApiserverStatus>(skeinProxyPath('/v1/status'));
     await until('three renewals', async () => ((await status()).meshIdentity?.rotations ?? 0) >= 3 ? true : undefined, 90_000);
     const s = await status();

@@ -3,7 +3,6 @@
 // none is left, back again when they return; `remote` and `none` affinities; UDP; an agent restart in the
 // middle of traffic loses nothing (programs and maps stay pinned, the new agent adopts them).
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import { connect } from '../../deploy/cli/connect.js';
@@ -12,7 +11,7 @@ import { destroyCgroup } from '../testbed/cgroup.js';
 import { waitFor } from '../testbed/daemon.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
-import { clientRequests, clusterRest, readyPods, scale, tempStateDir, type ClientResult } from './helpers.js';
+import { clientRequests, clusterKubeconfig, clusterRest, readyPods, scale, tempStateDir, type ClientResult } from './helpers.js';
 
 const EAST = 'fo-east';
 const WEST = 'fo-west';
@@ -21,12 +20,7 @@ let east: KubeRest;
 let vip = '';
 let client = '';
 
-const kubeconfig = (c: string) => {
-  const kc = new KubeConfig();
-  kc.loadFromFile(statePaths(stateDir).kubeconfig);
-  kc.setCurrentContext(`skein-${c}`);
-  return kc;
-};
+const kubeconfig = (c: string) => clusterKubeconfig(stateDir, c);
 const requests = (proto: 'http' | 'udp' | 'tcp', count: number, interval = 0): Promise<ClientResult[]> =>
   clientRequests(stateDir, EAST, client, [proto, `${vip}:${proto === 'tcp' ? 9000 : 80}`, '--count', String(count), '--interval-ms', String(interval), '--timeout-ms', '500']);
 const clusters = (r: ClientResult[]) => [...new Set(r.map((x) => x.cluster ?? 'failed'))].sort();

@@ -15,11 +15,22 @@ export function tempStateDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `skein-e2e-${name}-`));
 }
 
-export function clusterRest(stateDir: string, cluster: string): KubeRest {
+export function clusterKubeconfig(stateDir: string, cluster: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromFile(statePaths(stateDir).kubeconfig);
   kc.setCurrentContext(`skein-${cluster}`);
-  return new KubeRest(kc);
+  return kc;
+}
+
+export function clusterRest(stateDir: string, cluster: string): KubeRest {
+  return new KubeRest(clusterKubeconfig(stateDir, cluster));
+}
+
+/** Restarts skein-apiserver (a rollout) with extra flags, as an operator would edit its Deployment. */
+export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<void> {
+  const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
+  const d = await rest.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
+  await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
 }
 
 export async function pods(rest: KubeRest, selector: string): Promise<V1Pod[]> {

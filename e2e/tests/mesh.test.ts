@@ -3,7 +3,7 @@
 // and disconnect. Plus the transport's refusals and the sync's distrust of what a remote writes.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeRest } from '../../apiserver/kube/rest.js';
@@ -27,18 +27,13 @@ import { meshPki } from '../testbed/skein-apiserver.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
 import { podNetnsName } from '../testbed/topology.js';
-import { clusterRest, meshEtcd, readyPods, scale, tempStateDir } from './helpers.js';
+import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, readyPods, scale, tempStateDir } from './helpers.js';
 
 const NAMES = ['m1', 'm2', 'm3'] as const;
 const stateDir = tempStateDir('mesh');
 const etcd: Record<string, Etcd3> = {};
 
-function kubeconfig(cluster: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromFile(statePaths(stateDir).kubeconfig);
-  kc.setCurrentContext(`skein-${cluster}`);
-  return kc;
-}
+const kubeconfig = (cluster: string) => clusterKubeconfig(stateDir, cluster);
 
 const status = (cluster: string) => clusterRest(stateDir, cluster).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
 const remoteOf = async (viewer: string, remote: string) => (await status(viewer)).remotes.find((r) => r.cluster === remote);
@@ -53,11 +48,11 @@ async function exportAndCache(viewer: string, remote: string) {
 
 async function cachesEqualExports(pairs: [string, string][] = NAMES.flatMap((v) => NAMES.filter((r) => r !== v).map((r) => [v, r] as [string, string]))) {
   for (const [viewer, remote] of pairs) {
-    await waitFor(`${viewer}'s cache of ${remote} to equal ${remote}'s export`, async () => {
-      const { exported, cached } = await exportAndCache(viewer, remote);
-      return JSON.stringify(exported) === JSON.stringify(cached) ? true : undefined;
+    // The snapshot in which both were read equal (a second read could catch a still-changing export).
+    const { exported, cached } = await waitFor(`${viewer}'s cache of ${remote} to equal ${remote}'s export`, async () => {
+      const snap = await exportAndCache(viewer, remote);
+      return JSON.stringify(snap.exported) === JSON.stringify(snap.cached) ? snap : undefined;
     }, 60_000);
-    const { exported, cached } = await exportAndCache(viewer, remote);
     expect(cached).toEqual(exported);
     expect(Object.keys(cached).length).toBeGreaterThan(5);
   }
@@ -186,9 +181,7 @@ describe('three connected clusters', () => {
   it('flags a remote whose heartbeat stops as stale, keeps its state, and clears the flag when it returns', async () => {
     const m1 = clusterRest(stateDir, 'm1');
     const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
-    const d = await m1.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
-    const args = [...d.spec.template.spec.containers[0]!.args, '--remote-stale-after=3'];
-    await m1.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args }] } } } }, 'strategic');
+    await addApiserverArgs(m1, ['--remote-stale-after=3']);
     await waitFor('m1 restarted with --remote-stale-after=3, synced with m3', async () => {
       const pods = (await m1.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods')).items;
       const s = await status('m1');
@@ -228,9 +221,7 @@ describe('three connected clusters', () => {
 
   it('renews a peer identity at half-life and keeps replicating across its expiry without a relist', async () => {
     const m2 = clusterRest(stateDir, 'm2');
-    const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
-    const d = await m2.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
-    await m2.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, '--remote-identity-ttl=12'] }] } } } }, 'strategic');
+    await addApiserverArgs(m2, ['--remote-identity-ttl=12']);
     const relists = (await remoteOf('m1', 'm2'))!.relists;
     const first = await waitFor('m1 to switch to an identity m2 renewed', async () => {
       const r = await remoteOf('m1', 'm2');
