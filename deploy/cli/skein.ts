@@ -4,12 +4,14 @@ import { Command } from 'commander';
 import { registerLocal } from './local.js';
 import { registerConnect } from './connect.js';
 import { registerStatus } from './status.js';
+import { registerDrill } from './drill.js';
 
 const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version('0.1.0');
 program.showHelpAfterError();
 registerLocal(program);
 registerStatus(program);
 registerConnect(program);
+registerDrill(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`skein: ${err.message}`);

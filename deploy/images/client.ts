@@ -6,16 +6,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { parseArgs } from 'node:util';
 import { EchoIdentity } from './identity.js';
-
-export interface Outcome {
-  seq: number;
-  at: number;
-  ok: boolean;
-  ms: number;
-  cluster?: string;
-  pod?: string;
-  error?: string;
-}
+import type { Outcome } from './outcome.js';
 
 const MAX_COUNT = 1_000_000;
 

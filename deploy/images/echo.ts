@@ -1,5 +1,6 @@
 // The echo server: answers HTTP on 8080, UDP on 8080 and raw TCP on 9000 with its pod, node and cluster.
 // HTTP /healthz is its readiness endpoint; /fail and /recover flip it, for readiness-driven failover tests.
+// DRAIN_MS: how long it keeps answering after SIGTERM (default 2000).
 import { createSocket } from 'node:dgram';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer } from 'node:net';
@@ -35,11 +36,20 @@ const tcp = createTcpServer((sock) => {
 });
 tcp.listen(tcpPort, '0.0.0.0');
 
+// As a well-behaved server does: on SIGTERM fail readiness but keep answering for a drain period, so
+// requests still routed here while the endpoint change propagates are served, then close.
+const drainMs = Number(process.env.DRAIN_MS ?? 2000);
+let stopping = false;
 const stop = () => {
-  http.close();
-  udp.close();
-  tcp.close();
-  setTimeout(() => process.exit(0), 200).unref();
+  if (stopping) return;
+  stopping = true;
+  healthy = false;
+  setTimeout(() => {
+    http.close();
+    udp.close();
+    tcp.close();
+    setTimeout(() => process.exit(0), 200).unref();
+  }, drainMs).unref();
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -69,6 +69,10 @@ export async function startControlPlane(opts: {
       `--service-account-key-file=${pki.saPub}`,
       `--service-account-signing-key-file=${pki.saKey}`,
       '--endpoint-reconciler-type=none',
+      // Node runners serve the kubelet API (logs) on the host's fabric address, published as ExternalIP.
+      `--kubelet-client-certificate=${pki.kubeletClientCert}`,
+      `--kubelet-client-key=${pki.kubeletClientKey}`,
+      '--kubelet-preferred-address-types=ExternalIP,InternalIP',
       '--profiling=false',
       '--v=1',
     ],

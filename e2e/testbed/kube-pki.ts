@@ -15,6 +15,11 @@ export interface KubePki {
   servingKey: string;
   saKey: string;
   saPub: string;
+  /** The node runners' kubelet API serving pair, and the API server's client pair for it. */
+  kubeletCert: string;
+  kubeletKey: string;
+  kubeletClientCert: string;
+  kubeletClientKey: string;
 }
 
 export interface KubeUser {
@@ -33,6 +38,8 @@ export async function createKubePki(dir: string, cluster: string, extraIps: stri
     usage: 'server',
     ttlMs: YEAR,
   });
+  const kubelet = await issueCertificate(ca, { commonName: 'skein-node-runner', ipAddresses: extraIps, usage: 'server', ttlMs: YEAR });
+  const kubeletClient = await issueCertificate(ca, { commonName: 'kube-apiserver-kubelet-client', organizations: ['system:masters'], usage: 'client', ttlMs: YEAR });
   const saKey = await newPrivateKeyPem();
   const pki: KubePki = {
     dir,
@@ -42,12 +49,20 @@ export async function createKubePki(dir: string, cluster: string, extraIps: stri
     servingKey: join(dir, 'apiserver.key'),
     saKey: join(dir, 'sa.key'),
     saPub: join(dir, 'sa.pub'),
+    kubeletCert: join(dir, 'kubelet.crt'),
+    kubeletKey: join(dir, 'kubelet.key'),
+    kubeletClientCert: join(dir, 'apiserver-kubelet-client.crt'),
+    kubeletClientKey: join(dir, 'apiserver-kubelet-client.key'),
   };
   writeFileSync(pki.caCert, ca.certPem);
   writeFileSync(pki.caKey, ca.keyPem, { mode: 0o600 });
   writeFileSync(pki.servingCert, serving.certPem);
   writeFileSync(pki.servingKey, serving.keyPem, { mode: 0o600 });
   writeFileSync(pki.saKey, saKey, { mode: 0o600 });
+  writeFileSync(pki.kubeletCert, kubelet.certPem);
+  writeFileSync(pki.kubeletKey, kubelet.keyPem, { mode: 0o600 });
+  writeFileSync(pki.kubeletClientCert, kubeletClient.certPem);
+  writeFileSync(pki.kubeletClientKey, kubeletClient.keyPem, { mode: 0o600 });
   writeFileSync(pki.saPub, publicKeyPem(saKey));
   return { pki, ca };
 }

@@ -26,7 +26,9 @@ export async function createNodeNetwork(tag: string, node: NodeNet): Promise<voi
   const f = fabricNet(tag);
   await addNetns(node.netns);
   await sysctl(node.netns, 'net.ipv4.ip_forward', '1');
-  await ip(node.netns, 'link', 'add', 'br0', 'type', 'bridge');
+  // A fixed MAC: otherwise a bridge takes its lowest port's, so adding a pod's veth can change the gateway's
+  // MAC under every other pod on the node and drop their traffic until their neighbor entries expire.
+  await ip(node.netns, 'link', 'add', 'br0', 'address', podMac(node.gateway), 'type', 'bridge');
   await ip(node.netns, 'addr', 'add', `${node.gateway}/24`, 'dev', 'br0');
   await ip(node.netns, 'link', 'set', 'br0', 'up');
   await addVethPair({ aNs: f.netns, aName: node.fabricLink, aAddr: `${node.fabricIp}/31`, bNs: node.netns, bName: 'eth0', bAddr: `${node.nodeIp}/31`, tmpName: `t${node.fabricLink}` });

@@ -135,6 +135,7 @@ async function startCluster(
       podsDir: join(clusterDir, 'pods'),
       caFile: plane.pki.caCert,
       apiserver: { host: hostIp, port: Number(new URL(plane.apiserverUrl).port) },
+      kubeletApi: { host: hostIp, certFile: plane.pki.kubeletCert, keyFile: plane.pki.kubeletKey },
       node,
     };
     mkdirSync(cfg.logDir, { recursive: true });

@@ -1,7 +1,8 @@
 // Issue 5 (agent + datapath): with two meshed clusters, a client's requests to the echo ClusterIP go
 // through the BPF socket LB the node agents program: local backends first, the remote cluster's the moment
 // none is left, back again when they return; `remote` and `none` affinities; UDP; an agent restart in the
-// middle of traffic loses nothing (programs and maps stay pinned, the new agent adopts them).
+// middle of traffic loses nothing (programs and maps stay pinned, the new agent adopts them); `skein drill`
+// measures the same failover through the Kubernetes API only.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
@@ -11,7 +12,10 @@ import { destroyCgroup } from '../testbed/cgroup.js';
 import { waitFor } from '../testbed/daemon.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
-import { clientRequests, clusterKubeconfig, clusterRest, readyPods, scale, tempStateDir, type ClientResult } from './helpers.js';
+import type { Outcome } from '../../deploy/images/outcome.js';
+import { DrillReport } from '../../deploy/drill/report.js';
+import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
+import { clientRequests, clusterKubeconfig, clusterRest, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 const EAST = 'fo-east';
 const WEST = 'fo-west';
@@ -21,9 +25,9 @@ let vip = '';
 let client = '';
 
 const kubeconfig = (c: string) => clusterKubeconfig(stateDir, c);
-const requests = (proto: 'http' | 'udp' | 'tcp', count: number, interval = 0): Promise<ClientResult[]> =>
+const requests = (proto: 'http' | 'udp' | 'tcp', count: number, interval = 0): Promise<Outcome[]> =>
   clientRequests(stateDir, EAST, client, [proto, `${vip}:${proto === 'tcp' ? 9000 : 80}`, '--count', String(count), '--interval-ms', String(interval), '--timeout-ms', '500']);
-const clusters = (r: ClientResult[]) => [...new Set(r.map((x) => x.cluster ?? 'failed'))].sort();
+const clusters = (r: Outcome[]) => [...new Set(r.map((x) => x.cluster ?? 'failed'))].sort();
 const setAffinity = (a: string) => east.patch('/api/v1/namespaces/default/services/echo', { metadata: { annotations: { 'skein.io/affinity': a } } });
 
 beforeAll(async () => {
@@ -68,6 +72,39 @@ describe('local-first failover through the BPF socket LB', () => {
     await waitFor('both clusters to answer', async () => (clusters(await requests('http', 30)).join() === [EAST, WEST].sort().join() ? true : undefined), 30_000);
     await setAffinity('local');
     await waitFor('local again', async () => (clusters(await requests('http', 5)).join() === EAST ? true : undefined), 30_000);
+  });
+
+  it('skein drill measures failover and failback over HTTP and UDP, losing requests only inside its reported window', async () => {
+    for (const protocol of ['http', 'udp'] as const) {
+      const report = DrillReport.parse(await runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol, intervalMs: 20, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }));
+      const [before, during, after] = report.phases;
+      expect(report.cluster).toBe(EAST);
+      expect(before!.answeredBy).toEqual({ [EAST]: before!.requests });
+      expect(during!.answeredBy[WEST]).toBeGreaterThan(0);
+      expect(report.failoverMs).not.toBeNull();
+      expect(report.failbackMs).not.toBeNull();
+      expect(before!.failed + after!.failed).toBe(0);
+      if (report.lostWindowMs) {
+        expect(report.lostWindowMs.from).toBeGreaterThanOrEqual(report.timeline.takenAt - report.timeline.lostAt);
+        expect(report.lostWindowMs.to).toBeLessThanOrEqual(report.failoverMs!);
+      }
+      // The last answers all come from east again.
+      expect(after!.answeredBy[EAST]).toBeGreaterThan(after!.requests / 2);
+      await readyPods(east, 'app=echo', 2);
+    }
+    expect(await pods(east, 'app.kubernetes.io/name=skein-drill')).toEqual([]);
+  });
+
+  it('skein drill refuses what it cannot drill, naming the fix, and changes nothing', async () => {
+    await east.post('/api/v1/namespaces/default/services', { metadata: { name: 'plain' }, spec: { selector: { app: 'echo' }, ports: [{ port: 80, targetPort: 8080 }] } });
+    const drill = (service: string, protocol: 'http' | 'udp' = 'http') => runDrill({ kc: kubeconfig(EAST), service, protocol, intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 10_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} });
+    await expect(drill('default/plain')).rejects.toThrow(/not global: annotate it skein.io\/global="true"/);
+    await expect(drill('default/missing')).rejects.toThrow(/--service default\/missing: no such service/);
+    await expect(drill('echo')).rejects.toThrow(/expected NAMESPACE\/NAME/);
+    await east.patch('/api/v1/namespaces/default/services/plain', { metadata: { annotations: { 'skein.io/global': 'yes' } } });
+    await expect(drill('default/plain')).rejects.toThrow(/skein.io\/global: "yes" is not allowed; use "true" or "false"/);
+    await east.delete('/api/v1/namespaces/default/services/plain');
+    expect((await readyPods(east, 'app=echo', 2)).length).toBe(2);
   });
 
   it('keeps serving while the node agent is killed and restarted, and the new agent adopts the datapath', async () => {

@@ -10,6 +10,7 @@ import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { meshPki } from '../testbed/skein-apiserver.js';
 import { exec } from '../testbed/testbed.js';
+import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
 
 export function tempStateDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `skein-e2e-${name}-`));
@@ -52,19 +53,11 @@ export async function scale(rest: KubeRest, deployment: string, replicas: number
   await rest.patch(`/apis/apps/v1/namespaces/default/deployments/${deployment}/scale`, { spec: { replicas } });
 }
 
-export interface ClientResult {
-  seq: number;
-  ok: boolean;
-  cluster?: string;
-  pod?: string;
-  error?: string;
-}
-
 /** Runs the built-in client inside a pod and returns its parsed per-request lines. */
-export async function clientRequests(stateDir: string, cluster: string, pod: string, args: string[]): Promise<ClientResult[]> {
+export async function clientRequests(stateDir: string, cluster: string, pod: string, args: string[]): Promise<Outcome[]> {
   const { code, stdout } = await exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod}`, argv: ['skein-client', ...args], stdio: 'pipe' });
   if (code !== 0) throw new Error(`skein-client ${args.join(' ')} in ${cluster}/${pod} exited ${code}`);
-  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientResult);
+  return stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
 }
 
 /** The pod's IP once it is running (for requests from other pods). */

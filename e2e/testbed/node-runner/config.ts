@@ -16,6 +16,8 @@ export const NodeRunnerConfig = z.object({
   caFile: z.string(),
   /** kube-apiserver as pods reach it: injected as KUBERNETES_SERVICE_HOST/PORT. */
   apiserver: z.object({ host: z.string(), port: z.number().int() }),
+  /** Where this node's kubelet API listens (the host's fabric address) and its TLS pair. */
+  kubeletApi: z.object({ host: z.string(), certFile: z.string(), keyFile: z.string() }),
   node: z.object({
     name: z.string(),
     index: z.number().int(),

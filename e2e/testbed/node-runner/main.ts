@@ -10,19 +10,22 @@ import { deletePodNetwork } from '../network.js';
 import { podNetnsName } from '../topology.js';
 import { loadConfig, type NodeRunnerConfig } from './config.js';
 import { IpAllocator, PodWorker, type RunnerContext } from './pod-worker.js';
+import { startKubeletApi } from './kubelet-api.js';
 import { SA_MOUNT } from './service-account.js';
 
 const log = (msg: string) => console.log(`${new Date().toISOString()} ${msg}`);
 
-function nodeStatus(cfg: NodeRunnerConfig, heartbeat: string): unknown {
+function nodeStatus(cfg: NodeRunnerConfig, kubeletPort: number, heartbeat: string): unknown {
   return {
     status: {
       capacity: { cpu: '4', memory: '8Gi', pods: '110' },
       allocatable: { cpu: '4', memory: '8Gi', pods: '110' },
       addresses: [
         { type: 'InternalIP', address: cfg.node.nodeIp },
+        { type: 'ExternalIP', address: cfg.kubeletApi.host },
         { type: 'Hostname', address: cfg.node.name },
       ],
+      daemonEndpoints: { kubeletEndpoint: { Port: kubeletPort } },
       conditions: [{ type: 'Ready', status: 'True', reason: 'SkeinNodeRunnerReady', message: 'skein local node runner is posting status', lastHeartbeatTime: heartbeat, lastTransitionTime: heartbeat }],
       nodeInfo: {
         machineID: cfg.node.name,
@@ -40,7 +43,7 @@ function nodeStatus(cfg: NodeRunnerConfig, heartbeat: string): unknown {
   };
 }
 
-async function registerNode(rest: KubeRest, cfg: NodeRunnerConfig): Promise<void> {
+async function registerNode(rest: KubeRest, cfg: NodeRunnerConfig, kubeletPort: number): Promise<void> {
   const body = {
     apiVersion: 'v1',
     kind: 'Node',
@@ -60,7 +63,7 @@ async function registerNode(rest: KubeRest, cfg: NodeRunnerConfig): Promise<void
   } catch (err) {
     if (!isConflict(err)) throw err;
   }
-  await rest.patch(`/api/v1/nodes/${cfg.node.name}/status`, nodeStatus(cfg, new Date().toISOString()), 'strategic');
+  await rest.patch(`/api/v1/nodes/${cfg.node.name}/status`, nodeStatus(cfg, kubeletPort, new Date().toISOString()), 'strategic');
 }
 
 /** Sandboxes on this node that belong to no pod the API server still binds here. */
@@ -90,10 +93,16 @@ async function main(): Promise<void> {
   const ctx: RunnerContext = { cfg, rest, log, ips: new IpAllocator(prefix) };
   ctx.ips.reserve('gateway', cfg.node.gateway);
   mkdirSync(SA_MOUNT, { recursive: true }); // the mount point containers' credentials are bound onto
+  const workers = new Map<string, PodWorker>();
+  const kubelet = await startKubeletApi({
+    ...cfg.kubeletApi,
+    caFile: cfg.caFile,
+    findLog: (ns, pod, container) => [...workers.values()].find((w) => w.ref === `${ns}/${pod}`)?.containerLog(container),
+  });
 
   for (let attempt = 1; ; attempt++) {
     try {
-      await registerNode(rest, cfg);
+      await registerNode(rest, cfg, kubelet.port);
       break;
     } catch (err) {
       if (attempt >= 60) throw err;
@@ -101,12 +110,11 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 500));
     }
   }
-  log(`node ${cfg.node.name} registered (${cfg.node.podCidr})`);
+  log(`node ${cfg.node.name} registered (${cfg.node.podCidr}), kubelet API on ${cfg.kubeletApi.host}:${kubelet.port}`);
   setInterval(() => {
-    rest.patch(`/api/v1/nodes/${cfg.node.name}/status`, nodeStatus(cfg, new Date().toISOString()), 'strategic').catch((err: Error) => log(`heartbeat failed: ${err.message}`));
+    rest.patch(`/api/v1/nodes/${cfg.node.name}/status`, nodeStatus(cfg, kubelet.port, new Date().toISOString()), 'strategic').catch((err: Error) => log(`heartbeat failed: ${err.message}`));
   }, 20_000).unref();
 
-  const workers = new Map<string, PodWorker>();
   const fieldSelector = `spec.nodeName=${cfg.node.name}`;
   const informer = startInformer<V1Pod>({
     kc,

@@ -63,6 +63,9 @@ interface ContainerRun {
 
 const now = () => new Date().toISOString();
 
+// As the kubelet names them (namespace_name_uid): a pod recreated under the same name starts a new log.
+const containerLogFile = (logDir: string, pod: V1Pod, container: string) => join(logDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${pod.metadata?.uid}_${container}.log`);
+
 export class PodWorker {
   readonly uid: string;
   private pod: V1Pod;
@@ -93,8 +96,14 @@ export class PodWorker {
     }
   }
 
-  private get ref(): string {
+  get ref(): string {
     return `${this.pod.metadata?.namespace}/${this.pod.metadata?.name}`;
+  }
+
+  /** Where a container's output goes (the kubelet's log file), and whether the container still runs. */
+  containerLog(name: string): { file: string; running: () => boolean } | undefined {
+    if (!this.pod.spec?.containers.some((c) => c.name === name)) return undefined;
+    return { file: containerLogFile(this.ctx.cfg.logDir, this.pod, name), running: () => this.containers.some((c) => c.spec.name === name && c.state === 'running') };
   }
 
   sync(pod: V1Pod): void {
@@ -181,7 +190,7 @@ export class PodWorker {
     ensureCgroup(c.cgroup);
     const env = containerEnv(this.pod, c.spec, this.ip, this.ctx.cfg.node.nodeIp, this.ctx.cfg.apiserver, (m) => this.ctx.log(`${this.ref}: ${m}`));
     const mount = this.mountsServiceAccount ? withServiceAccountMount(this.saDir) : [];
-    const logFd = openSync(join(this.ctx.cfg.logDir, `${this.pod.metadata?.namespace}_${this.pod.metadata?.name}_${c.spec.name}.log`), 'a');
+    const logFd = openSync(containerLogFile(this.ctx.cfg.logDir, this.pod, c.spec.name), 'a');
     const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(c.cgroup, 'cgroup.procs'), ...mount, 'ip', 'netns', 'exec', this.netns, ...argv], {
       detached: true,
       stdio: ['ignore', logFd, logFd],
