@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install everything, bring up two local clusters (east, west) with the global echo service
-# on real Kubernetes binaries, mesh them with one `skein connect`, and show their state: what each cluster
-# exports and what it holds of the other.
+# on real Kubernetes binaries, mesh them with one `skein connect`, show their state (what each cluster
+# exports and what it holds of the other), and end with a failover drill: a client in east calls echo while
+# east's echo backends are scaled to zero and back; the report shows the traffic moving to west and back.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/scripts/install.sh
@@ -19,3 +20,6 @@ for ctx in skein-east skein-west; do
   echo
   skein status --context "$ctx" --wait
 done
+echo
+echo "== failover drill (skein drill --context skein-east --service default/echo)"
+skein drill --context skein-east --service default/echo

@@ -1,6 +1,8 @@
 // `npm run bench`: runs the benchmarks on the local test bed (root needed), writes bench-results/<suite>.json
 // and prints a table. Each load is bounded by its own counts; nothing here is a pass/fail test.
 import { parseArgs } from 'node:util';
+import { datapathBench } from './datapath-bench.js';
+import { drillBench } from './drill-bench.js';
 import { exportBench } from './export-bench.js';
 import { meshBench } from './mesh-bench.js';
 import { table, writeResults } from './report.js';
@@ -12,12 +14,17 @@ const { values } = parseArgs({
     services: { type: 'string', default: '1000' },
     backends: { type: 'string', default: '10' },
     'remote-services': { type: 'string', default: '10000' },
+    requests: { type: 'string', default: '5000' },
+    'service-counts': { type: 'string', default: '1,1000,10000' },
+    drills: { type: 'string', default: '20' },
   },
 });
 
 const suites: Record<string, () => Promise<import('./report.js').Result[]>> = {
   export: () => exportBench({ changes: Number(values.changes), services: Number(values.services), backends: Number(values.backends) }),
   mesh: () => meshBench({ changes: Number(values.changes), remoteServices: Number(values['remote-services']), backends: Number(values.backends) }),
+  datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts']!.split(',').map(Number) }),
+  drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10 }),
 };
 
 for (const [name, run] of Object.entries(suites)) {
