@@ -5,7 +5,7 @@ import type { Exporter } from './export/exporter.js';
 import type { Metrics } from './metrics.js';
 import type { ApiserverStatus } from './status.js';
 
-export function buildHttp(exporter: Exporter, metrics: Metrics, status: () => ApiserverStatus): FastifyInstance {
+export function buildHttp(exporter: Exporter, metrics: Metrics, status: () => Promise<ApiserverStatus>): FastifyInstance {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => 'ok\n');
   app.get('/readyz', async (_req, reply) => {

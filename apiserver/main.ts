@@ -17,6 +17,7 @@ import { connectMeshEtcd, EtcdIdentityStore, EtcdKv, type EtcdRef } from './mesh
 import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
 import { retryUntilDone } from './retry.js';
+import { agentViews } from './status.js';
 
 function configOrExit(): ApiserverConfig {
   try {
@@ -66,7 +67,14 @@ async function main(): Promise<void> {
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
   const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
-  const http = buildHttp(exporter, metrics, () => ({ ...exporter.status(), meshEndpoint, trustDomain: ca?.trustDomain, meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations }, remotes: sync.status() }));
+  const http = buildHttp(exporter, metrics, async () => ({
+    ...exporter.status(),
+    meshEndpoint,
+    trustDomain: ca?.trustDomain,
+    meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
+    remotes: sync.status(),
+    agents: await agentViews(etcdRef(), cfg.clusterName),
+  }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');

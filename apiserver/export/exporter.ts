@@ -10,7 +10,7 @@ import { EXPORT_KINDS, exportPrefix, keys, type ExportKind } from '../schema/key
 import { ClusterConfig, encodeValue, GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode, SyncedMarker } from '../schema/values.js';
 import type { Metrics } from '../metrics.js';
 import { retryUntilDone } from '../retry.js';
-import { parseGlobalAnnotations } from './annotations.js';
+import { parseGlobalAnnotations, type GlobalSpec } from './annotations.js';
 import { IdentityAllocator, identityLabels, type IdentityStore } from './identity.js';
 import { globalServiceValue } from './service-model.js';
 import { StateWriter } from './writer.js';
@@ -81,7 +81,7 @@ export class Exporter {
 
   async start(): Promise<void> {
     const { writer } = this.o;
-    await retryUntilDone('loading the export from the mesh etcd', () => writer.load([exportPrefix(this.o.cluster)]), this.o.log, (err) => {
+    await retryUntilDone('loading the export from the mesh etcd', () => writer.load([exportPrefix(this.o.cluster), keys.localServicesPrefix(this.o.cluster)]), this.o.log, (err) => {
       this.noteEtcdError(err);
       this.o.metrics.etcdErrors.inc();
     });
@@ -109,6 +109,7 @@ export class Exporter {
     // Everything Kubernetes has is now desired; whatever else the prefix holds is stale from an earlier run.
     let pruned = 0;
     for (const kind of EXPORT_KINDS) pruned += writer.pruneUnder(keys.kindPrefix(this.o.cluster, kind));
+    pruned += writer.pruneUnder(keys.localServicesPrefix(this.o.cluster));
     writer.resume();
     await writer.idle();
     await this.startLease();
@@ -202,16 +203,30 @@ export class Exporter {
   private recomputeService(id: string): void {
     const [namespace, name] = id.split('/') as [string, string];
     const key = keys.service(this.o.cluster, namespace, name);
+    const localKey = keys.localService(this.o.cluster, namespace, name);
     const svc = this.services.get(id);
     const parsed = svc ? parseGlobalAnnotations(svc.metadata?.annotations) : undefined;
     if (svc && parsed && !parsed.ok) this.reportBadAnnotation(svc, parsed.annotation, parsed.error);
-    if (!svc || !parsed?.ok || !parsed.spec.global || svc.spec?.type === 'ExternalName') {
+    const global = Boolean(parsed?.ok && parsed.spec.global);
+    if (!svc || !global || svc.spec?.type === 'ExternalName') {
       if (this.exported.delete(id)) this.updateServiceGauges();
       this.o.writer.set(key, null);
+    }
+    if (!svc || svc.spec?.type === 'ExternalName') {
+      this.o.writer.set(localKey, null);
       return;
     }
-    const value = globalServiceValue(this.o.cluster, svc, parsed.spec, this.slices.get(id)?.values() ?? []);
+    const slices = this.slices.get(id)?.values() ?? [];
+    if (!global) {
+      // Not exported, but this cluster's agents still serve its ClusterIP with its local backends (a service
+      // with a bad annotation too: Kubernetes serves it whatever Skein thinks of the annotation).
+      const value = globalServiceValue(this.o.cluster, svc, { global: false, shared: false, affinity: 'none' }, slices);
+      this.o.writer.set(localKey, value.clusterIps.length ? encodeValue(GlobalService, value) : null);
+      return;
+    }
+    const value = globalServiceValue(this.o.cluster, svc, (parsed as { spec: GlobalSpec }).spec, slices);
     this.exported.set(id, value);
+    this.o.writer.set(localKey, null);
     this.o.writer.set(key, encodeValue(GlobalService, value));
     this.updateServiceGauges();
   }

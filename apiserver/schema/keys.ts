@@ -11,6 +11,8 @@
 //   /skein/v1/export/<cluster>/nodes/<name>
 //   /skein/v1/local/<cluster>/identity-index/<sha256 of labels>   (allocation bookkeeping, not exported)
 //   /skein/v1/local/<cluster>/identity-ids/<local id>
+//   /skein/v1/local/<cluster>/services/<namespace>/<name>     (non-global services, for this cluster's agents only)
+//   /skein/v1/local/<cluster>/agents/<node>                   (what each node agent has programmed, on its lease)
 //   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
 export const SCHEMA_VERSION = 'v1';
 export const ROOT = `/skein/${SCHEMA_VERSION}`;
@@ -33,7 +35,19 @@ export const keys = {
   identityIndex: (c: string, labelsHash: string) => `${localPrefix(c)}identity-index/${labelsHash}`,
   identityId: (c: string, localId: number) => `${localPrefix(c)}identity-ids/${localId}`,
   kindPrefix: (c: string, kind: ExportKind) => `${exportPrefix(c)}${kind}/`,
+  localService: (c: string, namespace: string, name: string) => `${localPrefix(c)}services/${namespace}/${name}`,
+  localServicesPrefix: (c: string) => `${localPrefix(c)}services/`,
+  agent: (c: string, node: string) => `${localPrefix(c)}agents/${node}`,
+  agentsPrefix: (c: string) => `${localPrefix(c)}agents/`,
 };
+
+/** A non-global service's key in `cluster`'s local prefix, parsed like an exported one; else undefined. */
+export function parseLocalServiceKey(key: string, cluster: string): Extract<ParsedKey, { kind: 'services' }> | undefined {
+  const head = keys.localServicesPrefix(cluster);
+  if (!key.startsWith(head)) return undefined;
+  const [namespace, name, ...rest] = key.slice(head.length).split('/');
+  return namespace && name && rest.length === 0 ? { kind: 'services', cluster, namespace, name } : undefined;
+}
 
 export type ParsedKey =
   | { kind: 'config' | 'heartbeat'; cluster: string }

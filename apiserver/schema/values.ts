@@ -74,6 +74,21 @@ export type MeshNode = z.infer<typeof MeshNode>;
 export const Heartbeat = z.object({ cluster: ClusterName, at: z.string().datetime(), revisionHint: z.string().optional() });
 export const SyncedMarker = z.object({ at: z.string().datetime(), count: z.number().int().min(0) });
 
+/** What one node agent has programmed (local prefix, on the agent's lease): `skein status` shows it. */
+export const AgentView = z.object({
+  node: z.string(),
+  at: z.string().datetime(),
+  frontends: z.number().int().min(0),
+  backends: z.number().int().min(0),
+  reconciles: z.number().int().min(0),
+  lastReconcileMs: z.number().min(0),
+  /** Frontend (PROTO/ip:port) → its active backends (ip:port); the first AGENT_VIEW_MAX only. */
+  programmed: z.record(z.string(), z.array(z.string())),
+  truncated: z.boolean(),
+});
+export type AgentView = z.infer<typeof AgentView>;
+export const AGENT_VIEW_MAX = 500;
+
 export type ExportValue = ClusterConfig | GlobalService | IdentityValue | IpEntry | MeshNode | z.infer<typeof Heartbeat> | z.infer<typeof SyncedMarker>;
 
 const BY_KIND = {

@@ -1,8 +1,9 @@
 // The node agent: follows its own cluster's mesh etcd only (the local export, every remote's cached copy
 // and their sync health), computes each global service's active backends, and programs the BPF socket LB
 // with the difference. Changes are coalesced: a burst of etcd events costs one recomputation.
-import type { Etcd3, Watcher } from 'etcd3';
-import { ROOT } from '../../apiserver/schema/keys.js';
+import type { Etcd3, Lease, Watcher } from 'etcd3';
+import { keys, ROOT } from '../../apiserver/schema/keys.js';
+import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../apiserver/schema/values.js';
 import { mergedGlobalServices } from '../../sync/merged-view.js';
 import type { Programmed, SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
@@ -20,7 +21,11 @@ export class NodeAgent {
   updates = 0;
   lastSyncMs = 0;
 
-  constructor(private readonly o: { etcd: Etcd3; cluster: string; lb: SocketLb; log: { warn: (o: object, m: string) => void } }) {}
+  private lease?: Lease;
+  private publishTimer?: NodeJS.Timeout;
+  private published = '';
+
+  constructor(private readonly o: { etcd: Etcd3; cluster: string; node: string; lb: SocketLb; log: { warn: (o: object, m: string) => void } }) {}
 
   async start(): Promise<void> {
     for (const p of this.o.lb.adopt()) this.programmed.set(fkey(p), p);
@@ -33,7 +38,8 @@ export class NodeAgent {
   }
 
   private onChange(key: string): void {
-    if (/\/heartbeat$/.test(key)) return; // heartbeats carry no datapath state
+    // Heartbeats and the agents' own views carry no datapath state (and reacting to views would loop).
+    if (/\/heartbeat$/.test(key) || key.startsWith(keys.agentsPrefix(this.o.cluster))) return;
     this.schedule();
   }
 
@@ -83,6 +89,44 @@ export class NodeAgent {
     }
     this.syncs++;
     this.lastSyncMs = performance.now() - t0;
+    this.publishSoon();
+  }
+
+  /** The node's view for `skein status`, at most once a second, on a lease so a dead agent's view expires. */
+  private publishSoon(): void {
+    if (this.publishTimer) return;
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = undefined;
+      void this.publish().catch((err: Error) => {
+        this.o.log.warn({ err: err.message }, 'publishing the node view failed');
+        this.lease = undefined;
+      });
+    }, 1000);
+  }
+
+  private async publish(): Promise<void> {
+    const all = this.dump();
+    const programmed: Record<string, string[]> = {};
+    for (const p of all.slice(0, AGENT_VIEW_MAX)) programmed[fkey(p)] = p.backends.map((b) => `${b.ip}:${b.port}`);
+    const view: AgentView = {
+      node: this.o.node,
+      at: new Date().toISOString(),
+      frontends: all.length,
+      backends: all.reduce((n, p) => n + p.backends.length, 0),
+      reconciles: this.syncs,
+      lastReconcileMs: Math.round(this.lastSyncMs * 10) / 10,
+      programmed,
+      truncated: all.length > AGENT_VIEW_MAX,
+    };
+    const { at: _at, ...content } = view;
+    const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
+    if (fingerprint === this.published && this.lease) return;
+    if (!this.lease) {
+      this.lease = this.o.etcd.lease(15, { autoKeepAlive: true });
+      this.lease.on('lost', () => (this.lease = undefined));
+    }
+    await this.lease.put(keys.agent(this.o.cluster, this.o.node)).value(encodeValue(AgentView, view));
+    this.published = fingerprint;
   }
 
   dump(): Programmed[] {
@@ -90,6 +134,9 @@ export class NodeAgent {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.publishTimer);
     await this.watcher?.cancel().catch(() => {});
+    // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.
+    await this.lease?.revoke().catch(() => {});
   }
 }

@@ -15,6 +15,7 @@ import { NodeAgent } from './agent.js';
 
 const Config = z.object({
   clusterName: ClusterName,
+  nodeName: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, '--node-name (this Kubernetes node, as in spec.nodeName) is required'),
   meshEtcd: z.string().regex(/^https?:\/\/[^/\s]+$/, '--mesh-etcd must be a URL such as https://10.0.0.1:2379'),
   meshEtcdCa: z.string().optional(),
   meshEtcdCert: z.string().optional(),
@@ -26,10 +27,11 @@ const Config = z.object({
 
 function config() {
   const { values } = parseArgs({
-    options: Object.fromEntries(['cluster-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen'].map((k) => [k, { type: 'string' as const }])),
+    options: Object.fromEntries(['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen'].map((k) => [k, { type: 'string' as const }])),
   });
   const parsed = Config.safeParse({
     clusterName: values['cluster-name'],
+    nodeName: values['node-name'] ?? process.env.NODE_NAME ?? '',
     meshEtcd: values['mesh-etcd'],
     meshEtcdCa: values['mesh-etcd-ca'],
     meshEtcdCert: values['mesh-etcd-cert'],
@@ -59,12 +61,12 @@ function ensureBpffs(): void {
 
 async function main(): Promise<void> {
   const cfg = config();
-  const log = pino({ base: { cluster: cfg.clusterName, component: 'agent' } });
+  const log = pino({ base: { cluster: cfg.clusterName, node: cfg.nodeName, component: 'agent' } });
   ensureBpffs();
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
   const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey });
-  const agent = new NodeAgent({ etcd, cluster: cfg.clusterName, lb, log });
+  const agent = new NodeAgent({ etcd, cluster: cfg.clusterName, node: cfg.nodeName, lb, log });
 
   const registry = new Registry();
   new Gauge({ name: 'skein_agent_frontends', help: 'Service frontends programmed in BPF', registers: [registry], collect() { this.set(agent.dump().length); } });

@@ -8,6 +8,7 @@ const svc = (cluster: string, backends: Backend[]): GlobalService => ({ cluster,
 const merged = (affinity: MergedService['affinity'], east: Backend[], west: Backend[], westStale = false): MergedService => ({
   namespace: 'default',
   name: 'echo',
+  global: true,
   affinity,
   clusters: [
     { cluster: 'east', local: true, stale: false, service: svc('east', east) },

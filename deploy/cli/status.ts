@@ -42,6 +42,19 @@ export function renderStatus(s: ApiserverStatus): string {
     const state = !r.connected ? 'DISCONNECTED' : !r.synced ? 'syncing' : r.stale ? 'STALE' : 'synced';
     lines.push(`    ${r.cluster} (id ${r.id}) ${state}  heartbeat ${r.lastHeartbeat ?? 'never'}  revision ${r.revision} (lag ${r.revisionLag})  services ${r.services}  identities ${r.identities}  nodes ${r.nodes}  rejected ${r.rejected}${r.lastError ? `  last error: ${r.lastError}` : ''}`);
   }
+  lines.push(`  node agents: ${s.agents?.length ?? 0}`);
+  for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}`);
+  return lines.join('\n');
+}
+
+/** One node's programmed datapath: every frontend and the backends it balances over now. */
+export function renderNodeView(s: ApiserverStatus, node: string): string {
+  const a = (s.agents ?? []).find((x) => x.node === node);
+  if (!a) throw new Error(`--node ${node}: no agent view from that node in cluster ${s.cluster} (have ${(s.agents ?? []).map((x) => x.node).join(', ') || 'none'}); is skein-agent running there?`);
+  const width = Math.max(8, ...Object.keys(a.programmed).map((k) => k.length));
+  const lines = [`node ${a.node} of ${s.cluster}: ${a.frontends} frontends, ${a.backends} backend slots (as of ${a.at})`, `  ${'FRONTEND'.padEnd(width)}  BACKENDS`];
+  for (const [f, b] of Object.entries(a.programmed)) lines.push(`  ${f.padEnd(width)}  ${b.join(', ') || '-'}`);
+  if (a.truncated) lines.push(`  ... ${a.frontends - Object.keys(a.programmed).length} more not shown`);
   return lines.join('\n');
 }
 
@@ -53,13 +66,17 @@ export function registerStatus(program: Command): void {
     .option('--context <ctx>', 'kubeconfig context of the cluster')
     .option('--json', 'print the status as JSON')
     .option('--wait', 'wait until every remote cluster is synced')
+    .option('--node <name>', "show that node's datapath: each frontend and its active backends")
     .option('--timeout <seconds>', 'with --wait: how long', '120')
-    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean; wait?: boolean; timeout: string }) => {
+    .action(async (o: { kubeconfig?: string; context?: string; json?: boolean; wait?: boolean; node?: string; timeout: string }) => {
       const kc = kubeconfigFor(o);
       const { waitForRemotes } = await import('./connect.js');
       const status = o.wait
         ? await waitForRemotes(kc, (s) => s.synced && s.remotes.every((r) => r.synced), 'every remote to sync', Number(o.timeout) * 1000, (m) => console.error(`  ${m}`))
         : await fetchStatus(kc);
-      console.log(o.json ? JSON.stringify(status, null, 2) : renderStatus(status));
+      if (o.node) {
+        const view = renderNodeView(status, o.node);
+        console.log(o.json ? JSON.stringify(status.agents.find((a) => a.node === o.node), null, 2) : view);
+      } else console.log(o.json ? JSON.stringify(status, null, 2) : renderStatus(status));
     });
 }

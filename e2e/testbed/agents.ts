@@ -27,6 +27,7 @@ export function agentArgv(a: AgentSpec, port: number): string[] {
     process.execPath,
     distPath('datapath', 'agent', 'main.js'),
     `--cluster-name=${a.cluster.name}`,
+    `--node-name=${node.name}`,
     `--mesh-etcd=${a.meshEtcdUrl}`,
     `--mesh-etcd-ca=${pki.ca}`,
     `--mesh-etcd-cert=${pki.rootCert}`,

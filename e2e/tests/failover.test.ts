@@ -13,9 +13,10 @@ import { waitFor } from '../testbed/daemon.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { down, up } from '../testbed/testbed.js';
 import type { Outcome } from '../../deploy/images/outcome.js';
+import { fetchStatus, renderNodeView } from '../../deploy/cli/status.js';
 import { DrillReport } from '../../deploy/drill/report.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
-import { clientRequests, clusterKubeconfig, clusterRest, pods, readyPods, scale, tempStateDir } from './helpers.js';
+import { clientRequests, clusterKubeconfig, clusterRest, meshEtcd, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 const EAST = 'fo-east';
 const WEST = 'fo-west';
@@ -95,8 +96,31 @@ describe('local-first failover through the BPF socket LB', () => {
     expect(await pods(east, 'app.kubernetes.io/name=skein-drill')).toEqual([]);
   });
 
+  it("serves a non-global service's ClusterIP from local backends only; skein status shows each node's datapath", async () => {
+    const plain = await east.post<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services', { metadata: { name: 'plain' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
+    const viaPlain = () => clientRequests(stateDir, EAST, client, ['http', `${plain.spec.clusterIP}:80`, '--count', '10', '--timeout-ms', '500']);
+    const r = await waitFor('the non-global service to be programmed', async () => {
+      const out = await viaPlain();
+      return out.every((x) => x.ok) ? out : undefined;
+    }, 30_000);
+    expect(clusters(r)).toEqual([EAST]);
+    // It is not exported: west never learns of it.
+    expect((await fetchStatus(kubeconfig(EAST))).services.map((x) => x.name)).toContain('default/echo');
+    expect((await fetchStatus(kubeconfig(EAST))).services.map((x) => x.name)).not.toContain('default/plain');
+    const westEtcd = meshEtcd(stateDir, WEST);
+    expect(Object.keys(await westEtcd.getAll().prefix(`/skein/v1/cache/${EAST}/services/default/`).strings())).toEqual([`/skein/v1/cache/${EAST}/services/default/echo`]);
+    westEtcd.close();
+    const status = await waitFor('both agents to publish a view with both services', async () => {
+      const s = await fetchStatus(kubeconfig(EAST));
+      const views = s.agents.filter((a) => a.programmed[`TCP/${plain.spec.clusterIP}:80`]?.length === 2 && a.programmed[`TCP/${vip}:80`]?.length === 2);
+      return views.length === 2 ? s : undefined;
+    }, 30_000);
+    expect(status.agents.map((a) => a.node).sort()).toEqual([`${EAST}-node-1`, `${EAST}-node-2`]);
+    expect(renderNodeView(status, `${EAST}-node-1`)).toContain(`TCP/${vip}:80`);
+    expect(() => renderNodeView(status, 'nope')).toThrow(/--node nope: no agent view from that node/);
+  });
+
   it('skein drill refuses what it cannot drill, naming the fix, and changes nothing', async () => {
-    await east.post('/api/v1/namespaces/default/services', { metadata: { name: 'plain' }, spec: { selector: { app: 'echo' }, ports: [{ port: 80, targetPort: 8080 }] } });
     const drill = (service: string, protocol: 'http' | 'udp' = 'http') => runDrill({ kc: kubeconfig(EAST), service, protocol, intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 10_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} });
     await expect(drill('default/plain')).rejects.toThrow(/not global: annotate it skein.io\/global="true"/);
     await expect(drill('default/missing')).rejects.toThrow(/--service default\/missing: no such service/);
