@@ -91,16 +91,30 @@ async function loadCA(ca: PemPair): Promise<LoadedCA> {
 
 const caCache = new WeakMap<PemPair, Promise<LoadedCA>>();
 
-/** Issues a leaf certificate signed by `ca`. */
-export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<PemPair> {
+function loadedCA(ca: PemPair): Promise<LoadedCA> {
   let loaded = caCache.get(ca);
   if (!loaded) {
     loaded = loadCA(ca);
     caCache.set(ca, loaded);
   }
-  const { cert: caCert, key: caKey } = await loaded;
+  return loaded;
+}
+
+/** Issues a leaf certificate signed by `ca`, with a new key pair. */
+export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<PemPair> {
   const keys = await newKeyPair();
+  const cert = await signLeaf(ca, spec, keys.publicKey);
+  return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+/**
+ * Signs a leaf for a public key someone else holds the private key of (a CSR's). Never outlives the CA:
+ * a certificate valid past its issuer would fail verification anyway, later and more confusingly.
+ */
+export async function signLeaf(ca: PemPair, spec: CertSpec, publicKey: CryptoKey | x509.PublicKey): Promise<x509.X509Certificate> {
+  const { cert: caCert, key: caKey } = await loadedCA(ca);
   const now = Date.now();
+  if (caCert.notAfter.getTime() <= now) throw new Error(`the CA certificate "${caCert.subject}" expired at ${caCert.notAfter.toISOString()}: rotate the cluster CA (delete Secret skein-system/skein-ca and reconnect peers)`);
   const ekus: string[] = [];
   if (spec.usage !== 'client') ekus.push(x509.ExtendedKeyUsage.serverAuth);
   if (spec.usage !== 'server') ekus.push(x509.ExtendedKeyUsage.clientAuth);
@@ -113,23 +127,43 @@ export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<Pem
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension(ekus, false),
-    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await x509.SubjectKeyIdentifierExtension.create(publicKey),
     await x509.AuthorityKeyIdentifierExtension.create(caCert),
   ];
   // With no subject, the SAN must be critical (RFC 5280 4.2.1.6).
   if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans, !spec.commonName && !spec.organizations?.length));
-  const cert = await x509.X509CertificateGenerator.create({
+  return x509.X509CertificateGenerator.create({
     serialNumber: serialNumber(),
     subject: subjectName(spec.commonName, spec.organizations),
     issuer: caCert.subject,
     notBefore: new Date(now - (spec.backdateMs ?? 60_000)),
-    notAfter: new Date(now + spec.ttlMs),
+    notAfter: new Date(Math.min(now + spec.ttlMs, caCert.notAfter.getTime())),
     signingAlgorithm: EC_P256,
-    publicKey: keys.publicKey,
+    publicKey,
     signingKey: caKey,
     extensions,
   });
-  return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+/** A new P-256 key and a CSR for it (the key never leaves the node that asks). */
+export async function newKeyAndCsr(): Promise<{ keyPkcs8Der: Buffer; csrDer: Buffer }> {
+  const keys = await newKeyPair();
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: EC_P256 });
+  return { keyPkcs8Der: Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), csrDer: Buffer.from(csr.rawData) };
+}
+
+/** The public key of a CSR whose self-signature verifies; only ECDSA P-256 is accepted. */
+export async function csrPublicKey(csrDer: Uint8Array): Promise<x509.PublicKey> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrDer);
+  } catch (err) {
+    throw new Error(`csr: not a DER PKCS#10 request (${(err as Error).message})`);
+  }
+  const alg = csr.publicKey.algorithm as { name?: string; namedCurve?: string };
+  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') throw new Error(`csr: key is ${alg.name}${alg.namedCurve ? ` ${alg.namedCurve}` : ''}; use ECDSA P-256`);
+  if (!(await csr.verify())) throw new Error('csr: its signature does not verify (the request was altered or signed by another key)');
+  return csr.publicKey;
 }
 
 /** The SPKI public key of a private key, as PEM (what kube-apiserver's --service-account-key-file takes). */
