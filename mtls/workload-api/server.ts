@@ -1,0 +1,220 @@
+// The SPIFFE Workload API on a unix socket (gRPC, @grpc/grpc-js). Each connection's peer credentials
+// (SO_PEERCRED) are taken when it is accepted, and every call is attested from them by the identity source:
+// a caller it does not know gets PermissionDenied, never anyone else's identity. Streams push a new
+// response whenever the caller's SVIDs or the bundles change.
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { JSONWebKeySet } from 'jose';
+
+export interface Caller {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface X509SvidEntry {
+  spiffeId: string;
+  certChainDer: Buffer;
+  keyPkcs8Der: Buffer;
+  /** The CA certificates of the SVID's own trust domain, DER concatenated. */
+  bundleDer: Buffer;
+}
+
+/** What the Workload API serves; the node agent implements it (attestation, signing, bundles). */
+export interface IdentitySource<W> {
+  /** The workload a process belongs to; undefined when it is none this node serves. */
+  attest(caller: Caller): Promise<W | undefined>;
+  x509Svids(w: W): Promise<X509SvidEntry[]>;
+  /** Trust domain → its CA certificates (DER concatenated): this cluster's and every federated one. */
+  x509Bundles(): ReadonlyMap<string, Buffer>;
+  jwtSvids(w: W, audience: string[], spiffeId?: string): Promise<{ spiffeId: string; token: string }[]>;
+  jwtBundles(): ReadonlyMap<string, JSONWebKeySet>;
+  validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }>;
+  /** Calls `listener` when w's SVIDs or any bundle change; returns the unsubscribe function. */
+  subscribe(w: W | undefined, listener: () => void): () => void;
+}
+
+const HEADER = 'workload.spiffe.io';
+
+function protoPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  if (dir.includes('/dist/')) dir = dir.replace('/dist/', '/');
+  return join(dir, 'workload.proto');
+}
+
+export function loadWorkloadApi(): grpc.GrpcObject {
+  const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+  return grpc.loadPackageDefinition(def);
+}
+
+const peerCredentials = (createRequire(import.meta.url)(join(dirname(protoPath()), '..', 'build', 'peer_cred.node')) as { peerCredentials: (fd: number) => Caller }).peerCredentials;
+
+type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+type GrpcError = Partial<grpc.StatusObject> & { code: grpc.status };
+const fail = (code: grpc.status, details: string): GrpcError => ({ code, details, metadata: new grpc.Metadata() });
+
+/** google.protobuf.Struct from plain JSON, as proto-loader expects it. */
+function toValue(v: unknown): object {
+  if (v === null || v === undefined) return { nullValue: 'NULL_VALUE' };
+  if (typeof v === 'number') return { numberValue: v };
+  if (typeof v === 'string') return { stringValue: v };
+  if (typeof v === 'boolean') return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
+}
+const toStruct = (o: Record<string, unknown>) => ({ fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) });
+
+const tdId = (td: string) => `spiffe://${td}`;
+
+export class WorkloadApiServer<W> {
+  private readonly grpcServer = new grpc.Server();
+  private readonly callers = new Map<string, Caller>();
+  private netServer?: NetServer;
+  private nextConn = 0;
+  /** Calls refused and why, for metrics. */
+  readonly refusals = { missingHeader: 0, unknownCaller: 0 };
+
+  constructor(
+    private readonly source: IdentitySource<W>,
+    private readonly log: (msg: string) => void = () => {},
+  ) {
+    const api = loadWorkloadApi() as unknown as { SpiffeWorkloadAPI: { service: grpc.ServiceDefinition } };
+    this.grpcServer.addService(api.SpiffeWorkloadAPI.service, {
+      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, true, (w) => this.x509Response(w!)),
+      FetchX509Bundles: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, false, async () => ({ bundles: this.x509BundleMap() })),
+      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, false, async () => ({ bundles: this.jwtBundleMap() })),
+      FetchJWTSVID: (call: grpc.ServerUnaryCall<{ audience: string[]; spiffe_id: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => void this.fetchJwt(call, cb),
+      ValidateJWTSVID: (call: grpc.ServerUnaryCall<{ audience: string; svid: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => void this.validateJwt(call, cb),
+    });
+  }
+
+  /** Listens on `path` (any local process may connect: attestation decides what it gets). */
+  async listen(path: string): Promise<void> {
+    mkdirSync(dirname(path), { recursive: true });
+    if (existsSync(path)) rmSync(path);
+    const injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.netServer = createServer((sock: Socket) => {
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      let caller: Caller;
+      try {
+        caller = peerCredentials(fd ?? -1);
+      } catch (err) {
+        this.log(`workload API: no peer credentials for a connection (${(err as Error).message}); closing it`);
+        sock.destroy();
+        return;
+      }
+      // grpc-js reports a call's peer from the socket's remoteAddress: make it name this connection.
+      const id = `conn-${++this.nextConn}`;
+      Object.defineProperty(sock, 'remoteAddress', { value: id });
+      this.callers.set(id, caller);
+      sock.on('close', () => this.callers.delete(id));
+      injector.injectConnection(sock);
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.netServer!.once('error', reject);
+      this.netServer!.listen(path, () => resolve());
+    });
+    chmodSync(path, 0o777);
+  }
+
+  private callerOf(call: AnyCall): Caller | undefined {
+    return this.callers.get(call.getPeer());
+  }
+
+  /** The checks every call passes first: the standard's security header, then attestation. */
+  private async admit(call: AnyCall): Promise<{ ok: true; w: W } | { ok: false; err: GrpcError }> {
+    if (call.metadata.get(HEADER)[0] !== 'true') {
+      this.refusals.missingHeader++;
+      return { ok: false, err: fail(grpc.status.INVALID_ARGUMENT, `security header missing from request: send metadata "${HEADER}: true"`) };
+    }
+    const caller = this.callerOf(call);
+    const w = caller && (await this.source.attest(caller));
+    if (!w) {
+      this.refusals.unknownCaller++;
+      return { ok: false, err: fail(grpc.status.PERMISSION_DENIED, `no identity issued to this caller (pid ${caller?.pid ?? 'unknown'}): it is not a pod this node serves`) };
+    }
+    return { ok: true, w };
+  }
+
+  private async stream(call: grpc.ServerWritableStream<unknown, unknown>, perWorkload: boolean, build: (w: W | undefined) => Promise<object>): Promise<void> {
+    const admitted = await this.admit(call);
+    if (!admitted.ok) return void call.emit('error', admitted.err);
+    let last = '';
+    let closed = false;
+    const push = async () => {
+      if (closed) return;
+      try {
+        const msg = await build(admitted.w);
+        const fingerprint = JSON.stringify(msg, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
+        if (fingerprint === last || closed) return;
+        last = fingerprint;
+        call.write(msg);
+      } catch (err) {
+        closed = true;
+        unsubscribe();
+        call.emit('error', fail(grpc.status.UNAVAILABLE, `could not get an identity: ${(err as Error).message}`));
+      }
+    };
+    const unsubscribe = this.source.subscribe(perWorkload ? admitted.w : undefined, () => void push());
+    call.on('cancelled', () => {
+      closed = true;
+      unsubscribe();
+    });
+    await push();
+  }
+
+  private async x509Response(w: W): Promise<object> {
+    const svids = await this.source.x509Svids(w);
+    const own = new Set(svids.map((s) => s.spiffeId.split('/')[2]));
+    const federated = Object.fromEntries([...this.source.x509Bundles()].filter(([td]) => !own.has(td)).map(([td, der]) => [tdId(td), der]));
+    return {
+      svids: svids.map((s) => ({ spiffe_id: s.spiffeId, x509_svid: s.certChainDer, x509_svid_key: s.keyPkcs8Der, bundle: s.bundleDer, hint: '' })),
+      crl: [],
+      federated_bundles: federated,
+    };
+  }
+
+  private x509BundleMap(): Record<string, Buffer> {
+    return Object.fromEntries([...this.source.x509Bundles()].map(([td, der]) => [tdId(td), der]));
+  }
+
+  private jwtBundleMap(): Record<string, Buffer> {
+    return Object.fromEntries([...this.source.jwtBundles()].map(([td, jwks]) => [tdId(td), Buffer.from(JSON.stringify(jwks))]));
+  }
+
+  private async fetchJwt(call: grpc.ServerUnaryCall<{ audience: string[]; spiffe_id: string }, unknown>, cb: grpc.sendUnaryData<unknown>): Promise<void> {
+    const admitted = await this.admit(call);
+    if (!admitted.ok) return cb(admitted.err);
+    if (!call.request.audience?.length) return cb(fail(grpc.status.INVALID_ARGUMENT, 'audience: at least one audience is required'));
+    try {
+      const svids = await this.source.jwtSvids(admitted.w, call.request.audience, call.request.spiffe_id || undefined);
+      if (!svids.length) return cb(fail(grpc.status.PERMISSION_DENIED, `this caller has no identity ${call.request.spiffe_id}`));
+      cb(null, { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: '' })) });
+    } catch (err) {
+      cb(fail(grpc.status.UNAVAILABLE, `could not sign a JWT-SVID: ${(err as Error).message}`));
+    }
+  }
+
+  private async validateJwt(call: grpc.ServerUnaryCall<{ audience: string; svid: string }, unknown>, cb: grpc.sendUnaryData<unknown>): Promise<void> {
+    const admitted = await this.admit(call);
+    if (!admitted.ok) return cb(admitted.err);
+    if (!call.request.audience) return cb(fail(grpc.status.INVALID_ARGUMENT, 'audience: required'));
+    if (!call.request.svid) return cb(fail(grpc.status.INVALID_ARGUMENT, 'svid: required'));
+    try {
+      const r = await this.source.validateJwtSvid(call.request.svid, call.request.audience);
+      cb(null, { spiffe_id: r.spiffeId, claims: toStruct(r.claims) });
+    } catch (err) {
+      cb(fail(grpc.status.INVALID_ARGUMENT, (err as Error).message));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.grpcServer.forceShutdown();
+    await new Promise<void>((resolve) => (this.netServer ? this.netServer.close(() => resolve()) : resolve()));
+  }
+}
