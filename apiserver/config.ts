@@ -25,6 +25,13 @@ export const ApiserverConfig = z.object({
   /** Lifetime of this process's own mesh etcd identity; renewed at half of it. */
   meshIdentityTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--mesh-identity-ttl must be at least 10 seconds'),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT, for example 0.0.0.0:9876'),
+  /** The node CA (gRPC, mTLS) agents ask for workload SVIDs. */
+  nodeCaListen: z.string().regex(/^[^:]+:\d+$/, '--node-ca-listen must be HOST:PORT, for example 0.0.0.0:9443'),
+  /** The address agents reach this pod at (the pod IP, from the downward API). */
+  advertiseIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, '--advertise-ip must be this pod\'s IPv4 address (set POD_IP from status.podIP)').optional(),
+  /** Lifetime of workload X.509-SVIDs (agents renew them at half-life) and of JWT-SVIDs. */
+  svidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--svid-ttl must be at least 10 seconds'),
+  jwtSvidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--jwt-svid-ttl must be at least 10 seconds'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
 
@@ -40,6 +47,10 @@ const FLAG_OF: Record<string, string> = {
   clusterId: '--cluster-id',
   meshEtcd: '--mesh-etcd',
   listen: '--listen',
+  nodeCaListen: '--node-ca-listen',
+  advertiseIp: '--advertise-ip',
+  svidTtlMs: '--svid-ttl',
+  jwtSvidTtlMs: '--jwt-svid-ttl',
 };
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ApiserverConfig {
@@ -59,6 +70,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'remote-identity-ttl': { type: 'string' },
       'mesh-identity-ttl': { type: 'string' },
       listen: { type: 'string' },
+      'node-ca-listen': { type: 'string' },
+      'advertise-ip': { type: 'string' },
+      'svid-ttl': { type: 'string' },
+      'jwt-svid-ttl': { type: 'string' },
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
@@ -66,8 +81,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const removeText = values['remote-remove-after'] ?? env.SKEIN_REMOTE_REMOVE_AFTER ?? '0';
   const ttlText = values['remote-identity-ttl'] ?? env.SKEIN_REMOTE_IDENTITY_TTL ?? '86400';
   const meshTtlText = values['mesh-identity-ttl'] ?? env.SKEIN_MESH_IDENTITY_TTL ?? '3600';
+  const svidTtlText = values['svid-ttl'] ?? env.SKEIN_SVID_TTL ?? '3600';
+  const jwtTtlText = values['jwt-svid-ttl'] ?? env.SKEIN_JWT_SVID_TTL ?? '300';
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -82,6 +99,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     remoteIdentityTtlMs: seconds(ttlText) * 1000,
     meshIdentityTtlMs: seconds(meshTtlText) * 1000,
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
+    nodeCaListen: values['node-ca-listen'] ?? env.SKEIN_NODE_CA_LISTEN ?? '0.0.0.0:9443',
+    advertiseIp: values['advertise-ip'] ?? env.POD_IP,
+    svidTtlMs: seconds(svidTtlText) * 1000,
+    jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
   };
   const parsed = ApiserverConfig.safeParse(raw);
   if (!parsed.success) {

@@ -18,6 +18,32 @@ import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
 import { retryUntilDone } from './retry.js';
 import { agentViews } from './status.js';
+import { NodeCaServer } from './node-ca/server.js';
+import { publishBundle } from '../sync/bundles.js';
+import { keys } from './schema/keys.js';
+import { encodeValue, NodeCaEndpoint } from './schema/values.js';
+import type { Logger } from 'pino';
+
+/**
+ * Workload identity: this cluster's trust bundle for the agents, and the node CA they ask for SVIDs, where
+ * they find it (its endpoint in the mesh etcd). Without an advertised pod IP agents could not reach it.
+ */
+async function startNodeCa(cfg: ApiserverConfig, ca: ClusterCA, rest: KubeRest, etcd: EtcdRef, log: Logger): Promise<NodeCaServer | undefined> {
+  await retryUntilDone('publishing the trust bundle', () => publishBundle(etcd(), cfg.clusterName, { trustDomain: ca.trustDomain, caPem: ca.ca.certPem, own: true }), log);
+  if (!cfg.advertiseIp) {
+    log.warn('no --advertise-ip (POD_IP): the node CA is off, so agents cannot issue workload SVIDs');
+    return undefined;
+  }
+  const server = new NodeCaServer({ ca, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, log });
+  const [host, port] = cfg.nodeCaListen.split(':') as [string, string];
+  const bound = await server.listen(host, Number(port), [cfg.advertiseIp]);
+  const endpoint = `${cfg.advertiseIp}:${bound}`;
+  await retryUntilDone('publishing the node CA endpoint', async () => {
+    await etcd().put(keys.nodeCa(cfg.clusterName)).value(encodeValue(NodeCaEndpoint, { endpoint }));
+  }, log);
+  log.info({ endpoint }, 'node CA serving');
+  return server;
+}
 
 function configOrExit(): ApiserverConfig {
   try {
@@ -65,7 +91,7 @@ async function main(): Promise<void> {
   exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdIdentityStore(etcdRef, cfg.clusterName), metrics, log });
   identity?.onRenewed(() => exporter.moveLease());
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
-  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
+  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, ownTrustDomain: ca?.trustDomain, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
   const http = buildHttp(exporter, metrics, async () => ({
     ...exporter.status(),
@@ -77,11 +103,13 @@ async function main(): Promise<void> {
   }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
+  const nodeCa = ca && (await startNodeCa(cfg, ca, rest, etcdRef, log));
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const shutdown = async () => {
     log.info('shutting down');
     await http.close();
+    await nodeCa?.close();
     await sync.stop().catch(() => {});
     await exporter.stop().catch(() => {});
     identity?.close();

@@ -7,6 +7,7 @@ import { startInformer, type RunningInformer } from '../apiserver/kube/informer.
 import type { KubeRest } from '../apiserver/kube/rest.js';
 import { syncPeerUsers } from '../apiserver/mesh-auth.js';
 import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
+import { publishBundle, pruneBundles, removeBundle } from './bundles.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
 import { decodeSecretData, type KubeSecrets } from '../apiserver/kube/secrets.js';
 import type { CredentialIssuer } from './credentials.js';
@@ -17,7 +18,7 @@ type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) 
 
 
 export class SyncManager {
-  private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string }>();
+  private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string }>();
   private readonly peers = new Map<string, string>();
   private informers: RunningInformer<V1Secret>[] = [];
   private chain: Promise<unknown> = Promise.resolve();
@@ -32,6 +33,8 @@ export class SyncManager {
       log: Log;
       /** Renews peers' identities signed by our CA (absent without a CA). */
       issuer?: CredentialIssuer;
+      /** This cluster's own trust domain: its bundle is never pruned. */
+      ownTrustDomain?: string;
       staleAfterMs?: number;
       removeAfterMs?: number;
     },
@@ -57,6 +60,15 @@ export class SyncManager {
       watch(REMOTE_LABEL, (type, s) => this.enqueue(() => this.onRemote(type, s))),
       watch(PEER_LABEL, (type, s) => this.enqueue(() => this.onPeer(type, s))),
     ];
+    // Once every remote Secret is known, drop bundles of peers disconnected while this process was down.
+    void this.informers[0]!.synced.then(() =>
+      this.enqueue(async () => {
+        const keep = new Set([...this.remotes.values()].map((r) => r.trustDomain));
+        if (this.o.ownTrustDomain) keep.add(this.o.ownTrustDomain);
+        const gone = await pruneBundles(this.o.local(), this.o.localCluster, keep);
+        if (gone.length) this.o.log.info({ trustDomains: gone }, 'removed trust bundles of disconnected clusters');
+      }),
+    );
   }
 
   private async onRemote(type: string, secret: V1Secret): Promise<void> {
@@ -65,6 +77,7 @@ export class SyncManager {
     if (type === 'delete') {
       this.remotes.delete(name);
       await existing?.sync.stop(true);
+      if (existing) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain);
       this.o.log.info({ remote: name }, 'disconnected: remote cache removed');
       return;
     }
@@ -81,6 +94,7 @@ export class SyncManager {
     }
     // A renewed identity alone (tls.*) is adopted by the running sync; anything else restarts it.
     const fingerprint = [r.endpoint, r['ca.crt']].join('|');
+    await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['ca.crt'], own: false });
     if (existing?.fingerprint === fingerprint) {
       await existing.sync.adopt({ certPem: r['tls.crt'], keyPem: r['tls.key'] });
       return;
@@ -98,7 +112,7 @@ export class SyncManager {
       staleAfterMs: this.o.staleAfterMs,
       removeAfterMs: this.o.removeAfterMs,
     });
-    this.remotes.set(r.cluster, { sync, fingerprint });
+    this.remotes.set(r.cluster, { sync, fingerprint, trustDomain: r['trust-domain'] });
     await sync.start();
     this.o.log.info({ remote: r.cluster, endpoint: r.endpoint }, existing ? 'remote credentials changed: sync restarted' : 'connected: syncing remote');
   }

@@ -13,6 +13,8 @@
 //   /skein/v1/local/<cluster>/identity-ids/<local id>
 //   /skein/v1/local/<cluster>/services/<namespace>/<name>     (non-global services, for this cluster's agents only)
 //   /skein/v1/local/<cluster>/agents/<node>                   (what each node agent has programmed, on its lease)
+//   /skein/v1/local/<cluster>/bundles/<trust domain>          (trust bundles agents serve: own + connected peers')
+//   /skein/v1/local/<cluster>/node-ca                         (where agents ask for workload SVIDs)
 //   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
 export const SCHEMA_VERSION = 'v1';
 export const ROOT = `/skein/${SCHEMA_VERSION}`;
@@ -39,6 +41,9 @@ export const keys = {
   localServicesPrefix: (c: string) => `${localPrefix(c)}services/`,
   agent: (c: string, node: string) => `${localPrefix(c)}agents/${node}`,
   agentsPrefix: (c: string) => `${localPrefix(c)}agents/`,
+  bundle: (c: string, trustDomain: string) => `${localPrefix(c)}bundles/${trustDomain}`,
+  bundlesPrefix: (c: string) => `${localPrefix(c)}bundles/`,
+  nodeCa: (c: string) => `${localPrefix(c)}node-ca`,
 };
 
 /** A non-global service's key in `cluster`'s local prefix, parsed like an exported one; else undefined. */

@@ -89,6 +89,18 @@ export const AgentView = z.object({
 export type AgentView = z.infer<typeof AgentView>;
 export const AGENT_VIEW_MAX = 500;
 
+/** A trust domain's bundle as agents serve it: its CA certificates. JWT bundles are derived from them. */
+export const TrustBundle = z.object({
+  trustDomain: z.string().regex(/^[a-z0-9._-]+$/),
+  caPem: z.string().includes('BEGIN CERTIFICATE'),
+  /** This cluster's own trust domain (the others are federated). */
+  own: z.boolean(),
+});
+export type TrustBundle = z.infer<typeof TrustBundle>;
+
+export const NodeCaEndpoint = z.object({ endpoint: z.string().regex(/^[^:/\s]+:\d+$/) });
+export type NodeCaEndpoint = z.infer<typeof NodeCaEndpoint>;
+
 export type ExportValue = ClusterConfig | GlobalService | IdentityValue | IpEntry | MeshNode | z.infer<typeof Heartbeat> | z.infer<typeof SyncedMarker>;
 
 const BY_KIND = {
