@@ -1,6 +1,7 @@
 // Workload identities as SPIFFE defines them: X.509-SVIDs (one URI SAN, leaf, digitalSignature, both TLS
 // EKUs) signed by the cluster CA from a CSR, and JWT-SVIDs (ES256, signed with the same CA key and
 // verifiable with the trust domain's JWT bundle, a JWKS derived from the CA certificate).
+import 'reflect-metadata'; // before @peculiar/x509, whichever module is loaded first
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { createLocalJWKSet, decodeJwt, exportJWK, importPKCS8, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload } from 'jose';
 import * as x509 from '@peculiar/x509';

@@ -1,11 +1,17 @@
 // skein-agent: one per node. Programs the node's BPF socket LB from its own cluster's mesh etcd only and
-// serves /healthz, /metrics and /v1/programmed (what the datapath holds now).
+// serves /healthz, /metrics and /v1/programmed (what the datapath holds now); with --workload-socket also the
+// SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { Etcd3 } from 'etcd3';
+import { KubeRest } from '../../apiserver/kube/rest.js';
+import { WorkloadApiServer } from '../../mtls/workload-api/server.js';
+import { AgentIdentitySource } from './workload/identity-source.js';
 import { Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
 import { ClusterName } from '../../apiserver/schema/cluster.js';
@@ -23,11 +29,16 @@ const Config = z.object({
   cgroup: z.string().min(1, '--cgroup (the cgroup v2 directory whose processes are load-balanced) is required'),
   pinDir: z.string().startsWith('/sys/fs/bpf/', '--pin-dir must be under /sys/fs/bpf (bpffs)'),
   listen: z.string().regex(/^[^:]+:\d+$/, '--listen must be HOST:PORT'),
+  /** The SPIFFE Workload API: a unix socket path, plus the node's certificate for the node CA. */
+  workloadSocket: z.string().startsWith('/', '--workload-socket must be an absolute path').optional(),
+  nodeCert: z.string().optional(),
+  nodeKey: z.string().optional(),
+  kubeconfig: z.string().optional(),
 });
 
 function config() {
   const { values } = parseArgs({
-    options: Object.fromEntries(['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen'].map((k) => [k, { type: 'string' as const }])),
+    options: Object.fromEntries(['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'].map((k) => [k, { type: 'string' as const }])),
   });
   const parsed = Config.safeParse({
     clusterName: values['cluster-name'],
@@ -39,10 +50,18 @@ function config() {
     cgroup: values.cgroup ?? '',
     pinDir: values['pin-dir'] ?? '',
     listen: values.listen ?? '127.0.0.1:9877',
+    workloadSocket: values['workload-socket'],
+    nodeCert: values['node-cert'],
+    nodeKey: values['node-key'],
+    kubeconfig: values.kubeconfig ?? process.env.KUBECONFIG,
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
     console.error(`skein-agent: ${String(i.path[0])}: ${i.message}`);
+    process.exit(2);
+  }
+  if (parsed.data.workloadSocket && !(parsed.data.nodeCert && parsed.data.nodeKey)) {
+    console.error('skein-agent: --workload-socket needs --node-cert and --node-key (the node certificate the node CA authenticates)');
     process.exit(2);
   }
   if (!existsSync(parsed.data.cgroup)) {
@@ -50,6 +69,27 @@ function config() {
     process.exit(2);
   }
   return parsed.data;
+}
+
+/** The SPIFFE Workload API for the pods of this node. */
+async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger) {
+  const kc = new KubeConfig();
+  if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
+  else kc.loadFromCluster();
+  const source = new AgentIdentitySource({
+    etcd,
+    cluster: cfg.clusterName,
+    node: cfg.nodeName,
+    kc,
+    rest: new KubeRest(kc),
+    nodeTls: { certPem: readFileSync(cfg.nodeCert!, 'utf8'), keyPem: readFileSync(cfg.nodeKey!, 'utf8') },
+    log,
+  });
+  await source.start();
+  const server = new WorkloadApiServer(source, (m) => log.warn(m));
+  await server.listen(cfg.workloadSocket!);
+  log.info({ socket: cfg.workloadSocket }, 'SPIFFE Workload API serving');
+  return { source, server };
 }
 
 /** Pins need bpffs at /sys/fs/bpf; mount it where the host has not. */
@@ -77,12 +117,16 @@ async function main(): Promise<void> {
   http.get('/healthz', async () => 'ok\n');
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump() }));
+  const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
+  if (workload) http.get('/v1/workload', async () => workload.source.status());
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
 
   // Stopping leaves the pinned programs and maps in place: traffic keeps flowing until the next agent adopts them.
   const shutdown = async () => {
     await http.close();
+    await workload?.server.close();
+    await workload?.source.stop();
     await agent.stop();
     etcd.close();
     process.exit(0);

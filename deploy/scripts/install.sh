@@ -38,3 +38,5 @@ echo "install: build" >&2
 npm run --silent build
 echo "install: Kubernetes binaries" >&2
 bash deploy/scripts/build-kube.sh >/dev/null
+# The e2e tests' SPIFFE workload (go-spiffe), cached like Kubernetes.
+bash e2e/spiffe-peer/build.sh >/dev/null

@@ -1,6 +1,11 @@
 // One skein-agent per node of a local cluster, attached to the node's cgroup (every pod process of the node
-// lives below it) with its maps and links pinned under the state dir's bpffs directory.
+// lives below it) with its maps and links pinned under the state dir's bpffs directory. Each agent has its
+// node certificate from the cluster CA (for the node CA) and serves the SPIFFE Workload API on a socket.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { nodeSpiffeId } from '../../apiserver/node-ca/server.js';
+import { trustDomainOf } from '../../mtls/cluster-ca.js';
+import { issueCertificate } from '../../mtls/x509.js';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { freePort } from './ports.js';
 import { distPath } from './repo.js';
@@ -20,9 +25,27 @@ export interface AgentSpec {
   meshEtcdUrl: string;
 }
 
+/** Where the Workload API of node `index` listens (what SPIFFE_ENDPOINT_SOCKET points pods to). */
+export const workloadSocket = (clusterDir: string, index: number) => join(clusterDir, `agent-${index}`, 'workload.sock');
+
+const nodeCertFiles = (clusterDir: string, index: number) => ({ cert: join(clusterDir, `agent-${index}`, 'node.crt'), key: join(clusterDir, `agent-${index}`, 'node.key') });
+
+async function ensureNodeCert(a: AgentSpec): Promise<void> {
+  const files = nodeCertFiles(a.clusterDir, a.index);
+  if (existsSync(files.cert)) return;
+  const pki = meshPki(a.clusterDir);
+  const ca = { certPem: readFileSync(pki.ca, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') };
+  const node = nodeNet(a.tag, a.cluster, a.index);
+  const cert = await issueCertificate(ca, { uris: [nodeSpiffeId(trustDomainOf(a.cluster.name), node.name)], usage: 'client', ttlMs: 365 * 24 * 3600_000 });
+  mkdirSync(join(a.clusterDir, `agent-${a.index}`), { recursive: true, mode: 0o700 });
+  writeFileSync(files.cert, cert.certPem);
+  writeFileSync(files.key, cert.keyPem, { mode: 0o600 });
+}
+
 export function agentArgv(a: AgentSpec, port: number): string[] {
   const node = nodeNet(a.tag, a.cluster, a.index);
   const pki = meshPki(a.clusterDir);
+  const nodeCert = nodeCertFiles(a.clusterDir, a.index);
   return [
     process.execPath,
     distPath('datapath', 'agent', 'main.js'),
@@ -35,11 +58,16 @@ export function agentArgv(a: AgentSpec, port: number): string[] {
     `--cgroup=${join(a.cgroupRoot, node.cgroup)}`,
     `--pin-dir=${join(bpffsDir(a.tag), a.cluster.name, String(a.index))}`,
     `--listen=127.0.0.1:${port}`,
+    `--workload-socket=${workloadSocket(a.clusterDir, a.index)}`,
+    `--node-cert=${nodeCert.cert}`,
+    `--node-key=${nodeCert.key}`,
+    `--kubeconfig=${join(a.clusterDir, 'kubeconfigs', `${node.name}.yaml`)}`,
   ];
 }
 
 /** Starts the agent of one node and waits until it serves; returns its HTTP address. */
 export async function startAgent(a: AgentSpec): Promise<string> {
+  await ensureNodeCert(a);
   const port = await freePort();
   spawnDaemon({ cgroup: join(a.controlCgroup, `agent-${a.index}`), logFile: join(a.logDir, `agent-${a.index}.log`), argv: agentArgv(a, port) });
   const url = `http://127.0.0.1:${port}`;

@@ -16,7 +16,7 @@ import { applyManifest, loadManifest } from './manifests.js';
 /** Files of the mesh etcd's PKI; root.* is the test bed's own etcd root identity (like the admin kubeconfig). */
 export const meshPki = (clusterDir: string) => {
   const dir = join(clusterDir, 'mesh-pki');
-  return { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key'), argv: join(dir, 'etcd.argv.json') };
+  return { dir, ca: join(dir, 'ca.crt'), caKey: join(dir, 'ca.key'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key'), argv: join(dir, 'etcd.argv.json') };
 };
 
 /**
@@ -33,6 +33,8 @@ export async function startMeshEtcd(o: { cluster: string; clusterDir: string; lo
   const server = await issueMeshEtcdServer(ca, o.cluster, [o.hostIp, '127.0.0.1']);
   const root = await issueMeshRootClient(ca, o.cluster);
   writeFileSync(pki.ca, ca.ca.certPem);
+  // The test bed plays the installer: it issues node certificates for the agents from the cluster CA.
+  writeFileSync(pki.caKey, ca.ca.keyPem, { mode: 0o600 });
   writeFileSync(pki.cert, server.certPem);
   writeFileSync(pki.key, server.keyPem, { mode: 0o600 });
   writeFileSync(pki.rootCert, root.certPem);

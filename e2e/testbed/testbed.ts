@@ -12,7 +12,7 @@ import { kubeconfigYaml, writeUserKubeconfig } from './kube-pki.js';
 import { ensureKubeBinaries, KUBE_VERSION } from './kube-binaries.js';
 import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } from './network.js';
 import type { NodeRunnerConfig } from './node-runner/config.js';
-import { bpffsDir, startAgent } from './agents.js';
+import { bpffsDir, startAgent, workloadSocket as workloadSocketOf } from './agents.js';
 import { applyManifest, loadManifest } from './manifests.js';
 import { distPath } from './repo.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
@@ -210,7 +210,7 @@ export interface ExecOptions {
 }
 
 /** Where a pod runs: its netns and its node's cgroup (the test bed's `kubectl exec`). */
-export async function locatePod(stateDir: string, context: string, podRef: string): Promise<{ netns: string; cgroup: string; pod: V1Pod }> {
+export async function locatePod(stateDir: string, context: string, podRef: string): Promise<{ netns: string; cgroup: string; pod: V1Pod; workloadSocket: string }> {
   const state = readState(stateDir);
   if (!state || state.phase !== 'up') throw new Error(`no local mesh is up in ${statePaths(stateDir).dir}: run "skein local up" first`);
   const cluster = state.clusters.find((c) => contextName(c.name) === context || c.name === context);
@@ -222,11 +222,16 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
   const nodeIndex = Number(/-node-(\d+)$/.exec(pod.spec?.nodeName ?? '')?.[1]);
   if (!pod.metadata?.uid || !nodeIndex || pod.status?.phase !== 'Running') throw new Error(`pod ${ns}/${name} in ${cluster.name} is not running on a node yet (phase ${pod.status?.phase ?? 'unknown'})`);
   const node = nodeNet(state.tag, cluster, nodeIndex);
-  return { netns: podNetnsName(state.tag, pod.metadata.uid), cgroup: join(state.cgroupRoot, node.cgroup, `pod-${pod.metadata.uid}`, 'exec'), pod };
+  return {
+    netns: podNetnsName(state.tag, pod.metadata.uid),
+    cgroup: join(state.cgroupRoot, node.cgroup, `pod-${pod.metadata.uid}`, 'exec'),
+    pod,
+    workloadSocket: workloadSocketOf(statePaths(stateDir).cluster(cluster.name), nodeIndex),
+  };
 }
 
 export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
-  const { netns, cgroup } = await locatePod(opts.stateDir, opts.context, opts.pod);
+  const { netns, cgroup, workloadSocket } = await locatePod(opts.stateDir, opts.context, opts.pod);
   if (!existsSync(`/run/netns/${netns}`)) throw new Error(`pod ${opts.pod} has no sandbox on this machine (netns ${netns} is missing)`);
   ensureCgroup(cgroup);
   const bin = statePaths(opts.stateDir).bin;
@@ -234,7 +239,8 @@ export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: s
   return new Promise((resolve, reject) => {
     const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], {
       stdio: pipe ? ['ignore', 'pipe', 'inherit'] : 'inherit',
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` },
+      // As a pod spec with the Workload API socket mounted would: the socket of the pod's node.
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` },
     });
     let stdout = '';
     child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));

@@ -1,0 +1,132 @@
+// Issue 6: workload identities across clusters. A go-spiffe workload (the SPIFFE project's library, built
+// from its Go module) in an east pod gets its X.509-SVID from its node's agent and calls a go-spiffe server
+// in a west pod over mTLS; each side authorizes the other by SPIFFE ID through the federated bundles
+// `skein connect` exchanged. Refusals: no security header, an unknown caller, a pod asking another node's
+// agent, a tampered bundle. The connection survives SVID rotation; after disconnect it fails on trust.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import type { V1Pod } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KubeRest } from '../../apiserver/kube/rest.js';
+import { keys } from '../../apiserver/schema/keys.js';
+import { connect, disconnect } from '../../deploy/cli/connect.js';
+import { waitFor } from '../testbed/daemon.js';
+import { REPO_ROOT } from '../testbed/repo.js';
+import { readState } from '../testbed/state.js';
+import { workloadSocket } from '../testbed/agents.js';
+import { statePaths } from '../testbed/state.js';
+import { down, exec, up } from '../testbed/testbed.js';
+import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir } from './helpers.js';
+
+const EAST = 'wi-east';
+const WEST = 'wi-west';
+const ID = (cluster: string) => `spiffe://${cluster}.skein/ns/default/sa/default`;
+const stateDir = tempStateDir('workload-identity');
+const peer = execFileSync('bash', [join(REPO_ROOT, 'e2e', 'spiffe-peer', 'build.sh')], { encoding: 'utf8' }).trim();
+let east: KubeRest;
+let eastClient: V1Pod;
+let westUrl = '';
+
+const nodeIndex = (p: V1Pod) => Number(/-node-(\d+)$/.exec(p.spec!.nodeName!)![1]);
+const inPod = (cluster: string, pod: V1Pod, argv: string[]) => exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod.metadata!.name}`, argv, stdio: 'pipe' });
+const lines = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { answer?: { client: string; server: string }; error?: string; clientSerial: string });
+const callWest = (extra: string[] = []) => inPod(EAST, eastClient, [peer, 'get', '-url', westUrl, '-server', ID(WEST), ...extra]);
+
+/** One Workload API call from a process (in a pod or not) with Skein's own client; prints the gRPC outcome. */
+const probeScript = (socket: string, header: boolean) => `
+import { workloadApiClient, securityHeader } from '${REPO_ROOT}/dist/mtls/workload-api/client.js';
+import grpc from '@grpc/grpc-js';
+const c = workloadApiClient('${socket}');
+const call = c.FetchX509SVID({}, ${header ? 'securityHeader()' : 'new grpc.Metadata()'});
+call.on('data', (d) => { console.log(JSON.stringify({ ok: d.svids[0].spiffe_id })); process.exit(0); });
+call.on('error', (e) => { console.log(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });`;
+const probe = async (pod: V1Pod | undefined, socket: string, header = true): Promise<{ ok?: string; code?: number; details?: string }> => {
+  const argv = ['node', '--input-type=module', '-e', probeScript(socket, header)];
+  const out = pod ? (await inPod(EAST, pod, argv)).stdout : execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: REPO_ROOT });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as { ok?: string; code?: number; details?: string };
+};
+const socketOf = (cluster: string, node: number) => workloadSocket(statePaths(stateDir).cluster(cluster), node);
+const agentUrl = (cluster: string, node: number) => readState(stateDir)!.clusters.find((c) => c.name === cluster)!.agents[node - 1]!;
+
+beforeAll(async () => {
+  await up({ stateDir, clusters: [{ name: EAST, id: 81 }, { name: WEST, id: 82 }], nodes: 2, echo: true });
+  east = clusterRest(stateDir, EAST);
+  // Short-lived SVIDs in east, so rotation happens within the test (renewed at half-life: 10 s).
+  await addApiserverArgs(east, ['--svid-ttl=20']);
+  await connect(clusterKubeconfig(stateDir, EAST), clusterKubeconfig(stateDir, WEST), () => {});
+  eastClient = (await readyPods(east, 'app=client', 1))[0]!;
+  const westClient = (await readyPods(clusterRest(stateDir, WEST), 'app=client', 1))[0]!;
+  westUrl = `https://${podIp(westClient)}:8443/`;
+  // The west server runs for the rest of the file (down() ends it with everything else).
+  void inPod(WEST, westClient, [peer, 'serve', '-addr', ':8443', '-allow', ID(EAST)]);
+  await waitFor('the east apiserver rollout with 20 s SVIDs', async () => {
+    const d = await east.get<{ metadata: { generation: number }; status: { observedGeneration?: number; updatedReplicas?: number; replicas?: number } }>('/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver');
+    const pods = await east.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods');
+    const settled = d.status.observedGeneration === d.metadata.generation && d.status.updatedReplicas === 1 && d.status.replicas === 1 && pods.items.length === 1;
+    return settled && pods.items[0]!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
+  }, 90_000);
+});
+
+afterAll(async () => {
+  await down(stateDir);
+});
+
+describe('workload identities across clusters', () => {
+  it('a go-spiffe client in east gets its SVID and calls a go-spiffe server in west over mTLS, each authorized by SPIFFE ID', async () => {
+    const r = await waitFor('an mTLS answer from west', async () => {
+      const out = await callWest();
+      return out.code === 0 ? lines(out.stdout) : undefined;
+    }, 60_000);
+    expect(r[0]!.answer).toMatchObject({ client: ID(EAST), server: ID(WEST) });
+  });
+
+  it('refuses a request without the security header, an unknown caller, and a pod asking another node’s agent', async () => {
+    const own = `unix://${socketOf(EAST, nodeIndex(eastClient))}`;
+    const other = `unix://${socketOf(EAST, nodeIndex(eastClient) === 1 ? 2 : 1)}`;
+    expect(await probe(eastClient, own)).toEqual({ ok: ID(EAST) });
+    expect(await probe(eastClient, own, false)).toMatchObject({ code: 3, details: expect.stringContaining('workload.spiffe.io') });
+    expect(await probe(undefined, own)).toMatchObject({ code: 7 }); // this test process: in no pod
+    expect(await probe(eastClient, other)).toMatchObject({ code: 7, details: expect.stringContaining('not a pod this node serves') });
+  });
+
+  it('refuses a tampered trust bundle and keeps serving the last good one', async () => {
+    const etcd = meshEtcd(stateDir, EAST);
+    const key = keys.bundle(EAST, `${WEST}.skein`);
+    const good = (await etcd.get(key).string())!;
+    const bundle = JSON.parse(good) as { caPem: string };
+    const b64 = bundle.caPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+    const der = Buffer.from(b64, 'base64');
+    der[der.length - 20] ^= 0xff; // inside the CA's signature
+    const tampered = `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
+    try {
+      await etcd.put(key).value(JSON.stringify({ ...bundle, caPem: tampered }));
+      await waitFor('the agent to refuse the bundle', async () => {
+        const s = (await (await fetch(`${agentUrl(EAST, nodeIndex(eastClient))}/v1/workload`)).json()) as { refusedBundles: number };
+        return s.refusedBundles > 0 ? true : undefined;
+      }, 15_000);
+      const out = await callWest();
+      expect(out.code).toBe(0);
+      expect(lines(out.stdout)[0]!.answer?.server).toBe(ID(WEST));
+    } finally {
+      await etcd.put(key).value(good);
+      etcd.close();
+    }
+  });
+
+  it('keeps working across SVID rotation on one connection', async () => {
+    // Three requests 8 s apart on one keep-alive connection; the client's 20 s SVID renews every 10 s.
+    const out = await callWest(['-count', '3', '-interval', '8s']);
+    const r = lines(out.stdout);
+    expect(r.map((x) => x.error)).toEqual([undefined, undefined, undefined]);
+    expect(new Set(r.map((x) => x.clientSerial)).size).toBeGreaterThan(1);
+  });
+
+  it('after disconnect the same request fails on trust', async () => {
+    await disconnect(clusterKubeconfig(stateDir, EAST), clusterKubeconfig(stateDir, WEST), () => {});
+    const r = await waitFor('east to stop trusting west', async () => {
+      const out = await callWest();
+      return out.code !== 0 ? lines(out.stdout) : undefined;
+    }, 30_000);
+    expect(r[0]!.error).toMatch(/no X.509 bundle for trust domain "wi-west.skein"|certificate/);
+  });
+});
