@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { datapathBench } from './datapath-bench.js';
 import { drillBench } from './drill-bench.js';
 import { exportBench } from './export-bench.js';
+import { svidBench } from './svid-bench.js';
 import { meshBench } from './mesh-bench.js';
 import { table, writeResults } from './report.js';
 
@@ -17,6 +18,9 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '5000' },
     'service-counts': { type: 'string', default: '1,1000,10000' },
     drills: { type: 'string', default: '20' },
+    issuances: { type: 'string', default: '500' },
+    'forge-issuances': { type: 'string', default: '20' },
+    pods: { type: 'string', default: '20' },
   },
 });
 
@@ -24,6 +28,7 @@ const suites: Record<string, () => Promise<import('./report.js').Result[]>> = {
   export: () => exportBench({ changes: Number(values.changes), services: Number(values.services), backends: Number(values.backends) }),
   mesh: () => meshBench({ changes: Number(values.changes), remoteServices: Number(values['remote-services']), backends: Number(values.backends) }),
   datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts']!.split(',').map(Number) }),
+  svid: () => svidBench({ issuances: Number(values.issuances), forgeIssuances: Number(values['forge-issuances']), pods: Number(values.pods) }),
   drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10 }),
 };
 

@@ -1,4 +1,5 @@
 // Shared by the e2e tests: a test bed per test file in its own temp state dir, and ways to look at it.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
 import { readState, statePaths } from '../testbed/state.js';
 import { meshPki } from '../testbed/skein-apiserver.js';
 import { exec } from '../testbed/testbed.js';
+import { REPO_ROOT } from '../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
 
 export function tempStateDir(name: string): string {
@@ -70,4 +72,29 @@ export function meshEtcd(stateDir: string, cluster: string): Etcd3 {
   if (!c) throw new Error(`no cluster ${cluster} in ${stateDir}`);
   const pki = meshPki(statePaths(stateDir).cluster(cluster));
   return connectMeshEtcd({ endpoints: [c.meshEtcdUrl], caFile: pki.ca, certFile: pki.rootCert, keyFile: pki.rootKey });
+}
+
+/** One FetchX509SVID call with Skein's own client, from a pod (or, without one, from this process). */
+const probeScript = (socket: string, header: boolean) => `
+import { workloadApiClient, securityHeader } from '${REPO_ROOT}/dist/mtls/workload-api/client.js';
+import grpc from '@grpc/grpc-js';
+const t0 = performance.now();
+const c = workloadApiClient('${socket}');
+const call = c.FetchX509SVID({}, ${header ? 'securityHeader()' : 'new grpc.Metadata()'});
+call.on('data', (d) => { console.log(JSON.stringify({ ok: d.svids[0].spiffe_id, ms: performance.now() - t0 })); process.exit(0); });
+call.on('error', (e) => { console.log(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });`;
+
+export interface ProbeResult {
+  ok?: string;
+  ms?: number;
+  code?: number;
+  details?: string;
+}
+
+export async function workloadProbe(stateDir: string, cluster: string, pod: V1Pod | undefined, socket: string, header = true): Promise<ProbeResult> {
+  const argv = ['node', '--input-type=module', '-e', probeScript(socket, header)];
+  const out = pod
+    ? (await exec({ stateDir, context: `skein-${cluster}`, pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, argv, stdio: 'pipe' })).stdout
+    : execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: REPO_ROOT });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as ProbeResult;
 }

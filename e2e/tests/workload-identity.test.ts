@@ -16,7 +16,7 @@ import { readState } from '../testbed/state.js';
 import { workloadSocket } from '../testbed/agents.js';
 import { statePaths } from '../testbed/state.js';
 import { down, exec, up } from '../testbed/testbed.js';
-import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir } from './helpers.js';
+import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const EAST = 'wi-east';
 const WEST = 'wi-west';
@@ -32,19 +32,7 @@ const inPod = (cluster: string, pod: V1Pod, argv: string[]) => exec({ stateDir, 
 const lines = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { answer?: { client: string; server: string }; error?: string; clientSerial: string });
 const callWest = (extra: string[] = []) => inPod(EAST, eastClient, [peer, 'get', '-url', westUrl, '-server', ID(WEST), ...extra]);
 
-/** One Workload API call from a process (in a pod or not) with Skein's own client; prints the gRPC outcome. */
-const probeScript = (socket: string, header: boolean) => `
-import { workloadApiClient, securityHeader } from '${REPO_ROOT}/dist/mtls/workload-api/client.js';
-import grpc from '@grpc/grpc-js';
-const c = workloadApiClient('${socket}');
-const call = c.FetchX509SVID({}, ${header ? 'securityHeader()' : 'new grpc.Metadata()'});
-call.on('data', (d) => { console.log(JSON.stringify({ ok: d.svids[0].spiffe_id })); process.exit(0); });
-call.on('error', (e) => { console.log(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });`;
-const probe = async (pod: V1Pod | undefined, socket: string, header = true): Promise<{ ok?: string; code?: number; details?: string }> => {
-  const argv = ['node', '--input-type=module', '-e', probeScript(socket, header)];
-  const out = pod ? (await inPod(EAST, pod, argv)).stdout : execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: REPO_ROOT });
-  return JSON.parse(out.trim().split('\n').at(-1)!) as { ok?: string; code?: number; details?: string };
-};
+const probe = (pod: V1Pod | undefined, socket: string, header = true) => workloadProbe(stateDir, EAST, pod, socket, header);
 const socketOf = (cluster: string, node: number) => workloadSocket(statePaths(stateDir).cluster(cluster), node);
 const agentUrl = (cluster: string, node: number) => readState(stateDir)!.clusters.find((c) => c.name === cluster)!.agents[node - 1]!;
 
