@@ -3,10 +3,11 @@
 // one role that reads this cluster's export prefix and nothing else. Idempotent, run at every start.
 import { randomBytes } from 'node:crypto';
 import { Range, type Etcd3 } from 'etcd3';
-import { ETCD_ROOT_USER, remoteUser } from '../mtls/mesh-identities.js';
-import { exportPrefix, ROOT } from './schema/keys.js';
+import { AGENT_USER, ETCD_ROOT_USER, remoteUser } from '../mtls/mesh-identities.js';
+import { exportPrefix, keys, ROOT } from './schema/keys.js';
 
 export const READ_EXPORT_ROLE = 'skein-read-export';
+export const AGENT_ROLE = 'skein-agent';
 
 const ignoreExists = (err: unknown) => {
   if (!/already exists|exist/i.test((err as Error)?.message ?? '')) throw err;
@@ -21,6 +22,12 @@ export async function ensureMeshAuth(etcd: Etcd3, cluster: string): Promise<void
   await etcd.user(ETCD_ROOT_USER).addRole('root');
   if (!roles.has(READ_EXPORT_ROLE)) await etcd.role(READ_EXPORT_ROLE).create().catch(ignoreExists);
   await etcd.role(READ_EXPORT_ROLE).grant({ permission: 'Read', range: Range.prefix(exportPrefix(cluster)) });
+  // Node agents read everything Skein keeps here and write nothing but their own published views.
+  if (!roles.has(AGENT_ROLE)) await etcd.role(AGENT_ROLE).create().catch(ignoreExists);
+  await etcd.role(AGENT_ROLE).grant({ permission: 'Read', range: Range.prefix(`${ROOT}/`) });
+  await etcd.role(AGENT_ROLE).grant({ permission: 'Readwrite', range: Range.prefix(keys.agentsPrefix(cluster)) });
+  if (!users.has(AGENT_USER)) await etcd.user(AGENT_USER).create(randomBytes(24).toString('base64')).catch(ignoreExists);
+  await etcd.user(AGENT_USER).addRole(AGENT_ROLE);
   await etcd.auth.authEnable();
 }
 

@@ -1,6 +1,6 @@
 // A node agent's client of its apiserver's node CA (mTLS with the node's certificate).
 import * as grpc from '@grpc/grpc-js';
-import { loadNodeCaApi, type PodRef } from './server.js';
+import { loadNodeCaApi, NODE_CA_NAME, type PodRef } from './server.js';
 
 type Unary<Req, Res> = (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
 interface NodeCaStub extends grpc.Client {
@@ -12,8 +12,9 @@ export class NodeCaClient {
   private readonly stub: NodeCaStub;
 
   constructor(endpoint: string, tls: { caPem: string; certPem: string; keyPem: string }) {
-    const api = loadNodeCaApi() as unknown as { skein: { v1: { NodeCA: new (addr: string, creds: grpc.ChannelCredentials) => NodeCaStub } } };
-    this.stub = new api.skein.v1.NodeCA(endpoint, grpc.credentials.createSsl(Buffer.from(tls.caPem), Buffer.from(tls.keyPem), Buffer.from(tls.certPem)));
+    const api = loadNodeCaApi() as unknown as { skein: { v1: { NodeCA: new (addr: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => NodeCaStub } } };
+    // Verified by name, not by IP (TLS forbids IP server names); the node CA's certificate carries the name.
+    this.stub = new api.skein.v1.NodeCA(endpoint, grpc.credentials.createSsl(Buffer.from(tls.caPem), Buffer.from(tls.keyPem), Buffer.from(tls.certPem)), { 'grpc.ssl_target_name_override': NODE_CA_NAME, 'grpc.default_authority': NODE_CA_NAME });
   }
 
   private call<Req, Res>(fn: Unary<Req, Res>, req: Req): Promise<Res> {

@@ -9,10 +9,14 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
+import { nodeSpiffeId } from '../../mtls/mesh-identities.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../kube/rest.js';
 
-export const nodeSpiffeId = (trustDomain: string, node: string) => `spiffe://${trustDomain}/skein/node/${node}`;
+/** The name in the node CA's serving certificate that agents verify (its address moves with the pod). */
+export const NODE_CA_NAME = 'skein-apiserver.skein-system.svc';
+
+export { nodeSpiffeId };
 
 export interface PodRef {
   namespace: string;
@@ -65,7 +69,7 @@ export class NodeCaServer {
 
   /** Serves on host:port with a serving certificate for `ips` from the cluster CA; resolves the port. */
   async listen(host: string, port: number, ips: string[]): Promise<number> {
-    const serving = await issueCertificate(this.o.ca.ca, { dnsNames: ['skein-apiserver.skein-system.svc'], ipAddresses: ips, usage: 'server', ttlMs: 365 * 24 * 3600_000 });
+    const serving = await issueCertificate(this.o.ca.ca, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: 365 * 24 * 3600_000 });
     const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.o.ca.ca.certPem), [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], true);
     return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
   }

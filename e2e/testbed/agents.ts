@@ -1,11 +1,11 @@
 // One skein-agent per node of a local cluster, attached to the node's cgroup (every pod process of the node
 // lives below it) with its maps and links pinned under the state dir's bpffs directory. Each agent has its
-// node certificate from the cluster CA (for the node CA) and serves the SPIFFE Workload API on a socket.
+// node identity from the cluster CA (etcd user skein-agent on the mesh etcd; its node to the node CA) and
+// serves the SPIFFE Workload API on a socket.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { nodeSpiffeId } from '../../apiserver/node-ca/server.js';
 import { trustDomainOf } from '../../mtls/cluster-ca.js';
-import { issueCertificate } from '../../mtls/x509.js';
+import { issueNodeIdentity } from '../../mtls/mesh-identities.js';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { freePort } from './ports.js';
 import { distPath } from './repo.js';
@@ -36,7 +36,7 @@ async function ensureNodeCert(a: AgentSpec): Promise<void> {
   const pki = meshPki(a.clusterDir);
   const ca = { certPem: readFileSync(pki.ca, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') };
   const node = nodeNet(a.tag, a.cluster, a.index);
-  const cert = await issueCertificate(ca, { uris: [nodeSpiffeId(trustDomainOf(a.cluster.name), node.name)], usage: 'client', ttlMs: 365 * 24 * 3600_000 });
+  const cert = await issueNodeIdentity({ ca, trustDomain: trustDomainOf(a.cluster.name) }, node.name);
   mkdirSync(join(a.clusterDir, `agent-${a.index}`), { recursive: true, mode: 0o700 });
   writeFileSync(files.cert, cert.certPem);
   writeFileSync(files.key, cert.keyPem, { mode: 0o600 });
@@ -53,8 +53,8 @@ export function agentArgv(a: AgentSpec, port: number): string[] {
     `--node-name=${node.name}`,
     `--mesh-etcd=${a.meshEtcdUrl}`,
     `--mesh-etcd-ca=${pki.ca}`,
-    `--mesh-etcd-cert=${pki.rootCert}`,
-    `--mesh-etcd-key=${pki.rootKey}`,
+    `--mesh-etcd-cert=${nodeCert.cert}`,
+    `--mesh-etcd-key=${nodeCert.key}`,
     `--cgroup=${join(a.cgroupRoot, node.cgroup)}`,
     `--pin-dir=${join(bpffsDir(a.tag), a.cluster.name, String(a.index))}`,
     `--listen=127.0.0.1:${port}`,

@@ -9,6 +9,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import { keys } from '../../apiserver/schema/keys.js';
+import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
 import { connect, disconnect } from '../../deploy/cli/connect.js';
 import { waitFor } from '../testbed/daemon.js';
 import { REPO_ROOT } from '../testbed/repo.js';
@@ -71,10 +72,25 @@ describe('workload identities across clusters', () => {
   it('refuses a request without the security header, an unknown caller, and a pod asking another node’s agent', async () => {
     const own = `unix://${socketOf(EAST, nodeIndex(eastClient))}`;
     const other = `unix://${socketOf(EAST, nodeIndex(eastClient) === 1 ? 2 : 1)}`;
-    expect(await probe(eastClient, own)).toEqual({ ok: ID(EAST) });
+    expect(await probe(eastClient, own)).toMatchObject({ ok: ID(EAST) });
     expect(await probe(eastClient, own, false)).toMatchObject({ code: 3, details: expect.stringContaining('workload.spiffe.io') });
     expect(await probe(undefined, own)).toMatchObject({ code: 7 }); // this test process: in no pod
     expect(await probe(eastClient, other)).toMatchObject({ code: 7, details: expect.stringContaining('not a pod this node serves') });
+  });
+
+  it("an agent's node identity reads the mesh etcd and writes nothing but the agents' views", async () => {
+    const dir = join(statePaths(stateDir).cluster(EAST), 'agent-1');
+    const state = readState(stateDir)!.clusters.find((c) => c.name === EAST)!;
+    const agentEtcd = connectMeshEtcd({ endpoints: [state.meshEtcdUrl], caFile: join(statePaths(stateDir).cluster(EAST), 'mesh-pki', 'ca.crt'), certFile: join(dir, 'node.crt'), keyFile: join(dir, 'node.key') });
+    try {
+      expect(await agentEtcd.get(keys.bundle(EAST, `${EAST}.skein`)).string()).toContain('BEGIN CERTIFICATE');
+      await agentEtcd.put(keys.agent(EAST, 'probe')).value('{}');
+      await agentEtcd.delete().key(keys.agent(EAST, 'probe'));
+      await expect(agentEtcd.put(keys.bundle(EAST, 'evil.skein')).value('{}')).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.put(`/skein/v1/export/${EAST}/services/default/evil`).value('{}')).rejects.toThrow(/permission denied/);
+    } finally {
+      agentEtcd.close();
+    }
   });
 
   it('refuses a tampered trust bundle and keeps serving the last good one', async () => {
