@@ -1,10 +1,12 @@
 // The node agent: follows its own cluster's mesh etcd only (the local export, every remote's cached copy
-// and their sync health), computes each global service's active backends, and programs the BPF socket LB
-// with the difference. Changes are coalesced: a burst of etcd events costs one recomputation.
+// and their sync health), computes each service's active backends, and programs the BPF socket LB with
+// the difference. It lists the mesh prefix once (paginated), then follows a watch from that revision into
+// an in-memory merged view; a change recomputes only the services it touched, and bursts are coalesced.
+// A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import { keys, ROOT } from '../../apiserver/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../apiserver/schema/values.js';
-import { mergedGlobalServices } from '../../sync/merged-view.js';
+import { loadMergedView, type MergedView } from '../../sync/merged-view.js';
 import type { Programmed, SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
 
@@ -13,9 +15,15 @@ const bkey = (p: Programmed) => p.backends.map((b) => `${b.ip}:${b.port}`).sort(
 
 export class NodeAgent {
   private readonly programmed = new Map<string, Programmed>();
+  /** Service id → the frontends it programmed, so a service that goes or changes ClusterIP is cleaned up. */
+  private readonly frontendsOf = new Map<string, Set<string>>();
+  private view?: MergedView;
   private watcher?: Watcher;
   private running = false;
   private dirty = false;
+  /** Services to recompute; `all` after a (re)listing. */
+  private pending: Set<string> | 'all' = 'all';
+  private stopped = false;
   private idleWaiters: (() => void)[] = [];
   syncs = 0;
   updates = 0;
@@ -29,17 +37,46 @@ export class NodeAgent {
 
   async start(): Promise<void> {
     for (const p of this.o.lb.adopt()) this.programmed.set(fkey(p), p);
-    this.watcher = await this.o.etcd.watch().prefix(`${ROOT}/`).create();
-    this.watcher.on('put', (kv) => this.onChange(kv.key.toString()));
-    this.watcher.on('delete', (kv) => this.onChange(kv.key.toString()));
-    this.watcher.on('error', (err) => this.o.log.warn({ err: err.message }, 'mesh etcd watch failed'));
-    this.schedule();
+    await this.follow();
     await this.idle();
   }
 
-  private onChange(key: string): void {
-    // Heartbeats and the agents' own views carry no datapath state (and reacting to views would loop).
-    if (/\/heartbeat$/.test(key) || key.startsWith(keys.agentsPrefix(this.o.cluster))) return;
+  /** Lists the mesh prefix into a new view and watches from its revision; retried until it works. */
+  private async follow(): Promise<void> {
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        const { view, revision } = await loadMergedView(this.o.etcd, this.o.cluster);
+        const watcher = await this.o.etcd.watch().prefix(`${ROOT}/`).startRevision(String(revision + 1)).create();
+        watcher.on('put', (kv) => this.onChange(view, kv.key.toString(), kv.value.toString()));
+        watcher.on('delete', (kv) => this.onChange(view, kv.key.toString(), undefined));
+        watcher.on('error', (err) => void this.restart(watcher, err));
+        await this.watcher?.cancel().catch(() => {});
+        this.watcher = watcher;
+        this.view = view;
+        this.pending = 'all';
+        this.schedule();
+        return;
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message, attempt }, 'listing the mesh etcd failed, retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+      }
+    }
+  }
+
+  private async restart(watcher: Watcher, err: Error): Promise<void> {
+    if (watcher !== this.watcher || this.stopped) return;
+    this.o.log.warn({ err: err.message }, 'mesh etcd watch broke; listing again');
+    await watcher.cancel().catch(() => {});
+    this.watcher = undefined;
+    await this.follow();
+  }
+
+  private onChange(view: MergedView, key: string, value: string | undefined): void {
+    // The agents' own views carry no datapath state (and reacting to them would loop).
+    if (view !== this.view || key.startsWith(keys.agentsPrefix(this.o.cluster))) return;
+    const touched = view.apply(key, value);
+    if (touched.length === 0) return;
+    if (this.pending !== 'all') for (const id of touched) this.pending.add(id);
     this.schedule();
   }
 
@@ -70,22 +107,31 @@ export class NodeAgent {
   }
 
   private async reconcile(): Promise<void> {
+    const view = this.view;
+    if (!view) return;
     const t0 = performance.now();
-    const merged = await mergedGlobalServices(this.o.etcd, this.o.cluster);
-    const desired = new Map<string, Programmed>();
-    for (const m of merged.values()) for (const p of activeBackends(m)) desired.set(fkey(p), p);
-    for (const [k, p] of desired) {
-      const have = this.programmed.get(k);
-      if (have && bkey(have) === bkey(p)) continue;
-      this.o.lb.setService(p.frontend, p.backends);
-      this.programmed.set(k, p);
-      this.updates++;
+    const all = this.pending === 'all';
+    const ids = all ? new Set([...view.ids(), ...this.frontendsOf.keys()]) : this.pending;
+    this.pending = new Set();
+    for (const id of ids) {
+      const m = view.get(id);
+      const desired = new Map((m ? activeBackends(m) : []).map((p) => [fkey(p), p] as const));
+      for (const [k, p] of desired) {
+        const have = this.programmed.get(k);
+        if (have && bkey(have) === bkey(p)) continue;
+        this.o.lb.setService(p.frontend, p.backends);
+        this.programmed.set(k, p);
+        this.updates++;
+      }
+      // A ClusterIP can pass from a deleted service to a new one in the same pass: keep what another claims.
+      for (const k of this.frontendsOf.get(id) ?? []) if (!desired.has(k) && !this.claimedByOther(id, k)) this.unprogram(k);
+      if (desired.size) this.frontendsOf.set(id, new Set(desired.keys()));
+      else this.frontendsOf.delete(id);
     }
-    for (const [k, p] of this.programmed) {
-      if (desired.has(k)) continue;
-      this.o.lb.deleteService(p.frontend);
-      this.programmed.delete(k);
-      this.updates++;
+    // After a full pass, whatever no service claims (adopted from a previous agent, or gone) is removed.
+    if (all) {
+      const claimed = new Set([...this.frontendsOf.values()].flatMap((s) => [...s]));
+      for (const k of [...this.programmed.keys()]) if (!claimed.has(k)) this.unprogram(k);
     }
     this.syncs++;
     this.lastSyncMs = performance.now() - t0;
@@ -129,11 +175,25 @@ export class NodeAgent {
     this.published = fingerprint;
   }
 
+  private claimedByOther(id: string, k: string): boolean {
+    for (const [other, set] of this.frontendsOf) if (other !== id && set.has(k)) return true;
+    return false;
+  }
+
+  private unprogram(k: string): void {
+    const p = this.programmed.get(k);
+    if (!p) return;
+    this.o.lb.deleteService(p.frontend);
+    this.programmed.delete(k);
+    this.updates++;
+  }
+
   dump(): Programmed[] {
     return [...this.programmed.values()].sort((a, b) => fkey(a).localeCompare(fkey(b)));
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearTimeout(this.publishTimer);
     await this.watcher?.cancel().catch(() => {});
     // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.

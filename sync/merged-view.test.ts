@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import type { GlobalService } from '../apiserver/schema/values.js';
+import { MergedView } from './merged-view.js';
+
+const svc = (cluster: string, over: Partial<GlobalService> = {}): GlobalService => ({
+  cluster,
+  namespace: 'default',
+  name: 'echo',
+  shared: true,
+  affinity: 'local',
+  clusterIps: ['100.64.0.10'],
+  ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+  backends: [{ ip: cluster === 'east' ? '10.1.1.2' : '10.2.1.2', ports: { http: { port: 8080, protocol: 'TCP' } }, ready: true, serving: true, terminating: false }],
+  ...over,
+});
+const put = (v: MergedView, key: string, value: unknown) => v.apply(key, JSON.stringify(value));
+
+describe('MergedView', () => {
+  it('merges the local export with remote caches and says which service each key touched', () => {
+    const v = new MergedView('east');
+    expect(put(v, '/skein/v1/export/east/services/default/echo', svc('east'))).toEqual(['default/echo']);
+    expect(put(v, '/skein/v1/cache/west/services/default/echo', svc('west'))).toEqual(['default/echo']);
+    expect(put(v, '/skein/v1/export/east/heartbeat', { cluster: 'east', at: new Date().toISOString() })).toEqual([]);
+    const m = v.get('default/echo')!;
+    expect(m.clusters.map((c) => [c.cluster, c.local])).toEqual([['east', true], ['west', false]]);
+    expect(m.affinity).toBe('local');
+  });
+
+  it('flags a stale remote on the services it has, and only those', () => {
+    const v = new MergedView('east');
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
+    put(v, '/skein/v1/cache/west/services/default/echo', svc('west'));
+    put(v, '/skein/v1/export/east/services/default/other', svc('east', { name: 'other' }));
+    expect(put(v, '/skein/v1/sync/west/status', { stale: true })).toEqual(['default/echo']);
+    expect(put(v, '/skein/v1/sync/west/status', { stale: true })).toEqual([]); // no change, nothing touched
+    expect(v.get('default/echo')!.clusters.find((c) => c.cluster === 'west')!.stale).toBe(true);
+  });
+
+  it('ignores invalid values, other clusters writing as us, and non-shared remotes; removes on delete', () => {
+    const v = new MergedView('east');
+    expect(v.apply('/skein/v1/cache/west/services/default/echo', '{"nope":1}')).toEqual([]);
+    expect(put(v, '/skein/v1/export/west/services/default/echo', svc('west'))).toEqual([]); // not our export
+    put(v, '/skein/v1/cache/west/services/default/echo', svc('west', { shared: false }));
+    expect(v.get('default/echo')).toBeUndefined();
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
+    expect(v.get('default/echo')!.clusters.map((c) => c.cluster)).toEqual(['east']);
+    expect(v.apply('/skein/v1/export/east/services/default/echo', undefined)).toEqual(['default/echo']);
+    expect(v.get('default/echo')).toBeUndefined();
+  });
+
+  it('serves a non-global service locally, and lets the export win while both exist', () => {
+    const v = new MergedView('east');
+    put(v, '/skein/v1/local/east/services/default/echo', svc('east', { affinity: 'none', shared: false }));
+    expect(v.get('default/echo')).toMatchObject({ global: false, clusters: [{ cluster: 'east', local: true }] });
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
+    expect(v.get('default/echo')).toMatchObject({ global: true, affinity: 'local' });
+  });
+});
