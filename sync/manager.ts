@@ -60,6 +60,9 @@ export class SyncManager {
       watch(REMOTE_LABEL, (type, s) => this.enqueue(() => this.onRemote(type, s))),
       watch(PEER_LABEL, (type, s) => this.enqueue(() => this.onPeer(type, s))),
     ];
+    // Once every peer Secret is known, drop etcd users of peers disconnected while this process was down
+    // (a peer event alone would never come when none is left).
+    void this.informers[1]!.synced.then(() => this.enqueue(() => this.reconcilePeers()));
     // Once every remote Secret is known, drop bundles of peers disconnected while this process was down.
     void this.informers[0]!.synced.then(() =>
       this.enqueue(async () => {
@@ -122,6 +125,10 @@ export class SyncManager {
     const name = secret.metadata!.name!;
     if (type === 'delete') this.peers.delete(name);
     else if (parsed.success) this.peers.set(name, parsed.data.cluster);
+    await this.reconcilePeers();
+  }
+
+  private async reconcilePeers(): Promise<void> {
     const peers = [...new Set(this.peers.values())];
     await syncPeerUsers(this.o.local(), this.o.localCluster, peers);
     await this.o.issuer?.setPeers(peers);
