@@ -110,9 +110,22 @@ export class NodeAgent {
     const view = this.view;
     if (!view) return;
     const t0 = performance.now();
-    const all = this.pending === 'all';
-    const ids = all ? new Set([...view.ids(), ...this.frontendsOf.keys()]) : this.pending;
+    const pending = this.pending;
+    const all = pending === 'all';
+    const ids = pending === 'all' ? new Set([...view.ids(), ...this.frontendsOf.keys()]) : pending;
     this.pending = new Set();
+    try {
+      this.reconcileServices(view, ids, all);
+    } catch (err) {
+      this.pending = 'all'; // the retry must not forget what this pass did not finish
+      throw err;
+    }
+    this.syncs++;
+    this.lastSyncMs = performance.now() - t0;
+    this.publishSoon();
+  }
+
+  private reconcileServices(view: MergedView, ids: Set<string>, all: boolean): void {
     for (const id of ids) {
       const m = view.get(id);
       const desired = new Map((m ? activeBackends(m) : []).map((p) => [fkey(p), p] as const));
@@ -133,9 +146,6 @@ export class NodeAgent {
       const claimed = new Set([...this.frontendsOf.values()].flatMap((s) => [...s]));
       for (const k of [...this.programmed.keys()]) if (!claimed.has(k)) this.unprogram(k);
     }
-    this.syncs++;
-    this.lastSyncMs = performance.now() - t0;
-    this.publishSoon();
   }
 
   /** The node's view for `skein status`, at most once a second, on a lease so a dead agent's view expires. */
