@@ -4,8 +4,8 @@
 // master's count last, stale slots removed after the count no longer reaches them.
 import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { sourceDir } from '../mtls/source-dir.js';
 
 export interface Frontend {
   ip: string;
@@ -30,12 +30,8 @@ interface NativeBpfObject {
   close(): void;
 }
 
-function buildDir(): string {
-  // From datapath/ (source) or dist/datapath/ (compiled): the build output lives in the source tree.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  if (dir.includes(`${'/'}dist${'/'}`)) dir = dir.replace(`${'/'}dist${'/'}`, '/');
-  return join(dir, 'build');
-}
+/** From datapath/ (source) or dist/datapath/ (compiled): the build output lives in the source tree. */
+const buildDir = () => join(sourceDir(import.meta.url), 'build');
 
 const native = createRequire(import.meta.url)(join(buildDir(), 'skein_bpf.node')) as { BpfObject: new (path: string, pinDir?: string) => NativeBpfObject };
 

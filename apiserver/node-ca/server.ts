@@ -1,8 +1,7 @@
 // The apiserver's signing service for its node agents (gRPC over mTLS). The caller is the node its
 // certificate names (spiffe://<trust domain>/skein/node/<node>, signed by this cluster's CA); it gets SVIDs
 // only for pods the Kubernetes API binds to that node, for the pod's own namespace and service account.
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { V1Pod } from '@kubernetes/client-node';
@@ -10,6 +9,7 @@ import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
 import { nodeSpiffeId } from '../../mtls/mesh-identities.js';
+import { sourceDir } from '../../mtls/source-dir.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../kube/rest.js';
 
@@ -25,9 +25,7 @@ export interface PodRef {
 }
 
 export function loadNodeCaApi(): grpc.GrpcObject {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  if (dir.includes('/dist/')) dir = dir.replace('/dist/', '/');
-  const def = protoLoader.loadSync(join(dir, 'node-ca.proto'), { keepCase: true, longs: Number, defaults: true });
+  const def = protoLoader.loadSync(join(sourceDir(import.meta.url), 'node-ca.proto'), { keepCase: true, longs: Number, defaults: true });
   return grpc.loadPackageDefinition(def);
 }
 
@@ -37,10 +35,12 @@ const denied = (details: string) => ({ code: grpc.status.PERMISSION_DENIED, deta
 export class NodeCaServer {
   private readonly server = new grpc.Server();
   readonly counts = { x509: 0, jwt: 0, denied: 0 };
+  private readonly bundleDer: Buffer;
 
   constructor(
     private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; log: { warn: (o: object, m: string) => void } },
   ) {
+    this.bundleDer = new X509Certificate(o.ca.ca.certPem).raw;
     const api = loadNodeCaApi() as unknown as { skein: { v1: { NodeCA: { service: grpc.ServiceDefinition } } } };
     const signX509: Handler<{ pod: PodRef; csr: Buffer }> = (call, cb) =>
       void this.authorize(call, call.request.pod).then(async (a) => {
@@ -48,7 +48,7 @@ export class NodeCaServer {
         try {
           const svid = await signX509Svid(this.o.ca.ca, { spiffeId: a.spiffeId, csrDer: call.request.csr, ttlMs: this.o.svidTtlMs });
           this.counts.x509++;
-          cb(null, { spiffe_id: a.spiffeId, certificate: svid.certDer, bundle: new X509Certificate(this.o.ca.ca.certPem).raw, expires_at_unix_ms: svid.expiresAt.getTime() });
+          cb(null, { spiffe_id: a.spiffeId, certificate: svid.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.expiresAt.getTime() });
         } catch (err) {
           cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
         }

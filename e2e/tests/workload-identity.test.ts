@@ -4,12 +4,15 @@
 // `skein connect` exchanged. Refusals: no security header, an unknown caller, a pod asking another node's
 // agent, a tampered bundle. The connection survives SVID rotation; after disconnect it fails on trust.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import { keys } from '../../apiserver/schema/keys.js';
 import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
+import { NodeCaClient } from '../../apiserver/node-ca/client.js';
+import { newKeyAndCsr } from '../../mtls/x509.js';
 import { connect, disconnect } from '../../deploy/cli/connect.js';
 import { waitFor } from '../testbed/daemon.js';
 import { REPO_ROOT } from '../testbed/repo.js';
@@ -90,6 +93,27 @@ describe('workload identities across clusters', () => {
       await expect(agentEtcd.put(`/skein/v1/export/${EAST}/services/default/evil`).value('{}')).rejects.toThrow(/permission denied/);
     } finally {
       agentEtcd.close();
+    }
+  });
+
+  it('the node CA signs only for pods bound to the asking node', async () => {
+    const etcd = meshEtcd(stateDir, EAST);
+    const endpoint = (JSON.parse((await etcd.get(keys.nodeCa(EAST)).string())!) as { endpoint: string }).endpoint;
+    etcd.close();
+    const clusterDir = statePaths(stateDir).cluster(EAST);
+    const asNode = (n: number) =>
+      new NodeCaClient(endpoint, { caPem: readFileSync(join(clusterDir, 'mesh-pki', 'ca.crt'), 'utf8'), certPem: readFileSync(join(clusterDir, `agent-${n}`, 'node.crt'), 'utf8'), keyPem: readFileSync(join(clusterDir, `agent-${n}`, 'node.key'), 'utf8') });
+    const pod = { namespace: 'default', name: eastClient.metadata!.name!, uid: eastClient.metadata!.uid! };
+    const { csrDer } = await newKeyAndCsr();
+    const own = asNode(nodeIndex(eastClient));
+    const other = asNode(nodeIndex(eastClient) === 1 ? 2 : 1);
+    try {
+      expect((await own.signX509(pod, csrDer)).spiffe_id).toBe(ID(EAST));
+      await expect(other.signX509(pod, csrDer)).rejects.toMatchObject({ code: 7, details: expect.stringContaining(`is bound to ${eastClient.spec!.nodeName}`) });
+      await expect(own.signX509({ ...pod, uid: '00000000-0000-0000-0000-000000000000' }, csrDer)).rejects.toMatchObject({ code: 7, details: expect.stringContaining('it was replaced') });
+    } finally {
+      own.close();
+      other.close();
     }
   });
 

@@ -6,10 +6,10 @@ import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { JSONWebKeySet } from 'jose';
+import { sourceDir } from '../source-dir.js';
 
 export interface Caller {
   pid: number;
@@ -41,18 +41,14 @@ export interface IdentitySource<W> {
 
 const HEADER = 'workload.spiffe.io';
 
-function protoPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  if (dir.includes('/dist/')) dir = dir.replace('/dist/', '/');
-  return join(dir, 'workload.proto');
-}
+const protoPath = () => join(sourceDir(import.meta.url), 'workload.proto');
 
 export function loadWorkloadApi(): grpc.GrpcObject {
   const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
   return grpc.loadPackageDefinition(def);
 }
 
-const peerCredentials = (createRequire(import.meta.url)(join(dirname(protoPath()), '..', 'build', 'peer_cred.node')) as { peerCredentials: (fd: number) => Caller }).peerCredentials;
+const peerCredentials = (createRequire(import.meta.url)(join(sourceDir(import.meta.url), '..', 'build', 'peer_cred.node')) as { peerCredentials: (fd: number) => Caller }).peerCredentials;
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type GrpcError = Partial<grpc.StatusObject> & { code: grpc.status };
