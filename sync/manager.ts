@@ -96,12 +96,14 @@ export class SyncManager {
       return;
     }
     // A renewed identity alone (tls.*) is adopted by the running sync; anything else restarts it.
-    const fingerprint = [r.endpoint, r['ca.crt']].join('|');
-    await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['ca.crt'], own: false });
+    const fingerprint = [r.endpoint, r['ca.crt'], r['trust-domain']].join('|');
     if (existing?.fingerprint === fingerprint) {
       await existing.sync.adopt({ certPem: r['tls.crt'], keyPem: r['tls.key'] });
       return;
     }
+    // Only a new or changed CA is a new bundle: a renewal alone must not wake every agent.
+    if (existing && existing.trustDomain !== r['trust-domain']) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain);
+    await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['ca.crt'], own: false });
     await existing?.sync.stop(false);
     const sync = new RemoteSync({
       local: this.o.local,

@@ -16,8 +16,6 @@ import { isNotFound, type KubeRest } from '../kube/rest.js';
 /** The name in the node CA's serving certificate that agents verify (its address moves with the pod). */
 export const NODE_CA_NAME = 'skein-apiserver.skein-system.svc';
 
-export { nodeSpiffeId };
-
 export interface PodRef {
   namespace: string;
   name: string;
