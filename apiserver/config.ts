@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ClusterId, ClusterName } from './schema/cluster.js';
+import { parseCidr } from './schema/values.js';
 
 const SECONDS_HINT = 'give whole seconds, for example 30';
 
@@ -29,9 +30,20 @@ export const ApiserverConfig = z.object({
   nodeCaListen: z.string().regex(/^[^:]+:\d+$/, '--node-ca-listen must be HOST:PORT, for example 0.0.0.0:9443'),
   /** The address agents reach this pod at (the pod IP, from the downward API). */
   advertiseIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, '--advertise-ip must be this pod\'s IPv4 address (set POD_IP from status.podIP)').optional(),
+  /** This cluster's Service CIDR (kube-apiserver's --service-cluster-ip-range): no peer may claim addresses in it. */
+  serviceCidr: z
+    .string()
+    .refine((s) => parseCidr(s) !== undefined, "--service-cidr must be this cluster's Service CIDR as kube-apiserver's --service-cluster-ip-range has it, for example 10.96.0.0/12")
+    .optional(),
   /** Lifetime of workload X.509-SVIDs (agents renew them at half-life) and of JWT-SVIDs. */
   svidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--svid-ttl must be at least 10 seconds'),
   jwtSvidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--jwt-svid-ttl must be at least 10 seconds'),
+  /** A security identity no pod has used for this long is released and its ID handed out again. */
+  identityGcGraceMs: z
+    .number({ error: SECONDS_HINT })
+    .int()
+    .min(1_000, '--identity-gc-grace must be at least 1 second')
+    .max(7 * 86_400_000, '--identity-gc-grace must be at most 604800 seconds (7 days): unused identities hold IDs of a finite space'),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
 
@@ -49,8 +61,10 @@ const FLAG_OF: Record<string, string> = {
   listen: '--listen',
   nodeCaListen: '--node-ca-listen',
   advertiseIp: '--advertise-ip',
+  serviceCidr: '--service-cidr',
   svidTtlMs: '--svid-ttl',
   jwtSvidTtlMs: '--jwt-svid-ttl',
+  identityGcGraceMs: '--identity-gc-grace',
 };
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ApiserverConfig {
@@ -72,8 +86,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       listen: { type: 'string' },
       'node-ca-listen': { type: 'string' },
       'advertise-ip': { type: 'string' },
+      'service-cidr': { type: 'string' },
       'svid-ttl': { type: 'string' },
       'jwt-svid-ttl': { type: 'string' },
+      'identity-gc-grace': { type: 'string' },
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
@@ -83,8 +99,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const meshTtlText = values['mesh-identity-ttl'] ?? env.SKEIN_MESH_IDENTITY_TTL ?? '3600';
   const svidTtlText = values['svid-ttl'] ?? env.SKEIN_SVID_TTL ?? '3600';
   const jwtTtlText = values['jwt-svid-ttl'] ?? env.SKEIN_JWT_SVID_TTL ?? '300';
+  const identityGcText = values['identity-gc-grace'] ?? env.SKEIN_IDENTITY_GC_GRACE ?? '600';
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText, identityGcGraceMs: identityGcText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -101,8 +118,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     listen: values.listen ?? env.SKEIN_LISTEN ?? '0.0.0.0:9876',
     nodeCaListen: values['node-ca-listen'] ?? env.SKEIN_NODE_CA_LISTEN ?? '0.0.0.0:9443',
     advertiseIp: values['advertise-ip'] ?? env.POD_IP,
+    serviceCidr: values['service-cidr'] ?? env.SKEIN_SERVICE_CIDR,
     svidTtlMs: seconds(svidTtlText) * 1000,
     jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
+    identityGcGraceMs: seconds(identityGcText) * 1000,
   };
   const parsed = ApiserverConfig.safeParse(raw);
   if (!parsed.success) {

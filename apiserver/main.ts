@@ -13,12 +13,14 @@ import { buildHttp } from './http.js';
 import { KubeRest } from './kube/rest.js';
 import { KubeSecrets } from './kube/secrets.js';
 import { ensureMeshAuth } from './mesh-auth.js';
-import { connectMeshEtcd, EtcdIdentityStore, EtcdKv, type EtcdRef } from './mesh-etcd.js';
+import { connectMeshEtcd, EtcdKv, type EtcdRef } from './mesh-etcd.js';
+import { EtcdReleasableIdentityStore } from './export/identity-etcd.js';
 import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
 import { retryUntilDone } from './retry.js';
 import { agentViews } from './status.js';
 import { NodeCaServer } from './node-ca/server.js';
+import { NodeUsers } from './node-users.js';
 import { publishBundle } from '../sync/bundles.js';
 import { keys } from './schema/keys.js';
 import { encodeValue, NodeCaEndpoint } from './schema/values.js';
@@ -29,7 +31,7 @@ import type { Logger } from 'pino';
  * they find it (its endpoint in the mesh etcd). Without an advertised pod IP agents could not reach it.
  */
 async function startNodeCa(cfg: ApiserverConfig, ca: ClusterCA, rest: KubeRest, etcd: EtcdRef, log: Logger): Promise<NodeCaServer | undefined> {
-  await retryUntilDone('publishing the trust bundle', () => publishBundle(etcd(), cfg.clusterName, { trustDomain: ca.trustDomain, caPem: ca.ca.certPem, own: true }), log);
+  await retryUntilDone('publishing the trust bundle', () => publishBundle(etcd(), cfg.clusterName, { trustDomain: ca.trustDomain, caPem: ca.workload.certPem, cluster: cfg.clusterName, own: true }), log);
   if (!cfg.advertiseIp) {
     log.warn('no --advertise-ip (POD_IP): the node CA is off, so agents cannot issue workload SVIDs');
     return undefined;
@@ -88,10 +90,16 @@ async function main(): Promise<void> {
       if (attempt === 1 || attempt % 20 === 0) log.warn({ err: (err as Error).message, attempt }, 'mesh etcd write failed, retrying');
     },
   });
-  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdIdentityStore(etcdRef, cfg.clusterName), metrics, log });
+  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
   identity?.onRenewed(() => exporter.moveLease());
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
-  const sync = new SyncManager({ kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, ownTrustDomain: ca?.trustDomain, staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs });
+  const sync = new SyncManager({
+    kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, ownTrustDomain: ca?.trustDomain,
+    staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs,
+    serviceCidr: cfg.serviceCidr,
+    onRemoteRejected: (remote, reason) => metrics.remoteRejectedKeys.inc({ remote, reason }),
+  });
+  if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
   const http = buildHttp(exporter, metrics, async () => ({
     ...exporter.status(),
@@ -99,6 +107,7 @@ async function main(): Promise<void> {
     trustDomain: ca?.trustDomain,
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     remotes: sync.status(),
+    refusedLinks: sync.refusedLinks(),
     agents: await agentViews(etcdRef(), cfg.clusterName),
   }));
   const [host, port] = cfg.listen.split(':') as [string, string];
@@ -106,11 +115,13 @@ async function main(): Promise<void> {
   const nodeCa = ca && (await startNodeCa(cfg, ca, rest, etcdRef, log));
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
+  const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
   const shutdown = async () => {
     log.info('shutting down');
     await http.close();
     await nodeCa?.close();
     await sync.stop().catch(() => {});
+    await nodeUsers?.stop();
     await exporter.stop().catch(() => {});
     identity?.close();
     process.exit(0);
@@ -121,6 +132,7 @@ async function main(): Promise<void> {
   if (identity) {
     await retryUntilDone('setting up mesh etcd authorization', () => ensureMeshAuth(etcdRef(), cfg.clusterName), log);
     identity.start();
+    nodeUsers!.start();
   }
   sync.start();
   issuer?.start();

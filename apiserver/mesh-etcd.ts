@@ -41,13 +41,13 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
 
 /**
  * Every key under `prefix` as one consistent snapshot: pages of `pageSize` keys (a single response is capped
- * by gRPC's 4 MiB message limit), all read at the revision of the first page.
+ * by gRPC's 4 MiB message limit), all read at the revision of the first page (or at `atRevision`).
  */
-export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500): Promise<{ kvs: IKeyValue[]; revision: number }> {
+export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500, atRevision?: number): Promise<{ kvs: IKeyValue[]; revision: number }> {
   const end = Range.prefix(prefix).end;
   const kvs: IKeyValue[] = [];
   let start: Buffer = Buffer.from(prefix);
-  let revision: number | undefined;
+  let revision: number | undefined = atRevision;
   for (;;) {
     let q = client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(pageSize);
     if (revision !== undefined) q = q.revision(revision);
@@ -57,6 +57,18 @@ export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500):
     if (!res.more || res.kvs.length === 0) return { kvs, revision };
     start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
   }
+}
+
+/** Several prefixes as one consistent snapshot (all read at the first one's revision). */
+export async function listPrefixes(client: Etcd3, prefixes: string[]): Promise<{ kvs: IKeyValue[]; revision: number }> {
+  const kvs: IKeyValue[] = [];
+  let revision: number | undefined;
+  for (const prefix of prefixes) {
+    const page = await listPrefix(client, prefix, 500, revision);
+    revision = page.revision;
+    kvs.push(...page.kvs);
+  }
+  return { kvs, revision: revision ?? 0 };
 }
 
 export class EtcdKv implements KvBackend {

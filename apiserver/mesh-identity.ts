@@ -34,9 +34,9 @@ export class MeshIdentity {
   }
 
   private async connect(): Promise<Etcd3> {
-    const cert = await issueMeshRootClient(this.o.ca, this.o.cluster, this.o.ttlMs);
+    const cert = await issueMeshRootClient(this.o.ca, this.o.ttlMs);
     this.certPem = cert.certPem;
-    return connectMeshEtcd({ endpoints: this.o.endpoints, tls: { caPem: this.o.ca.ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem } });
+    return connectMeshEtcd({ endpoints: this.o.endpoints, tls: { caPem: this.o.ca.mesh.certPem, certPem: cert.certPem, keyPem: cert.keyPem } });
   }
 
   readonly ref: EtcdRef = () => this.client;

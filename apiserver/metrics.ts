@@ -18,7 +18,22 @@ export function createMetrics() {
     }),
     etcdErrors: new Counter({ name: 'skein_etcd_errors_total', help: 'Failed etcd operations (retried)', registers: [registry] }),
     watchRestarts: new Counter({ name: 'skein_kube_watch_restarts_total', help: 'Kubernetes watch restarts after an error', labelNames: ['resource'], registers: [registry] }),
+    remoteRejectedKeys: new Counter({
+      name: 'skein_remote_rejected_keys_total',
+      help: 'Keys of a remote cluster export refused before reaching the local cache, by reason',
+      labelNames: ['remote', 'reason'],
+      registers: [registry],
+    }),
     invalidAnnotations: new Counter({ name: 'skein_invalid_annotations_total', help: 'Services refused for a malformed Skein/Cilium annotation', registers: [registry] }),
+    identityAllocationFailures: new Counter({
+      name: 'skein_identity_allocation_failures_total',
+      help: 'Security identity allocations that failed (reason: exhausted = no free local ID, store = mesh etcd error); the pod is retried with backoff',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    identityIdsBound: new Gauge({ name: 'skein_identity_ids_bound', help: 'Local security identity IDs bound in the mesh etcd (in use or waiting out --identity-gc-grace)', registers: [registry] }),
+    identityIdsCapacity: new Gauge({ name: 'skein_identity_ids_capacity', help: 'Local security identity IDs this cluster can bind', registers: [registry] }),
+    identitiesReleased: new Counter({ name: 'skein_identities_released_total', help: 'Security identities released after staying unused for --identity-gc-grace', registers: [registry] }),
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

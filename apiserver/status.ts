@@ -11,6 +11,8 @@ export interface ApiserverStatus extends ExportStatus {
   /** This process's own mesh etcd identity: when it expires, how often it was renewed. */
   meshIdentity?: { expires: string; rotations: number };
   remotes: RemoteStatus[];
+  /** Link updates refused because they claim a trust domain the peer may not (the link keeps its last good state). */
+  refusedLinks?: { cluster: string; reason: string }[];
   /** Each node agent's published view of what it has programmed (nodes whose agent is down are absent). */
   agents: AgentView[];
 }

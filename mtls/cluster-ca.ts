@@ -1,9 +1,19 @@
-// Each cluster's CA, kept in a Kubernetes Secret (skein-system/skein-ca) and created on first use. Creation
-// is race-safe: whoever creates the Secret first wins, everyone else reads the winner's CA. Each cluster is
-// its own SPIFFE trust domain; clusters trust each other through exchanged bundles, never a shared CA.
+// Each cluster's two CAs, each kept in a Kubernetes Secret of skein-system and created on first use
+// (race-safe: whoever creates a Secret first wins, everyone else reads the winner's CA).
+//
+//   skein-ca           the mesh CA: transport identities around the mesh etcd and the node CA (etcd server,
+//                      the apiserver's root client, peers' read identities, node certificates, the node CA's
+//                      serving certificate). No SPIFFE ID: nothing it signs is a workload identity.
+//   skein-workload-ca  the SPIFFE trust domain's CA (URI SAN spiffe://<td>): X.509- and JWT-SVIDs only. The
+//                      trust bundles served to workloads and handed to peers carry this CA alone.
+//
+// Kept apart so that no transport credential (a peer's read identity, a node certificate) verifies as a
+// workload of the trust domain, and no SVID opens the mesh etcd. Clusters trust each other through
+// exchanged bundles, never a shared CA.
 import { createCA, type PemPair } from './x509.js';
 
 export const CA_SECRET = 'skein-ca';
+export const WORKLOAD_CA_SECRET = 'skein-workload-ca';
 const CA_TTL_MS = 10 * 365 * 24 * 3600_000;
 
 /** Where CA material lives: a Secret-like store of string data (the caller adapts Kubernetes to it). */
@@ -14,24 +24,33 @@ export interface SecretStore {
 }
 
 export interface ClusterCA {
-  ca: PemPair;
+  cluster: string;
+  /** The SPIFFE trust domain of the cluster's workloads. */
   trustDomain: string;
+  /** Signs the mesh's transport identities; trusted by the mesh etcd and the node CA only. */
+  mesh: PemPair;
+  /** Signs workload SVIDs; what trust bundles carry. */
+  workload: PemPair;
 }
 
 export const trustDomainOf = (cluster: string) => `${cluster}.skein`;
-export const spiffeId = (cluster: string, path: string) => `spiffe://${trustDomainOf(cluster)}/${path.replace(/^\//, '')}`;
 
-function fromData(data: Record<string, string>, cluster: string): ClusterCA {
-  if (!data['ca.crt'] || !data['ca.key']) throw new Error(`secret ${CA_SECRET} lacks ca.crt or ca.key: delete it to have a new CA made (every peer must then be connected again)`);
-  return { ca: { certPem: data['ca.crt'], keyPem: data['ca.key'] }, trustDomain: data['trust-domain'] ?? trustDomainOf(cluster) };
+function fromData(name: string, data: Record<string, string>): PemPair {
+  if (!data['ca.crt'] || !data['ca.key']) throw new Error(`secret ${name} lacks ca.crt or ca.key: delete it to have a new CA made (every peer must then be connected again)`);
+  return { certPem: data['ca.crt'], keyPem: data['ca.key'] };
+}
+
+async function ensureCA(store: SecretStore, name: string, make: () => Promise<PemPair>, extra: Record<string, string> = {}): Promise<PemPair> {
+  const existing = await store.get(name);
+  if (existing) return fromData(name, existing);
+  const ca = await make();
+  if (await store.create(name, { 'ca.crt': ca.certPem, 'ca.key': ca.keyPem, ...extra })) return ca;
+  return fromData(name, (await store.get(name))!);
 }
 
 export async function ensureClusterCA(store: SecretStore, cluster: string): Promise<ClusterCA> {
-  const existing = await store.get(CA_SECRET);
-  if (existing) return fromData(existing, cluster);
   const trustDomain = trustDomainOf(cluster);
-  const ca = await createCA({ commonName: `skein ${cluster} CA`, ttlMs: CA_TTL_MS, uri: `spiffe://${trustDomain}` });
-  const data = { 'ca.crt': ca.certPem, 'ca.key': ca.keyPem, 'trust-domain': trustDomain };
-  if (await store.create(CA_SECRET, data)) return { ca, trustDomain };
-  return fromData((await store.get(CA_SECRET))!, cluster);
+  const mesh = await ensureCA(store, CA_SECRET, () => createCA({ commonName: `skein ${cluster} mesh CA`, ttlMs: CA_TTL_MS }));
+  const workload = await ensureCA(store, WORKLOAD_CA_SECRET, () => createCA({ commonName: `skein ${cluster} workload CA`, ttlMs: CA_TTL_MS, uri: `spiffe://${trustDomain}` }), { 'trust-domain': trustDomain });
+  return { cluster, trustDomain, mesh, workload };
 }

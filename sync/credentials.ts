@@ -59,7 +59,7 @@ export class CredentialIssuer {
       const raw = await this.o.etcd().get(key).string();
       const current = raw ? Credential.safeParse(JSON.parse(raw)) : undefined;
       if (current?.success && !needsRenewal(current.data.certPem, this.o.ttlMs)) continue;
-      const cert = await issueRemoteClient(this.o.ca, this.o.cluster, peer, this.o.ttlMs);
+      const cert = await issueRemoteClient(this.o.ca, peer, this.o.ttlMs);
       await this.o.etcd().put(key).value(JSON.stringify(Credential.parse(cert)));
     }
   }

@@ -7,11 +7,16 @@ import { startInformer, type RunningInformer } from '../apiserver/kube/informer.
 import type { KubeRest } from '../apiserver/kube/rest.js';
 import { syncPeerUsers } from '../apiserver/mesh-auth.js';
 import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
-import { publishBundle, pruneBundles, removeBundle } from './bundles.js';
+import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from './bundles.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
+import { trustDomainOf } from '../mtls/cluster-ca.js';
+import { checkBundleCa } from '../mtls/trust-bundle.js';
 import { decodeSecretData, type KubeSecrets } from '../apiserver/kube/secrets.js';
 import type { CredentialIssuer } from './credentials.js';
 import { RemoteSync, type RemoteStatus } from './remote-sync.js';
+import { LocalNetworks, parsePin, type RejectReason } from './address-policy.js';
+import { keys, parseExportKey } from '../apiserver/schema/keys.js';
+import { decodeValue, type ClusterConfig } from '../apiserver/schema/values.js';
 import { remoteSecretName } from './secrets.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
@@ -20,6 +25,8 @@ type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) 
 export class SyncManager {
   private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string }>();
   private readonly peers = new Map<string, string>();
+  private readonly refused = new Map<string, string>();
+  private stopped = false;
   private informers: RunningInformer<V1Secret>[] = [];
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -37,15 +44,70 @@ export class SyncManager {
       ownTrustDomain?: string;
       staleAfterMs?: number;
       removeAfterMs?: number;
+      /** This cluster's Service CIDR: no peer may claim addresses in it (its pod CIDRs come from its export config). */
+      serviceCidr?: string;
+      /** Called once per remote key rejected (metrics). */
+      onRemoteRejected?: (remote: string, reason: RejectReason) => void;
     },
   ) {}
 
   /** Serializes all changes: a Secret updated twice quickly never runs two syncs for one remote. */
   private enqueue(fn: () => Promise<void>): void {
-    this.chain = this.chain.then(fn).catch((err: Error) => this.o.log.warn({ err: err.message }, 'sync manager change failed'));
+    this.chain = this.chain.then(() => this.retrying(fn));
+  }
+
+  /**
+   * Runs one change until it succeeds: every step is idempotent, and one transient etcd or Kubernetes error
+   * (an auth-revision race, an unreachable API) must not leave a link half made until the next restart.
+   * A refusal on trust grounds is final and only logged.
+   */
+  private async retrying(fn: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof BundleOwnershipError) return void this.o.log.warn({ err: err.message }, 'refused a trust bundle');
+        if (attempt === 1 || attempt % 10 === 0) this.o.log.warn({ err: (err as Error).message, attempt }, 'sync manager change failed, retrying');
+        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** Math.min(attempt - 1, 5), 5_000)));
+      }
+    }
+  }
+
+  private networks?: LocalNetworks;
+  private networksTimer?: NodeJS.Timeout;
+  private refreshingNetworks = false;
+
+  /** This cluster's own networks, shared by every remote's policy. */
+  private get localNetworks(): LocalNetworks {
+    return (this.networks ??= new LocalNetworks(this.o.localCluster, this.o.serviceCidr));
+  }
+
+  /**
+   * Reads this cluster's pod CIDRs from its own export config (one key, polled: it changes only as nodes
+   * join); when they change, every remote's cache is checked again against them.
+   */
+  private async refreshLocalNetworks(): Promise<void> {
+    if (this.refreshingNetworks) return;
+    this.refreshingNetworks = true;
+    try {
+      const key = keys.config(this.o.localCluster);
+      const raw = await this.o.local().get(key).string();
+      const decoded = raw === null ? undefined : decodeValue(parseExportKey(key)!, raw);
+      if (!decoded?.ok || !this.localNetworks.setPodCidrs((decoded.value as ClusterConfig).podCidrs)) return;
+      this.o.log.info({ podCidrs: this.localNetworks.podCidrs }, "this cluster's pod CIDRs changed: checking every remote's cache against them");
+      for (const r of this.remotes.values()) r.sync.revalidate();
+    } catch {
+      /* the local etcd is unreachable: the next tick retries */
+    } finally {
+      this.refreshingNetworks = false;
+    }
   }
 
   start(): void {
+    // Before any remote starts (the chain runs in order), so the first relist already knows them.
+    this.enqueue(() => this.refreshLocalNetworks());
+    this.networksTimer = setInterval(() => void this.refreshLocalNetworks(), 2_000);
+    this.networksTimer.unref();
     const path = `/api/v1/namespaces/${SKEIN_NAMESPACE}/secrets`;
     const watch = (label: string, onEvent: (type: string, s: V1Secret) => void) =>
       startInformer<V1Secret>({
@@ -78,9 +140,11 @@ export class SyncManager {
     const name = secret.metadata?.labels?.[REMOTE_LABEL] ?? '';
     const existing = this.remotes.get(name);
     if (type === 'delete') {
-      this.remotes.delete(name);
+      // Forgotten only once all is undone: a retry after a failed step finds it still here.
       await existing?.sync.stop(true);
-      if (existing) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain);
+      if (existing) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain, name);
+      this.remotes.delete(name);
+      this.refused.delete(name);
       this.o.log.info({ remote: name }, 'disconnected: remote cache removed');
       return;
     }
@@ -95,20 +159,31 @@ export class SyncManager {
       this.o.log.warn({ secret: secret.metadata?.name }, 'ignoring a remote Secret that names this cluster itself');
       return;
     }
+    const untrusted = this.checkPeerTrust(r);
+    if (untrusted) {
+      // A running link keeps its last good bundle and CA: a bad update changes nothing.
+      this.refused.set(r.cluster, untrusted);
+      this.o.log.warn({ remote: r.cluster, secret: secret.metadata?.name, err: untrusted }, 'refusing a link update: it claims a trust domain it may not');
+      return;
+    }
+    this.refused.delete(r.cluster);
     // A renewed identity alone (tls.*) is adopted by the running sync; anything else restarts it.
-    const fingerprint = [r.endpoint, r['ca.crt'], r['trust-domain']].join('|');
+    // The pin (pod CIDRs, cluster ID) is part of it: a re-pin by skein connect restarts the sync under it.
+    const fingerprint = [r.endpoint, r['ca.crt'], r['bundle.crt'], r['trust-domain'], r.id, r['pod-cidrs']].join('|');
     if (existing?.fingerprint === fingerprint) {
       await existing.sync.adopt({ certPem: r['tls.crt'], keyPem: r['tls.key'] });
       return;
     }
     // Only a new or changed CA is a new bundle: a renewal alone must not wake every agent.
-    if (existing && existing.trustDomain !== r['trust-domain']) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain);
-    await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['ca.crt'], own: false });
+    if (existing && existing.trustDomain !== r['trust-domain']) await removeBundle(this.o.local(), this.o.localCluster, existing.trustDomain, r.cluster);
+    await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['bundle.crt'], cluster: r.cluster, own: false });
     await existing?.sync.stop(false);
     const sync = new RemoteSync({
       local: this.o.local,
       localCluster: this.o.localCluster,
-      remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'] },
+      remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'], podCidrs: parsePin(r['pod-cidrs']) },
+      localNetworks: this.localNetworks,
+      onRejected: (reason) => this.o.onRemoteRejected?.(r.cluster, reason),
       onCredentials: (cred) =>
         this.enqueue(async () => {
           await this.o.secrets.put(remoteSecretName(r.cluster), { ...r, 'tls.crt': cred.certPem, 'tls.key': cred.keyPem }, { [REMOTE_LABEL]: r.cluster });
@@ -118,8 +193,35 @@ export class SyncManager {
       removeAfterMs: this.o.removeAfterMs,
     });
     this.remotes.set(r.cluster, { sync, fingerprint, trustDomain: r['trust-domain'] });
-    await sync.start();
+    try {
+      await sync.start();
+    } catch (err) {
+      // Not left registered half-started: the retry must start it, not mistake it for a running one.
+      this.remotes.delete(r.cluster);
+      await sync.stop(false).catch(() => {});
+      throw err;
+    }
     this.o.log.info({ remote: r.cluster, endpoint: r.endpoint }, existing ? 'remote credentials changed: sync restarted' : 'connected: syncing remote');
+  }
+
+  /**
+   * Why a link may not be trusted, or undefined. A peer's trust domain is its own (`<cluster>.skein`), never
+   * this cluster's or another connected peer's, and its bundle is a CA of exactly that trust domain.
+   */
+  private checkPeerTrust(r: RemoteSecret): string | undefined {
+    const td = r['trust-domain'];
+    if (td === (this.o.ownTrustDomain ?? trustDomainOf(this.o.localCluster))) return `the link to ${r.cluster} claims trust domain ${td}, which is this cluster's own`;
+    for (const [cluster, other] of this.remotes) {
+      if (cluster !== r.cluster && other.trustDomain === td) return `the link to ${r.cluster} claims trust domain ${td}, which belongs to connected cluster ${cluster}`;
+    }
+    if (td !== trustDomainOf(r.cluster)) return `the link to ${r.cluster} claims trust domain ${td}; cluster ${r.cluster}'s trust domain is ${trustDomainOf(r.cluster)}`;
+    const ca = checkBundleCa(r['bundle.crt'], td);
+    return ca.ok ? undefined : `the trust bundle of ${r.cluster}: ${ca.error}`;
+  }
+
+  /** Links refused for trust reasons (cluster → why), for status. */
+  refusedLinks(): { cluster: string; reason: string }[] {
+    return [...this.refused].map(([cluster, reason]) => ({ cluster, reason })).sort((a, b) => a.cluster.localeCompare(b.cluster));
   }
 
   private async onPeer(type: string, secret: V1Secret): Promise<void> {
@@ -141,6 +243,8 @@ export class SyncManager {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.networksTimer) clearInterval(this.networksTimer);
     await Promise.all(this.informers.map((i) => i.stop()));
     await Promise.all([...this.remotes.values()].map((r) => r.sync.stop(false)));
   }

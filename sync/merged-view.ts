@@ -7,8 +7,8 @@
 // it touched, so a node agent recomputes only those — a full read of the mesh prefix per change does not
 // scale (at 10,000 remote services × 10 backends one read is 14 MB, over gRPC's 4 MiB message limit).
 import type { Etcd3 } from 'etcd3';
-import { listPrefix } from '../apiserver/mesh-etcd.js';
-import { parseExportKey, parseLocalServiceKey, ROOT } from '../apiserver/schema/keys.js';
+import { listPrefixes } from '../apiserver/mesh-etcd.js';
+import { datapathPrefixes, parseExportKey, parseLocalServiceKey, ROOT } from '../apiserver/schema/keys.js';
 import { decodeValue, type GlobalService } from '../apiserver/schema/values.js';
 import { remoteStatusKey } from './remote-sync.js';
 
@@ -136,9 +136,9 @@ export class MergedView {
   }
 }
 
-/** A consistent snapshot of the mesh prefix (paginated) applied to a new view, and the revision it is at. */
+/** A consistent snapshot of the datapath's prefixes (paginated) applied to a new view, and its revision. */
 export async function loadMergedView(etcd: Etcd3, localCluster: string): Promise<{ view: MergedView; revision: number }> {
-  const { kvs, revision } = await listPrefix(etcd, `${ROOT}/`);
+  const { kvs, revision } = await listPrefixes(etcd, datapathPrefixes(localCluster));
   const view = new MergedView(localCluster);
   for (const kv of kvs) view.apply(kv.key.toString(), kv.value.toString());
   return { view, revision };

@@ -2,12 +2,15 @@
 // revision, then a watch from revision + 1; the etcd3 client resumes the watch after a disconnect; after a
 // compaction (or any watch failure) it relists and diffs against the cache, so only real changes are
 // written. Nothing from the remote is trusted: keys outside its own export prefix, values that fail their
-// schema or name another cluster are rejected, counted and logged, and never reach the cache.
+// schema or name another cluster are rejected, counted and logged, and never reach the cache; so are
+// addresses and identities the peer may not claim (address-policy.ts: the pod CIDRs and cluster ID
+// `skein connect` pinned, never loopback/link-local/…, never this cluster's own networks).
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { connectMeshEtcd, EtcdKv, listPrefix, type EtcdRef } from '../apiserver/mesh-etcd.js';
 import { X509Certificate } from 'node:crypto';
-import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT } from '../apiserver/schema/keys.js';
-import { decodeValue } from '../apiserver/schema/values.js';
+import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT, type ParsedKey } from '../apiserver/schema/keys.js';
+import { decodeValue, type ClusterConfig, type ExportValue } from '../apiserver/schema/values.js';
+import { LocalNetworks, PeerPolicy, type RejectReason, type Rejection } from './address-policy.js';
 import { StateWriter } from '../apiserver/export/writer.js';
 import { Credential, credentialKey } from './credentials.js';
 
@@ -18,6 +21,8 @@ export interface RemoteSpec {
   caPem: string;
   certPem: string;
   keyPem: string;
+  /** The peer's pod CIDRs as `skein connect` pinned them: all it may claim pod addresses in. */
+  podCidrs: string[];
 }
 
 export interface RemoteStatus {
@@ -35,6 +40,12 @@ export interface RemoteStatus {
   nodes: number;
   ips: number;
   rejected: number;
+  /** Rejections per reason (see address-policy.ts REJECT_REASONS). */
+  rejectedByReason: Partial<Record<RejectReason, number>>;
+  /** The pod CIDRs pinned at connect time. */
+  pinnedPodCidrs: string[];
+  /** Pod CIDRs the peer advertises beyond its pin (informational: run skein connect again to re-pin). */
+  advertisedBeyondPin?: string[];
   relists: number;
   rotations: number;
   identityExpires?: string;
@@ -52,6 +63,10 @@ export interface RemoteSyncOptions {
   staleAfterMs?: number;
   /** A remote stale for this long has its cached state removed (0: never). */
   removeAfterMs?: number;
+  /** This cluster's own pod and Service CIDRs, which no peer may claim (default: none known). */
+  localNetworks?: LocalNetworks;
+  /** Called once per rejected key (for metrics). */
+  onRejected?: (reason: RejectReason) => void;
 }
 
 /**
@@ -82,6 +97,9 @@ export class RemoteSync {
   private synced = false;
   private stopped = false;
   private rejected = 0;
+  private readonly rejectedByReason: Partial<Record<RejectReason, number>> = {};
+  private readonly policy: PeerPolicy;
+  private advertisedBeyondPin?: string[];
   private relists = 0;
   private lastError?: string;
   private lastHeartbeat?: number;
@@ -95,6 +113,7 @@ export class RemoteSync {
     this.writer = new StateWriter(new EtcdKv(o.local), { onError: (err) => (this.lastError = `local etcd: ${(err as Error).message}`) });
     this.cachePfx = cachePrefix(o.remote.name);
     this.exportPfx = exportPrefix(o.remote.name);
+    this.policy = new PeerPolicy(o.remote, o.localNetworks ?? new LocalNetworks(o.localCluster));
   }
 
   get spec(): RemoteSpec {
@@ -103,6 +122,7 @@ export class RemoteSync {
 
   async start(): Promise<void> {
     await this.writer.load([this.cachePfx]);
+    await this.dropInvalidCache();
     this.client = this.connectWith(this.remote);
     this.timer = setInterval(() => void this.publishStatus(), 2_000);
     this.timer.unref();
@@ -160,6 +180,11 @@ export class RemoteSync {
     watcher.on('put', (kv) => {
       const a = this.accept(kv);
       if (a) this.writer.set(a.cacheKey, a.value);
+      // A key that fails now loses its cached copy too. Keeping the last good value would let a peer hold
+      // on to state it no longer vouches for while claiming something else, and would leave the watch
+      // disagreeing with what a relist (which caches accepted keys only) computes; dropping it fails closed:
+      // clients lose that peer's backends for this service, never reach an address it may not claim.
+      else if (kv.key.toString().startsWith(this.exportPfx)) this.writer.set(this.toCache(kv.key.toString()), null);
       this.applied(kv);
     });
     watcher.on('delete', (kv) => {
@@ -256,21 +281,71 @@ export class RemoteSync {
   private accept(kv: IKeyValue): { cacheKey: string; value: string } | undefined {
     const key = kv.key.toString();
     const value = kv.value.toString();
-    const parsed = parseExportKey(key);
-    let why: string | undefined;
-    if (!parsed || !key.startsWith(this.exportPfx)) why = 'key is outside the remote export schema';
-    else if (parsed.cluster !== this.remote.name) why = `key claims cluster ${parsed.cluster}, connection is to ${this.remote.name}`;
-    else {
-      const d = decodeValue(parsed, value);
-      if (!d.ok) why = d.error;
-      else if (parsed.kind === 'heartbeat') this.lastHeartbeat = Date.parse((d.value as { at: string }).at);
-    }
-    if (why) {
-      this.rejected++;
-      this.o.log.warn({ remote: this.remote.name, key, why }, 'rejected a remote key');
+    const verdict = this.judge(key, value);
+    if (!verdict.ok) {
+      this.reject(key, verdict.rejection);
       return undefined;
     }
+    if (verdict.parsed.kind === 'heartbeat') this.lastHeartbeat = Date.parse((verdict.value as { at: string }).at);
+    if (verdict.parsed.kind === 'config') this.advertisedBeyondPin = this.policy.beyondPin(verdict.value as ClusterConfig);
     return { cacheKey: this.toCache(key), value };
+  }
+
+  /** Whether a remote key may be cached (by its key in the remote's export): decoded, or why not. */
+  private judge(key: string, raw: string): { ok: true; parsed: ParsedKey; value: ExportValue } | { ok: false; rejection: Rejection } {
+    const no = (reason: Rejection['reason'], detail: string) => ({ ok: false as const, rejection: { reason, detail } });
+    const parsed = parseExportKey(key);
+    if (!parsed || !key.startsWith(this.exportPfx)) return no('foreign-key', 'key is outside the remote export schema');
+    if (parsed.cluster !== this.remote.name) return no('foreign-key', `key claims cluster ${parsed.cluster}, connection is to ${this.remote.name}`);
+    const d = decodeValue(parsed, raw);
+    if (!d.ok) return no('schema', d.error);
+    const refused = this.policy.check(parsed, d.value);
+    return refused ? { ok: false, rejection: refused } : { ok: true, parsed, value: d.value };
+  }
+
+  private reject(key: string, r: Rejection): void {
+    this.rejected++;
+    this.rejectedByReason[r.reason] = (this.rejectedByReason[r.reason] ?? 0) + 1;
+    this.o.onRejected?.(r.reason);
+    this.o.log.warn({ remote: this.remote.name, key, reason: r.reason, why: r.detail }, 'rejected a remote key');
+  }
+
+  private toExport(cacheKey: string): string {
+    return this.exportPfx + cacheKey.slice(this.cachePfx.length);
+  }
+
+  /**
+   * Checks every cached key again and drops those that fail now: this cluster's own networks grew into
+   * what they claim (call after LocalNetworks changed).
+   */
+  revalidate(): void {
+    for (const cacheKey of this.writer.desiredKeys(this.cachePfx)) {
+      const value = this.writer.get(cacheKey);
+      const verdict = value === undefined ? undefined : this.judge(this.toExport(cacheKey), value);
+      if (!verdict || verdict.ok) continue;
+      this.reject(this.toExport(cacheKey), verdict.rejection);
+      this.writer.set(cacheKey, null);
+    }
+    this.recountSoon();
+  }
+
+  /**
+   * At start, before the remote answers: drops cached keys that this sync's pin and policy refuse (left by
+   * an older version or a wider pin), so an unreachable peer cannot keep them in the datapath.
+   */
+  private async dropInvalidCache(): Promise<void> {
+    const cached = await listPrefix(this.o.local(), this.cachePfx).catch(() => undefined);
+    let dropped = 0;
+    for (const kv of cached?.kvs ?? []) {
+      const cacheKey = kv.key.toString();
+      const verdict = this.judge(this.toExport(cacheKey), kv.value.toString());
+      if (verdict.ok) continue;
+      this.reject(this.toExport(cacheKey), verdict.rejection);
+      this.writer.set(cacheKey, null);
+      dropped++;
+    }
+    // Deletes only those keys; everything else waits for the first relist as before.
+    if (dropped) this.writer.resume();
   }
 
   private recountTimer?: NodeJS.Timeout;
@@ -306,6 +381,9 @@ export class RemoteSync {
       revisionLag: Math.max(0, this.headRevision - this.revision) + this.writer.backlog,
       ...this.counts,
       rejected: this.rejected,
+      rejectedByReason: { ...this.rejectedByReason },
+      pinnedPodCidrs: this.remote.podCidrs,
+      advertisedBeyondPin: this.advertisedBeyondPin?.length ? this.advertisedBeyondPin : undefined,
       relists: this.relists,
       rotations: this.rotations,
       identityExpires: this.identityExpires,

@@ -1,6 +1,7 @@
 // The export: Kubernetes objects in, mesh etcd keys out. Each event recomputes only the keys it affects;
 // the StateWriter turns that into minimal etcd writes. After every informer's first list the exporter prunes
 // keys Kubernetes no longer has (a restart reconciles, never duplicates) and marks each kind synced.
+import { isIPv4 } from 'node:net';
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { Lease } from 'etcd3';
 import type { EtcdRef } from '../mesh-etcd.js';
@@ -11,7 +12,7 @@ import { ClusterConfig, encodeValue, GlobalService, Heartbeat, IdentityValue, Ip
 import type { Metrics } from '../metrics.js';
 import { retryUntilDone } from '../retry.js';
 import { parseGlobalAnnotations, type GlobalSpec } from './annotations.js';
-import { IdentityAllocator, identityLabels, type IdentityStore } from './identity.js';
+import { DEFAULT_IDENTITY_GC_GRACE_MS, IdentityAllocator, IdentitySpaceExhaustedError, identityLabels, type ReleasableIdentityStore } from './identity.js';
 import { globalServiceValue } from './service-model.js';
 import { StateWriter } from './writer.js';
 
@@ -22,7 +23,11 @@ export interface ExporterOptions {
   rest: KubeRest;
   etcd: EtcdRef;
   writer: StateWriter;
-  identities: IdentityStore;
+  identities: ReleasableIdentityStore;
+  /** An identity unused this long is released (its ID handed out again); default 10 min. */
+  identityGcGraceMs?: number;
+  /** The local identity ID range, inclusive (tests shrink it to fill it). */
+  identityLocalIds?: { first: number; last: number };
   metrics: Metrics;
   log: { info: (obj: object, msg: string) => void; warn: (obj: object, msg: string) => void };
   heartbeatMs?: number;
@@ -47,6 +52,12 @@ export interface ExportStatus {
 
 const nodePodCidrs = (n: V1Node): string[] => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : []);
 const nsName = (o: KubernetesObject) => `${o.metadata?.namespace}/${o.metadata?.name}`;
+/**
+ * Backoff of a pod whose identity allocation failed: 1 s doubling, up to 5 s for a mesh etcd error (back
+ * soon after etcd is) and 1 min for a full ID space (only a release frees one, and that retries at once).
+ */
+const IDENTITY_RETRY_BASE_MS = 1_000;
+const IDENTITY_RETRY_MAX_MS = { store: 5_000, exhausted: 60_000 };
 
 export class Exporter {
   private readonly services = new Map<string, V1Service>();
@@ -63,6 +74,9 @@ export class Exporter {
   private readonly pendingPods = new Set<Promise<void>>();
   private readonly reportedAnnotations = new Set<string>();
   private readonly allocator: IdentityAllocator;
+  /** Pods whose identity allocation failed: attempts so far (for the backoff), and whether the Event is out. */
+  private readonly identityRetries = new Map<string, { attempts: number; reported: boolean }>();
+  private identityGcTimer?: NodeJS.Timeout;
   private informers: RunningInformer<KubernetesObject>[] = [];
   private lease?: Lease;
   private heartbeatTimer?: NodeJS.Timeout;
@@ -72,7 +86,12 @@ export class Exporter {
   private initialSyncMs?: number;
 
   constructor(private readonly o: ExporterOptions) {
-    this.allocator = new IdentityAllocator(o.clusterId, o.identities);
+    this.allocator = new IdentityAllocator(o.clusterId, o.identities, {
+      gcGraceMs: o.identityGcGraceMs,
+      firstLocalId: o.identityLocalIds?.first,
+      lastLocalId: o.identityLocalIds?.last,
+    });
+    o.metrics.identityIdsCapacity.set(this.allocator.capacity);
   }
 
   get isSynced(): boolean {
@@ -114,6 +133,7 @@ export class Exporter {
     await writer.idle();
     await this.startLease();
     this.synced = true;
+    this.scheduleIdentityGc();
     this.initialSyncMs = Math.round(performance.now());
     this.o.log.info({ services: this.exported.size, pruned, writes: writer.writes }, 'initial export synced');
   }
@@ -121,6 +141,7 @@ export class Exporter {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.identityGcTimer) clearTimeout(this.identityGcTimer);
     await Promise.all(this.informers.map((i) => i.stop()));
     await this.o.writer.idle();
     // Revoking the lease removes the heartbeat and synced markers at once: peers see us gone, not stale.
@@ -247,14 +268,19 @@ export class Exporter {
     this.reportedAnnotations.add(dedupe);
     this.o.metrics.invalidAnnotations.inc();
     this.o.log.warn({ service: nsName(svc), annotation }, `service not exported: ${error}`);
+    this.warningEvent('Service', svc, 'InvalidSkeinAnnotation', `not exported to the mesh: ${error}`);
+  }
+
+  /** A Warning Event on a Service or Pod (what `kubectl describe` shows its owner); a failure is only logged. */
+  private warningEvent(kind: 'Service' | 'Pod', obj: KubernetesObject, reason: string, message: string): void {
     const now = new Date().toISOString();
-    const ns = svc.metadata!.namespace!;
+    const ns = obj.metadata!.namespace!;
     void this.o.rest
       .post(`/api/v1/namespaces/${ns}/events`, {
-        metadata: { generateName: `${svc.metadata!.name}.skein-`, namespace: ns },
-        involvedObject: { kind: 'Service', apiVersion: 'v1', namespace: ns, name: svc.metadata!.name, uid: svc.metadata!.uid, resourceVersion: svc.metadata!.resourceVersion },
-        reason: 'InvalidSkeinAnnotation',
-        message: `not exported to the mesh: ${error}`,
+        metadata: { generateName: `${obj.metadata!.name}.skein-`, namespace: ns },
+        involvedObject: { kind, apiVersion: 'v1', namespace: ns, name: obj.metadata!.name, uid: obj.metadata!.uid, resourceVersion: obj.metadata!.resourceVersion },
+        reason,
+        message,
         type: 'Warning',
         source: { component: 'skein-apiserver' },
         reportingComponent: 'skein-apiserver',
@@ -263,7 +289,7 @@ export class Exporter {
         lastTimestamp: now,
         count: 1,
       })
-      .catch((err: Error) => this.o.log.warn({ err: err.message }, 'could not record the annotation Event'));
+      .catch((err: Error) => this.o.log.warn({ err: err.message, reason }, 'could not record the Event'));
   }
 
   // ---- pods: IP → identity entries and the identities themselves ----
@@ -287,17 +313,22 @@ export class Exporter {
     this.podGeneration.set(uid, gen);
     const pod = this.pods.get(uid);
     const ip = pod?.status?.podIP;
-    const live = pod && ip && !pod.spec?.hostNetwork && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed';
+    // The identity includes the namespace's labels: a pod seen before its namespace (informers list in
+    // parallel) would bind a throwaway identity; onNamespace recomputes it once the namespace is known.
+    const namespace = pod && this.namespaces.get(pod.metadata!.namespace!);
+    const live = pod && namespace && ip && !pod.spec?.hostNetwork && pod.status?.phase !== 'Succeeded' && pod.status?.phase !== 'Failed';
     if (!live) {
       this.releasePod(uid);
+      this.identityRetries.delete(uid);
       if (!pod) this.podGeneration.delete(uid);
       return;
     }
-    const labels = identityLabels(this.o.cluster, pod, this.namespaces.get(pod.metadata!.namespace!));
+    const labels = identityLabels(this.o.cluster, pod, namespace);
     const work = this.allocator
       .allocate(labels)
       .then((identity) => {
         if (this.podGeneration.get(uid) !== gen) return; // a newer event for this pod superseded us
+        this.identityRetries.delete(uid);
         const prev = this.podExport.get(uid);
         if (prev?.ip === ip && prev.identity === identity) return;
         this.releasePod(uid);
@@ -308,16 +339,12 @@ export class Exporter {
         if (ref) ref.refs++;
         else {
           this.identityRefs.set(identity, { labels, refs: 1 });
+          this.allocator.markInUse(identity);
           this.o.writer.set(keys.identity(this.o.cluster, identity), encodeValue(IdentityValue, { id: identity, labels }));
         }
-        this.o.metrics.exportedIdentities.set(this.identityRefs.size);
+        this.updateIdentityGauges();
       })
-      .catch((err: Error) => {
-        this.lastEtcdError = err.message;
-        this.o.metrics.etcdErrors.inc();
-        this.o.log.warn({ pod: nsName(pod), err: err.message }, 'identity allocation failed, retrying');
-        setTimeout(() => this.podGeneration.get(uid) === gen && this.recomputePod(uid), 1_000).unref();
-      });
+      .catch((err: Error) => this.identityAllocationFailed(pod, gen, err));
     this.pendingPods.add(work);
     void work.finally(() => this.pendingPods.delete(work));
   }
@@ -333,9 +360,72 @@ export class Exporter {
     const ref = this.identityRefs.get(prev.identity);
     if (ref && --ref.refs === 0) {
       this.identityRefs.delete(prev.identity);
+      this.allocator.markUnused(prev.identity);
       this.o.writer.set(keys.identity(this.o.cluster, prev.identity), null);
     }
+    this.updateIdentityGauges();
+  }
+
+  /**
+   * The pod stays unexported (every other pod and service goes on) and is retried with capped exponential
+   * backoff. A full ID space also gets a Warning Event on the pod, once per failure streak.
+   */
+  private identityAllocationFailed(pod: V1Pod, gen: number, err: Error): void {
+    const uid = pod.metadata!.uid!;
+    if (this.podGeneration.get(uid) !== gen) return;
+    const retry = this.identityRetries.get(uid) ?? { attempts: 0, reported: false };
+    retry.attempts++;
+    this.identityRetries.set(uid, retry);
+    const exhausted = err instanceof IdentitySpaceExhaustedError;
+    this.o.metrics.identityAllocationFailures.inc({ reason: exhausted ? 'exhausted' : 'store' });
+    this.updateIdentityGauges();
+    if (!exhausted) {
+      this.lastEtcdError = err.message;
+      this.o.metrics.etcdErrors.inc();
+    }
+    const cap = IDENTITY_RETRY_MAX_MS[exhausted ? 'exhausted' : 'store'];
+    const retryInMs = Math.round(Math.min(IDENTITY_RETRY_BASE_MS * 2 ** Math.min(retry.attempts - 1, 16), cap) * (0.8 + 0.4 * Math.random()));
+    this.o.log.warn({ pod: nsName(pod), attempt: retry.attempts, retryInMs, err: err.message }, 'security identity allocation failed, pod not exported; retrying');
+    if (exhausted && !retry.reported) {
+      retry.reported = true;
+      this.warningEvent('Pod', pod, 'SecurityIdentitySpaceExhausted', `not exported to the mesh: ${err.message}`);
+    }
+    setTimeout(() => this.podGeneration.get(uid) === gen && this.recomputePod(uid), retryInMs).unref();
+  }
+
+  private updateIdentityGauges(): void {
     this.o.metrics.exportedIdentities.set(this.identityRefs.size);
+    this.o.metrics.identityIdsBound.set(this.allocator.bound);
+  }
+
+  /** Identity GC, every half grace (1 s to 1 min), from the initial sync on. */
+  private scheduleIdentityGc(): void {
+    const grace = this.o.identityGcGraceMs ?? DEFAULT_IDENTITY_GC_GRACE_MS;
+    const every = Math.min(Math.max(grace / 2, 1_000), 60_000);
+    this.identityGcTimer = setTimeout(() => {
+      void this.collectIdentities().finally(() => !this.stopped && this.scheduleIdentityGc());
+    }, every);
+    this.identityGcTimer.unref();
+  }
+
+  /** One GC pass: releases identities unused for the grace, then retries pods that waited for a free ID. */
+  async collectIdentities(): Promise<number[]> {
+    try {
+      const released = await this.allocator.collectGarbage();
+      if (released.length > 0) {
+        this.o.metrics.identitiesReleased.inc(released.length);
+        this.o.log.info({ released: released.length, identities: released.slice(0, 20) }, 'released unused security identities');
+        for (const uid of [...this.identityRetries.keys()]) this.recomputePod(uid);
+      }
+      return released;
+    } catch (err) {
+      this.noteEtcdError(err);
+      this.o.metrics.etcdErrors.inc();
+      this.o.log.warn({ err: (err as Error).message }, 'security identity garbage collection failed; retrying on the next pass');
+      return [];
+    } finally {
+      this.updateIdentityGauges();
+    }
   }
 
   // ---- nodes and the cluster config (pod CIDRs come from the nodes) ----
@@ -350,7 +440,7 @@ export class Exporter {
       const value = {
         name,
         cluster: this.o.cluster,
-        addresses: (node.status?.addresses ?? []).filter((a) => /^\d{1,3}(\.\d{1,3}){3}$/.test(a.address)).map((a) => ({ type: a.type, ip: a.address })),
+        addresses: (node.status?.addresses ?? []).filter((a) => isIPv4(a.address)).map((a) => ({ type: a.type, ip: a.address })),
         podCidrs: nodePodCidrs(node),
         zone: node.metadata?.labels?.['topology.kubernetes.io/zone'],
       };

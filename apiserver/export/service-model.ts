@@ -1,10 +1,10 @@
 // A Service and its EndpointSlices → the exported GlobalService value. Deterministic (sorted) so an
 // unchanged service serializes to the same bytes and is never rewritten.
+import { isIPv4 } from 'node:net';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import type { Backend, GlobalService } from '../schema/values.js';
 import type { GlobalSpec } from './annotations.js';
 
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 type Protocol = 'TCP' | 'UDP' | 'SCTP';
 const proto = (p: string | undefined): Protocol => (p === 'UDP' || p === 'SCTP' ? p : 'TCP');
@@ -21,7 +21,7 @@ export function backendsFromSlices(slices: Iterable<V1EndpointSlice>): Backend[]
       const serving = ep.conditions?.serving ?? ready;
       const terminating = ep.conditions?.terminating ?? false;
       for (const ip of ep.addresses ?? []) {
-        if (!IPV4.test(ip)) continue;
+        if (!isIPv4(ip)) continue;
         const prev = byIp.get(ip);
         if (prev) {
           Object.assign(prev.ports, ports);
@@ -40,7 +40,7 @@ export function backendsFromSlices(slices: Iterable<V1EndpointSlice>): Backend[]
 }
 
 export function globalServiceValue(cluster: string, svc: V1Service, spec: GlobalSpec, slices: Iterable<V1EndpointSlice>): GlobalService {
-  const clusterIps = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => IPV4.test(ip));
+  const clusterIps = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
   return {
     cluster,
     namespace: svc.metadata!.namespace!,

@@ -1,6 +1,7 @@
 // The apiserver's signing service for its node agents (gRPC over mTLS). The caller is the node its
-// certificate names (spiffe://<trust domain>/skein/node/<node>, signed by this cluster's CA); it gets SVIDs
-// only for pods the Kubernetes API binds to that node, for the pod's own namespace and service account.
+// certificate names (URI SAN urn:skein:mesh:<cluster>:node:<node>, signed by this cluster's mesh CA); it gets
+// SVIDs, signed by the workload CA, only for pods the Kubernetes API binds to that node. The SPIFFE ID comes
+// from the pod object the API returned (its namespace and service account), never from the request.
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -8,19 +9,16 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
-import { nodeSpiffeId } from '../../mtls/mesh-identities.js';
+import { nodeUri } from '../../mtls/mesh-identities.js';
 import { sourceDir } from '../../mtls/source-dir.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../kube/rest.js';
+import { Dns1123Subdomain, firstIssue, podPath, PodRef } from '../kube/names.js';
+
+export type { PodRef };
 
 /** The name in the node CA's serving certificate that agents verify (its address moves with the pod). */
 export const NODE_CA_NAME = 'skein-apiserver.skein-system.svc';
-
-export interface PodRef {
-  namespace: string;
-  name: string;
-  uid: string;
-}
 
 export function loadNodeCaApi(): grpc.GrpcObject {
   const def = protoLoader.loadSync(join(sourceDir(import.meta.url), 'node-ca.proto'), { keepCase: true, longs: Number, defaults: true });
@@ -28,74 +26,90 @@ export function loadNodeCaApi(): grpc.GrpcObject {
 }
 
 type Handler<Req> = (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
-const denied = (details: string) => ({ code: grpc.status.PERMISSION_DENIED, details });
+type Refusal = { error: Partial<grpc.StatusObject> };
 
 export class NodeCaServer {
   private readonly server = new grpc.Server();
-  readonly counts = { x509: 0, jwt: 0, denied: 0 };
+  readonly counts = { x509: 0, jwt: 0, denied: 0, invalid: 0 };
   private readonly bundleDer: Buffer;
 
   constructor(
     private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; log: { warn: (o: object, m: string) => void } },
   ) {
-    this.bundleDer = new X509Certificate(o.ca.ca.certPem).raw;
+    this.bundleDer = new X509Certificate(o.ca.workload.certPem).raw;
     const api = loadNodeCaApi() as unknown as { skein: { v1: { NodeCA: { service: grpc.ServiceDefinition } } } };
     const signX509: Handler<{ pod: PodRef; csr: Buffer }> = (call, cb) =>
-      void this.authorize(call, call.request.pod).then(async (a) => {
-        if ('error' in a) return cb(a.error);
-        try {
-          const svid = await signX509Svid(this.o.ca.ca, { spiffeId: a.spiffeId, csrDer: call.request.csr, ttlMs: this.o.svidTtlMs });
-          this.counts.x509++;
-          cb(null, { spiffe_id: a.spiffeId, certificate: svid.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.expiresAt.getTime() });
-        } catch (err) {
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
-        }
+      this.handle(call, call.request.pod, cb, async (spiffeId) => {
+        const svid = await signX509Svid(this.o.ca.workload, { spiffeId, csrDer: call.request.csr, ttlMs: this.o.svidTtlMs });
+        this.counts.x509++;
+        return { spiffe_id: spiffeId, certificate: svid.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.expiresAt.getTime() };
       });
     const signJwt: Handler<{ pod: PodRef; audience: string[] }> = (call, cb) =>
-      void this.authorize(call, call.request.pod).then(async (a) => {
-        if ('error' in a) return cb(a.error);
-        try {
-          const jwt = await signJwtSvid(this.o.ca.ca, { spiffeId: a.spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs });
-          this.counts.jwt++;
-          cb(null, { spiffe_id: a.spiffeId, token: jwt.token, expires_at_unix_ms: jwt.expiresAt.getTime() });
-        } catch (err) {
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
-        }
+      this.handle(call, call.request.pod, cb, async (spiffeId) => {
+        const jwt = await signJwtSvid(this.o.ca.workload, { spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs });
+        this.counts.jwt++;
+        return { spiffe_id: spiffeId, token: jwt.token, expires_at_unix_ms: jwt.expiresAt.getTime() };
       });
     this.server.addService(api.skein.v1.NodeCA.service, { SignX509SVID: signX509, SignJWTSVID: signJwt });
   }
 
-  /** Serves on host:port with a serving certificate for `ips` from the cluster CA; resolves the port. */
+  /** Authorizes, then signs; every failure becomes a gRPC status, never an exception or a rejection. */
+  private handle(call: grpc.ServerUnaryCall<unknown, unknown>, pod: unknown, cb: grpc.sendUnaryData<unknown>, sign: (spiffeId: string) => Promise<object>): void {
+    this.authorize(call, pod)
+      .then(async (a) => {
+        if ('error' in a) return cb(a.error);
+        try {
+          cb(null, await sign(a.spiffeId));
+        } catch (err) {
+          this.counts.invalid++;
+          cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
+        }
+      })
+      .catch((err: Error) => {
+        this.o.log.warn({ err: err.message }, 'node CA request failed');
+        cb({ code: grpc.status.INTERNAL, details: 'the node CA failed to handle the request' });
+      });
+  }
+
+  /** Serves on host:port with a serving certificate for `ips` from the mesh CA; resolves the port. */
   async listen(host: string, port: number, ips: string[]): Promise<number> {
-    const serving = await issueCertificate(this.o.ca.ca, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: 365 * 24 * 3600_000 });
-    const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.o.ca.ca.certPem), [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], true);
+    const serving = await issueCertificate(this.o.ca.mesh, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: 365 * 24 * 3600_000 });
+    const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.o.ca.mesh.certPem), [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], true);
     return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
   }
 
+  private refuse(code: grpc.status, details: string): Refusal {
+    if (code === grpc.status.INVALID_ARGUMENT) this.counts.invalid++;
+    else this.counts.denied++;
+    this.o.log.warn({ details }, 'node CA refused a request');
+    return { error: { code, details } };
+  }
+
   /** The node the caller's certificate names, and the pod's SPIFFE ID if the pod is bound to that node. */
-  private async authorize(call: grpc.ServerUnaryCall<unknown, unknown>, pod: PodRef | undefined): Promise<{ spiffeId: string } | { error: Partial<grpc.StatusObject> }> {
-    const refuse = (details: string) => {
-      this.counts.denied++;
-      this.o.log.warn({ details }, 'node CA refused a request');
-      return { error: denied(details) };
-    };
+  private async authorize(call: grpc.ServerUnaryCall<unknown, unknown>, requested: unknown): Promise<{ spiffeId: string } | Refusal> {
     const san = call.getAuthContext()?.sslPeerCertificate?.subjectaltname ?? '';
-    const prefix = `URI:${nodeSpiffeId(this.o.ca.trustDomain, '')}`;
-    const uri = san.split(', ').find((s) => s.startsWith(prefix));
-    const node = uri?.slice(prefix.length);
-    if (!node || node.includes('/')) return refuse(`the client certificate names no node of ${this.o.ca.trustDomain} (want URI SAN ${nodeSpiffeId(this.o.ca.trustDomain, '<node>')})`);
-    if (!pod?.namespace || !pod.name || !pod.uid) return refuse('pod: namespace, name and uid are required');
+    const prefix = `URI:${nodeUri(this.o.ca.cluster, '')}`;
+    const node = san.split(', ').find((s) => s.startsWith(prefix))?.slice(prefix.length);
+    if (!node || !Dns1123Subdomain.safeParse(node).success) return this.refuse(grpc.status.PERMISSION_DENIED, `the client certificate names no node of cluster ${this.o.ca.cluster} (want URI SAN ${nodeUri(this.o.ca.cluster, '<node>')})`);
+    const ref = PodRef.safeParse(requested);
+    if (!ref.success) return this.refuse(grpc.status.INVALID_ARGUMENT, firstIssue(ref.error, 'pod.'));
+    const { namespace, name, uid } = ref.data;
     let p: V1Pod;
     try {
-      p = await this.o.rest.get<V1Pod>(`/api/v1/namespaces/${pod.namespace}/pods/${pod.name}`);
+      p = await this.o.rest.get<V1Pod>(podPath(namespace, name));
     } catch (err) {
-      if (isNotFound(err)) return refuse(`pod ${pod.namespace}/${pod.name} does not exist`);
+      if (isNotFound(err)) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} does not exist`);
       return { error: { code: grpc.status.UNAVAILABLE, details: `the Kubernetes API: ${(err as Error).message}` } };
     }
-    if (p.metadata?.uid !== pod.uid) return refuse(`pod ${pod.namespace}/${pod.name} has uid ${p.metadata?.uid}, not ${pod.uid} (it was replaced)`);
-    if (p.spec?.nodeName !== node) return refuse(`pod ${pod.namespace}/${pod.name} is bound to ${p.spec?.nodeName ?? 'no node'}, not to ${node}`);
-    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') return refuse(`pod ${pod.namespace}/${pod.name} has finished`);
-    return { spiffeId: workloadSpiffeId(this.o.ca.trustDomain, pod.namespace, p.spec?.serviceAccountName || 'default') };
+    const m = p.metadata;
+    // The API answered for the path asked; check anyway that it is the very object the caller named.
+    if (m?.namespace !== namespace || m.name !== name) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name}: the API returned ${m?.namespace}/${m?.name}`);
+    if (m.uid !== uid) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} has uid ${m.uid}, not ${uid} (it was replaced)`);
+    if (p.spec?.nodeName !== node) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} is bound to ${p.spec?.nodeName ?? 'no node'}, not to ${node}`);
+    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} has finished`);
+    const sa = p.spec?.serviceAccountName || 'default';
+    if (!Dns1123Subdomain.safeParse(sa).success) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} names service account "${sa}", not a valid name`);
+    return { spiffeId: workloadSpiffeId(this.o.ca.trustDomain, m.namespace, sa) };
   }
 
   async close(): Promise<void> {

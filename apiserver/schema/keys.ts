@@ -46,6 +46,17 @@ export const keys = {
   nodeCa: (c: string) => `${localPrefix(c)}node-ca`,
 };
 
+/** Where every remote's cached export lives, and the sync engine's per-remote health. */
+export const CACHE_ROOT = `${ROOT}/cache/`;
+export const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
+
+/**
+ * The prefixes a node agent's datapath follows (the merged view): its cluster's exported and local-only
+ * services, every remote's cached export and the remotes' sync health. Its etcd role grants reads of these,
+ * the trust bundles and the node CA endpoint — nothing else (no credentials, no allocation bookkeeping).
+ */
+export const datapathPrefixes = (cluster: string) => [keys.kindPrefix(cluster, 'services'), keys.localServicesPrefix(cluster), CACHE_ROOT, SYNC_STATUS_ROOT];
+
 /** A non-global service's key in `cluster`'s local prefix, parsed like an exported one; else undefined. */
 export function parseLocalServiceKey(key: string, cluster: string): Extract<ParsedKey, { kind: 'services' }> | undefined {
   const head = keys.localServicesPrefix(cluster);

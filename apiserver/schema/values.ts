@@ -1,11 +1,26 @@
 // Every value Skein writes to a mesh etcd, as zod schemas: validated when written and when read, so a bad
 // writer (a bug, an old version, a hostile remote) cannot get a malformed value into anyone's datapath.
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import type { ParsedKey } from './keys.js';
 import { ClusterId, ClusterName } from './cluster.js';
 
-const Ipv4 = z.string().regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/, 'expected an IPv4 address');
-const Cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'expected an IPv4 CIDR');
+/**
+ * A CIDR in strict form: a dotted-quad IPv4 address (node:net's parser: octets 0-255, no leading zeros, no
+ * spaces) and a prefix length 0-32 without leading zeros. Host bits may be set (Kubernetes accepts them in
+ * a node's podCIDR); whoever tests membership masks them. Undefined if the text is not one.
+ */
+export function parseCidr(text: string): { address: string; prefix: number } | undefined {
+  const slash = text.indexOf('/');
+  if (slash < 0) return undefined;
+  const address = text.slice(0, slash);
+  const bits = text.slice(slash + 1);
+  if (!isIPv4(address) || !/^(0|[1-9]\d?)$/.test(bits) || Number(bits) > 32) return undefined;
+  return { address, prefix: Number(bits) };
+}
+
+export const Ipv4 = z.string().refine((s) => isIPv4(s), 'expected an IPv4 address such as 10.1.2.3 (four decimal octets 0-255, no leading zeros or spaces)');
+export const Cidr = z.string().refine((s) => parseCidr(s) !== undefined, 'expected an IPv4 CIDR such as 10.1.0.0/16 (an IPv4 address, "/", a prefix length 0-32)');
 const Port = z.number().int().min(1).max(65535);
 const Protocol = z.enum(['TCP', 'UDP', 'SCTP']);
 
@@ -93,6 +108,8 @@ export const AGENT_VIEW_MAX = 500;
 export const TrustBundle = z.object({
   trustDomain: z.string().regex(/^[a-z0-9._-]+$/),
   caPem: z.string().includes('BEGIN CERTIFICATE'),
+  /** The cluster whose CA this is: only that link may replace or remove it. */
+  cluster: ClusterName,
   /** This cluster's own trust domain (the others are federated). */
   own: z.boolean(),
 });

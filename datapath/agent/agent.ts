@@ -4,7 +4,7 @@
 // an in-memory merged view; a change recomputes only the services it touched, and bursts are coalesced.
 // A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
 import type { Etcd3, Lease, Watcher } from 'etcd3';
-import { keys, ROOT } from '../../apiserver/schema/keys.js';
+import { datapathPrefixes, keys } from '../../apiserver/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../apiserver/schema/values.js';
 import { loadMergedView, type MergedView } from '../../sync/merged-view.js';
 import type { Programmed, SocketLb } from '../socket-lb.js';
@@ -18,7 +18,7 @@ export class NodeAgent {
   /** Service id → the frontends it programmed, so a service that goes or changes ClusterIP is cleaned up. */
   private readonly frontendsOf = new Map<string, Set<string>>();
   private view?: MergedView;
-  private watcher?: Watcher;
+  private watchers: Watcher[] = [];
   private running = false;
   private dirty = false;
   /** Services to recompute; `all` after a (re)listing. */
@@ -46,12 +46,15 @@ export class NodeAgent {
     for (let attempt = 1; !this.stopped; attempt++) {
       try {
         const { view, revision } = await loadMergedView(this.o.etcd, this.o.cluster);
-        const watcher = await this.o.etcd.watch().prefix(`${ROOT}/`).startRevision(String(revision + 1)).create();
-        watcher.on('put', (kv) => this.onChange(view, kv.key.toString(), kv.value.toString()));
-        watcher.on('delete', (kv) => this.onChange(view, kv.key.toString(), undefined));
-        watcher.on('error', (err) => void this.restart(watcher, err));
-        await this.watcher?.cancel().catch(() => {});
-        this.watcher = watcher;
+        // One watch per prefix the node's etcd role may read (a watch of the whole mesh prefix is refused).
+        const watchers = await Promise.all(datapathPrefixes(this.o.cluster).map((p) => this.o.etcd.watch().prefix(p).startRevision(String(revision + 1)).create()));
+        for (const watcher of watchers) {
+          watcher.on('put', (kv) => this.onChange(view, kv.key.toString(), kv.value.toString()));
+          watcher.on('delete', (kv) => this.onChange(view, kv.key.toString(), undefined));
+          watcher.on('error', (err) => void this.restart(watchers, err));
+        }
+        await this.cancelWatchers();
+        this.watchers = watchers;
         this.view = view;
         this.pending = 'all';
         this.schedule();
@@ -63,12 +66,17 @@ export class NodeAgent {
     }
   }
 
-  private async restart(watcher: Watcher, err: Error): Promise<void> {
-    if (watcher !== this.watcher || this.stopped) return;
+  private async restart(watchers: Watcher[], err: Error): Promise<void> {
+    if (watchers !== this.watchers || this.stopped) return;
     this.o.log.warn({ err: err.message }, 'mesh etcd watch broke; listing again');
-    await watcher.cancel().catch(() => {});
-    this.watcher = undefined;
+    await this.cancelWatchers();
     await this.follow();
+  }
+
+  private async cancelWatchers(): Promise<void> {
+    const old = this.watchers;
+    this.watchers = [];
+    await Promise.all(old.map((w) => w.cancel().catch(() => {})));
   }
 
   private onChange(view: MergedView, key: string, value: string | undefined): void {
@@ -205,7 +213,7 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.publishTimer);
-    await this.watcher?.cancel().catch(() => {});
+    await this.cancelWatchers();
     // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.
     await this.lease?.revoke().catch(() => {});
   }

@@ -11,6 +11,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
 import { KubeRest } from '../../apiserver/kube/rest.js';
 import { WorkloadApiServer } from '../../mtls/workload-api/server.js';
+import { podCgroupParent } from './workload/attest.js';
 import { AgentIdentitySource } from './workload/identity-source.js';
 import { Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
@@ -33,12 +34,19 @@ const Config = z.object({
   workloadSocket: z.string().startsWith('/', '--workload-socket must be an absolute path').optional(),
   nodeCert: z.string().optional(),
   nodeKey: z.string().optional(),
+  /** Where this node's pod cgroups live (/kubepods for a kubelet with cgroupfs); default: --cgroup. */
+  podCgroupParents: z.array(z.string().startsWith('/', '--pod-cgroup-parent must be an absolute path')),
   kubeconfig: z.string().optional(),
 });
 
+const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
+
 function config() {
   const { values } = parseArgs({
-    options: Object.fromEntries(['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'].map((k) => [k, { type: 'string' as const }])),
+    options: {
+      ...(Object.fromEntries(STRING_FLAGS.map((k) => [k, { type: 'string' as const }])) as Record<(typeof STRING_FLAGS)[number], { type: 'string' }>),
+      'pod-cgroup-parent': { type: 'string', multiple: true },
+    },
   });
   const parsed = Config.safeParse({
     clusterName: values['cluster-name'],
@@ -53,6 +61,7 @@ function config() {
     workloadSocket: values['workload-socket'],
     nodeCert: values['node-cert'],
     nodeKey: values['node-key'],
+    podCgroupParents: values['pod-cgroup-parent'] ?? (values.cgroup ? [values.cgroup] : []),
     kubeconfig: values.kubeconfig ?? process.env.KUBECONFIG,
   });
   if (!parsed.success) {
@@ -60,15 +69,21 @@ function config() {
     console.error(`skein-agent: ${String(i.path[0])}: ${i.message}`);
     process.exit(2);
   }
-  if (parsed.data.workloadSocket && !(parsed.data.nodeCert && parsed.data.nodeKey)) {
-    console.error('skein-agent: --workload-socket needs --node-cert and --node-key (the node certificate the node CA authenticates)');
+  if (parsed.data.workloadSocket && !(parsed.data.nodeCert && parsed.data.nodeKey && parsed.data.meshEtcdCa)) {
+    console.error('skein-agent: --workload-socket needs --node-cert and --node-key (the node certificate the node CA authenticates) and --mesh-etcd-ca (the mesh CA that signed the node CA)');
     process.exit(2);
   }
   if (!existsSync(parsed.data.cgroup)) {
     console.error(`skein-agent: --cgroup ${parsed.data.cgroup} does not exist`);
     process.exit(2);
   }
-  return parsed.data;
+  try {
+    // As /proc/<pid>/cgroup names them: a directory under the cgroup2 mount becomes its cgroup path.
+    return { ...parsed.data, podCgroupParents: parsed.data.podCgroupParents.map((p) => podCgroupParent(p)) };
+  } catch (err) {
+    console.error(`skein-agent: ${(err as Error).message}`);
+    process.exit(2);
+  }
 }
 
 /** The SPIFFE Workload API for the pods of this node. */
@@ -76,14 +91,17 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
   const kc = new KubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
   else kc.loadFromCluster();
+  // Callers are attested only from a pod cgroup directly under one of these (attest.ts).
+  log.info({ podCgroupParents: cfg.podCgroupParents }, 'attesting callers from pod cgroups under these cgroups');
   const source = new AgentIdentitySource({
     etcd,
     cluster: cfg.clusterName,
     node: cfg.nodeName,
     kc,
     rest: new KubeRest(kc),
-    nodeTls: { certPem: readFileSync(cfg.nodeCert!, 'utf8'), keyPem: readFileSync(cfg.nodeKey!, 'utf8') },
+    nodeTls: { caPem: readFileSync(cfg.meshEtcdCa!, 'utf8'), certPem: readFileSync(cfg.nodeCert!, 'utf8'), keyPem: readFileSync(cfg.nodeKey!, 'utf8') },
     log,
+    podCgroupParents: cfg.podCgroupParents,
   });
   await source.start();
   const server = new WorkloadApiServer(source, (m) => log.warn(m));
@@ -118,7 +136,7 @@ async function main(): Promise<void> {
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump() }));
   const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
-  if (workload) http.get('/v1/workload', async () => workload.source.status());
+  if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
 

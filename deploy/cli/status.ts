@@ -41,10 +41,21 @@ export function renderStatus(s: ApiserverStatus): string {
   for (const r of s.remotes) {
     const state = !r.connected ? 'DISCONNECTED' : !r.synced ? 'syncing' : r.stale ? 'STALE' : 'synced';
     lines.push(`    ${r.cluster} (id ${r.id}) ${state}  heartbeat ${r.lastHeartbeat ?? 'never'}  revision ${r.revision} (lag ${r.revisionLag})  services ${r.services}  identities ${r.identities}  nodes ${r.nodes}  rejected ${r.rejected}${r.lastError ? `  last error: ${r.lastError}` : ''}`);
+    lines.push(...remoteTrustLines(r));
   }
   lines.push(`  node agents: ${s.agents?.length ?? 0}`);
   for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}`);
   return lines.join('\n');
+}
+
+/** A remote's pin and what was refused from it, by reason (older apiservers report neither). */
+export function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
+  const lines: string[] = [];
+  if (r.pinnedPodCidrs) lines.push(`      pinned pod CIDRs ${r.pinnedPodCidrs.join(', ') || 'none'}`);
+  if (r.advertisedBeyondPin?.length) lines.push(`      advertises ${r.advertisedBeyondPin.join(', ')} beyond its pin: addresses there are refused until skein connect is run again to re-pin`);
+  const reasons = Object.entries(r.rejectedByReason ?? {}).filter(([, n]) => n);
+  if (reasons.length) lines.push(`      rejected by reason: ${reasons.map(([reason, n]) => `${reason} ${n}`).join(', ')}`);
+  return lines;
 }
 
 /** One node's programmed datapath: every frontend and the backends it balances over now. */

@@ -27,7 +27,7 @@ function bulkService(i: number, backends: number): GlobalService {
     affinity: 'none',
     clusterIps: [`100.65.${Math.floor(i / 250)}.${(i % 250) + 1}`],
     ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    backends: Array.from({ length: backends }, (_, b) => ({ ip: `10.43.${100 + Math.floor(i / 100)}.${(i % 100) * 2 + b + 1}`.replace(/\.(\d+)$/, (_m, x) => `.${Number(x) % 254 + 1}`), ports: { http: { port: 8080, protocol: 'TCP' as const } }, ready: true, serving: true, terminating: false, node: 'bench-virtual', zone: 'bench-v' })),
+    backends: Array.from({ length: backends }, (_, b) => ({ ip: `10.43.${128 + Math.floor(i / 100)}.${(i % 100) * 2 + b + 1}`.replace(/\.(\d+)$/, (_m, x) => `.${Number(x) % 254 + 1}`), ports: { http: { port: 8080, protocol: 'TCP' as const } }, ready: true, serving: true, terminating: false, node: 'bench-virtual', zone: 'bench-v' })),
   };
 }
 
@@ -43,9 +43,10 @@ export async function meshBench(opts: { changes: number; remoteServices: number;
     const etcdB = meshEtcd(stateDir, B);
     clients.push(etcdA, etcdB);
     await restA.post('/api/v1/namespaces', { metadata: { name: NS } });
-    heartbeat = await virtualNode(restA, '10.43.99.0/24');
+    // Every address the bench exports lies in the virtual node's pod CIDR: B accepts only A's pinned CIDRs.
+    heartbeat = await virtualNode(restA, '10.43.128.0/17');
     await connect(kc(A), kc(B), () => {});
-    const flips = await flipLatency({ rest: restA, etcd: etcdB, key: `${cachePrefix(A)}services/${NS}/flip`, ns: NS, ip: '10.43.99.2', changes: opts.changes });
+    const flips = await flipLatency({ rest: restA, etcd: etcdB, key: `${cachePrefix(A)}services/${NS}/flip`, ns: NS, ip: '10.43.128.2', changes: opts.changes });
     const results: Result[] = [distribution('propagation: readiness flip in A -> B cache', 'ms', flips, 'A: EndpointSlice controller + export; B: sync')];
 
     // Initial sync: put N services straight into A's export (the sync is what is measured), then connect B.

@@ -1,10 +1,9 @@
 // One skein-agent per node of a local cluster, attached to the node's cgroup (every pod process of the node
 // lives below it) with its maps and links pinned under the state dir's bpffs directory. Each agent has its
-// node identity from the cluster CA (etcd user skein-agent on the mesh etcd; its node to the node CA) and
+// node identity from the mesh CA (etcd user node-<node> on the mesh etcd; its node to the node CA) and
 // serves the SPIFFE Workload API on a socket.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { trustDomainOf } from '../../mtls/cluster-ca.js';
 import { issueNodeIdentity } from '../../mtls/mesh-identities.js';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { freePort } from './ports.js';
@@ -34,9 +33,9 @@ async function ensureNodeCert(a: AgentSpec): Promise<void> {
   const files = nodeCertFiles(a.clusterDir, a.index);
   if (existsSync(files.cert)) return;
   const pki = meshPki(a.clusterDir);
-  const ca = { certPem: readFileSync(pki.ca, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') };
+  const mesh = { certPem: readFileSync(pki.ca, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') };
   const node = nodeNet(a.tag, a.cluster, a.index);
-  const cert = await issueNodeIdentity({ ca, trustDomain: trustDomainOf(a.cluster.name) }, node.name);
+  const cert = await issueNodeIdentity({ cluster: a.cluster.name, mesh }, node.name);
   mkdirSync(join(a.clusterDir, `agent-${a.index}`), { recursive: true, mode: 0o700 });
   writeFileSync(files.cert, cert.certPem);
   writeFileSync(files.key, cert.keyPem, { mode: 0o600 });
@@ -56,6 +55,8 @@ export function agentArgv(a: AgentSpec, port: number): string[] {
     `--mesh-etcd-cert=${nodeCert.cert}`,
     `--mesh-etcd-key=${nodeCert.key}`,
     `--cgroup=${join(a.cgroupRoot, node.cgroup)}`,
+    // The node runner makes each pod's cgroup right under the node's (pod-<uid>): only there is a pod.
+    `--pod-cgroup-parent=${join(a.cgroupRoot, node.cgroup)}`,
     `--pin-dir=${join(bpffsDir(a.tag), a.cluster.name, String(a.index))}`,
     `--listen=127.0.0.1:${port}`,
     `--workload-socket=${workloadSocket(a.clusterDir, a.index)}`,

@@ -12,6 +12,7 @@ import { etcdDataDir, startEtcd } from './etcd.js';
 import { skeinProxyPath } from '../../apiserver/service-ref.js';
 import { waitFor } from './daemon.js';
 import { applyManifest, loadManifest } from './manifests.js';
+import { SERVICE_CIDR } from './topology.js';
 
 /** Files of the mesh etcd's PKI; root.* is the test bed's own etcd root identity (like the admin kubeconfig). */
 export const meshPki = (clusterDir: string) => {
@@ -20,7 +21,7 @@ export const meshPki = (clusterDir: string) => {
 };
 
 /**
- * The cluster's mesh etcd with TLS and client-certificate authentication. Its CA is the cluster's Skein CA
+ * The cluster's mesh etcd with TLS and client-certificate authentication. Its CA is the cluster's mesh CA
  * (the skein-ca Secret, created here on first use exactly as skein-apiserver would).
  */
 export async function startMeshEtcd(o: { cluster: string; clusterDir: string; logDir: string; cgroup: string; hostIp: string; adminKubeconfig: string }) {
@@ -30,11 +31,11 @@ export async function startMeshEtcd(o: { cluster: string; clusterDir: string; lo
   const ca = await ensureClusterCA(new KubeSecrets(new KubeRest(admin)), o.cluster);
   const pki = meshPki(o.clusterDir);
   mkdirSync(pki.dir, { recursive: true, mode: 0o700 });
-  const server = await issueMeshEtcdServer(ca, o.cluster, [o.hostIp, '127.0.0.1']);
-  const root = await issueMeshRootClient(ca, o.cluster);
-  writeFileSync(pki.ca, ca.ca.certPem);
-  // The test bed plays the installer: it issues node certificates for the agents from the cluster CA.
-  writeFileSync(pki.caKey, ca.ca.keyPem, { mode: 0o600 });
+  const server = await issueMeshEtcdServer(ca, [o.hostIp, '127.0.0.1']);
+  const root = await issueMeshRootClient(ca);
+  writeFileSync(pki.ca, ca.mesh.certPem);
+  // The test bed plays the installer: it issues node certificates for the agents from the mesh CA.
+  writeFileSync(pki.caKey, ca.mesh.keyPem, { mode: 0o600 });
   writeFileSync(pki.cert, server.certPem);
   writeFileSync(pki.key, server.keyPem, { mode: 0o600 });
   writeFileSync(pki.rootCert, root.certPem);
@@ -45,7 +46,7 @@ export async function startMeshEtcd(o: { cluster: string; clusterDir: string; lo
 export async function deploySkeinApiserver(o: { cluster: { name: string; id: number }; adminKubeconfig: string; meshEtcdUrl: string; logHint: string }): Promise<void> {
   const admin = new KubeConfig();
   admin.loadFromFile(o.adminKubeconfig);
-  await applyManifest(admin, loadManifest('skein-apiserver.yaml', { CLUSTER_NAME: o.cluster.name, CLUSTER_ID: String(o.cluster.id), MESH_ETCD: o.meshEtcdUrl }));
+  await applyManifest(admin, loadManifest('skein-apiserver.yaml', { CLUSTER_NAME: o.cluster.name, CLUSTER_ID: String(o.cluster.id), MESH_ETCD: o.meshEtcdUrl, SERVICE_CIDR }));
   const rest = new KubeRest(admin);
   await waitFor(`skein-apiserver of ${o.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 90_000, o.logHint);
 }

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../apiserver/kube/rest.js';
 import { keys } from '../../apiserver/schema/keys.js';
@@ -81,18 +81,37 @@ describe('workload identities across clusters', () => {
     expect(await probe(eastClient, other)).toMatchObject({ code: 7, details: expect.stringContaining('not a pod this node serves') });
   });
 
-  it("an agent's node identity reads the mesh etcd and writes nothing but the agents' views", async () => {
+  it("a node's identity reads only what its datapath and Workload API need and writes only its own view", async () => {
     const dir = join(statePaths(stateDir).cluster(EAST), 'agent-1');
     const state = readState(stateDir)!.clusters.find((c) => c.name === EAST)!;
+    const nodes = (await east.get<{ items: V1Node[] }>('/api/v1/nodes')).items.map((n) => n.metadata!.name!).sort();
+    const [self, other] = [nodes.find((n) => n.endsWith('-node-1'))!, nodes.find((n) => n.endsWith('-node-2'))!];
     const agentEtcd = connectMeshEtcd({ endpoints: [state.meshEtcdUrl], caFile: join(statePaths(stateDir).cluster(EAST), 'mesh-pki', 'ca.crt'), certFile: join(dir, 'node.crt'), keyFile: join(dir, 'node.key') });
+    const root = meshEtcd(stateDir, EAST);
     try {
+      // What it needs: bundles, the node CA endpoint, services, remotes' caches; and its own view.
       expect(await agentEtcd.get(keys.bundle(EAST, `${EAST}.skein`)).string()).toContain('BEGIN CERTIFICATE');
-      await agentEtcd.put(keys.agent(EAST, 'probe')).value('{}');
-      await agentEtcd.delete().key(keys.agent(EAST, 'probe'));
+      expect(await agentEtcd.get(keys.nodeCa(EAST)).string()).toContain('endpoint');
+      expect((await agentEtcd.getAll().prefix(`/skein/v1/cache/${WEST}/services/`).keys()).length).toBeGreaterThan(0);
+      // The lease-bound view it publishes is its own key; rewriting it (without the lease) is allowed too.
+      await waitFor('node-1 to publish its view', async () => ((await root.get(keys.agent(EAST, self)).string()) ? true : undefined), 30_000);
+      // Everything else, as that node: peers' credentials (private keys), allocation bookkeeping, another
+      // node's view, the export, bundles.
+      const before = await root.getAll().prefix('/skein/v1/').strings();
+      await expect(agentEtcd.getAll().prefix('/skein/v1/credentials/').strings()).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.getAll().prefix('/skein/v1/').keys()).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.getAll().prefix(`/skein/v1/local/${EAST}/identity-index/`).keys()).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.put(keys.agent(EAST, other)).value('{}')).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.delete().key(keys.agent(EAST, other))).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.put(keys.agent(EAST, 'probe')).value('{}')).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.put(keys.bundle(EAST, 'evil.skein')).value('{}')).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.put(`/skein/v1/export/${EAST}/services/default/evil`).value('{}')).rejects.toThrow(/permission denied/);
+      const after = await root.getAll().prefix('/skein/v1/').strings();
+      const stable = (m: Record<string, string>) => Object.keys(m).filter((k) => !k.includes('/heartbeat') && !k.includes('/agents/') && !k.includes('/sync/')).sort();
+      expect(stable(after)).toEqual(stable(before));
     } finally {
       agentEtcd.close();
+      root.close();
     }
   });
 

@@ -1,4 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -7,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, newKeyAndCsr } from '../x509.js';
 import { checkX509Svid, jwtBundleOf, signJwtSvid, signX509Svid, validateJwtSvid } from '../svid.js';
 import { securityHeader, watchX509Context, workloadApiClient, type X509Context } from './client.js';
+import { PeerProcess } from './peer-process.js';
 import { WorkloadApiServer, type IdentitySource } from './server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'skein-wl-'));
@@ -16,8 +20,10 @@ const west = await createCA({ commonName: 'west', ttlMs: 86_400_000, uri: 'spiff
 const der = (pem: string) => new X509Certificate(pem).raw;
 const ID = 'spiffe://east.skein/ns/default/sa/client';
 
-// A source that knows exactly one process (this one) and whose SVID can be rotated on demand.
+// A source that knows the processes in `knownPids` (this one, and test children) and whose SVID can be
+// rotated on demand. It asks for the caller's pid the way the agent does: through readWhileAlive.
 let known = true;
+const knownPids = new Set([process.pid]);
 let generation = 0;
 const listeners = new Set<() => void>();
 let bundles = new Map([['east.skein', der(ca.certPem)], ['west.skein', der(west.certPem)]]);
@@ -27,7 +33,7 @@ async function issue() {
 }
 let current = await issue();
 const source: IdentitySource<string> = {
-  attest: async (c) => (known && c.pid === process.pid ? 'me' : undefined),
+  attest: async (c) => (known && c.process.readWhileAlive((pid) => knownPids.has(pid)) ? 'me' : undefined),
   x509Svids: async () => [current],
   x509Bundles: () => bundles,
   jwtSvids: async (_w, audience) => [{ spiffeId: ID, token: (await signJwtSvid(ca, { spiffeId: ID, audience })).token }],
@@ -65,7 +71,10 @@ function nextContexts(n: number, md?: grpc.Metadata): Promise<X509Context[]> {
         w.stop();
         resolve(seen);
       }
-    }, reject, md);
+    }, (err) => {
+      w.stop(); // close the client: the fd test below counts the server's open connections
+      reject(err);
+    }, md);
   });
 }
 
@@ -117,5 +126,203 @@ describe('the SPIFFE Workload API server', () => {
     expect(v.spiffe_id).toBe(ID);
     expect(v.claims.fields.sub?.stringValue).toBe(ID);
     await expect(unary('ValidateJWTSVID', { audience: 'someone-else', svid: r.svids[0]!.svid })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+  });
+});
+
+// --- A connection belongs to the process that opened it -------------------------------------------------
+
+/**
+ * A child process that connects to `path` and hands the open connection to this process (as a child that
+ * inherits it, or any process it is passed to, would hold it), then lives until told to exit.
+ */
+async function connectorHandingOver(path: string): Promise<{ child: ChildProcess; conn: Socket; exit: () => Promise<void> }> {
+  const script = `const s = require('net').createConnection(process.argv[1], () => process.send('conn', s));
+    process.on('message', (m) => m === 'exit' && process.exit(0));`;
+  const child = spawn(process.execPath, ['-e', script, path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const conn = await new Promise<Socket>((resolve, reject) => {
+    child.once('message', (_m, handle) => resolve(handle as Socket));
+    child.once('exit', (code) => reject(new Error(`the connector exited (${code}) before handing its connection over`)));
+  });
+  const exit = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.send('exit');
+    });
+  return { child, conn, exit };
+}
+
+interface GrpcEnd {
+  status: number;
+  message: string;
+}
+
+/** A server-streaming Workload API call spoken by hand over an HTTP/2 session on a socket we were handed. */
+function rawStream(session: http2.ClientHttp2Session, method: string) {
+  const req = session.request({ ':method': 'POST', ':path': `/SpiffeWorkloadAPI/${method}`, 'content-type': 'application/grpc', te: 'trailers', 'workload.spiffe.io': 'true' });
+  const endOf = (h: http2.IncomingHttpHeaders): GrpcEnd => ({ status: Number(h['grpc-status']), message: decodeURIComponent(String(h['grpc-message'] ?? '')) });
+  const ended = new Promise<GrpcEnd>((resolve, reject) => {
+    req.on('response', (h) => h['grpc-status'] !== undefined && resolve(endOf(h))); // trailers-only answer
+    req.on('trailers', (h) => resolve(endOf(h)));
+    req.on('error', reject);
+  });
+  const first = new Promise<Buffer>((resolve) => {
+    let buf = Buffer.alloc(0);
+    req.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) resolve(buf.subarray(5, 5 + buf.readUInt32BE(1)));
+    });
+  });
+  req.end(Buffer.alloc(5)); // one empty message: the request types' fields are all optional
+  return { first, ended, close: () => req.close() };
+}
+
+/** FetchX509SVID's first answer over `session`: its message, or how the call ended. */
+async function fetchX509Once(session: http2.ClientHttp2Session): Promise<{ message?: Buffer; end?: GrpcEnd }> {
+  const s = rawStream(session, 'FetchX509SVID');
+  try {
+    return await Promise.race([s.first.then((message) => ({ message })), s.ended.then((end) => ({ end }))]);
+  } finally {
+    s.close();
+  }
+}
+
+const pidfdsOfThisProcess = () =>
+  readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).includes('pidfd');
+    } catch {
+      return false; // closed meanwhile (readdir's own fd)
+    }
+  }).length;
+
+async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('a Workload API connection belongs to the process that opened it', () => {
+  it('serves a connection handed to another process while its connector lives, and refuses it once the connector exited', async () => {
+    const c = await connectorHandingOver(socket);
+    // The source goes on knowing the connector's pid after it exits, as it would if a pod's process got it:
+    // only the pidfd can tell the connection's process is gone.
+    knownPids.add(c.child.pid!);
+    const session = http2.connect('http://workload-api', { createConnection: () => c.conn });
+    try {
+      const served = await fetchX509Once(session);
+      expect(served.end).toBeUndefined();
+      expect(served.message!.includes(Buffer.from(ID))).toBe(true);
+
+      const before = server.refusals.connectorExited;
+      await c.exit();
+      const refused = await fetchX509Once(session);
+      expect(refused.message).toBeUndefined();
+      expect(refused.end).toMatchObject({ status: grpc.status.PERMISSION_DENIED, message: expect.stringMatching(new RegExp(`process that opened this connection \\(pid ${c.child.pid}\\) has exited`)) });
+      expect(server.refusals.connectorExited).toBe(before + 1);
+    } finally {
+      session.destroy();
+      knownPids.delete(c.child.pid!);
+      c.child.kill('SIGKILL');
+    }
+  });
+
+  it('ends a stream at its next push once the connector has exited', async () => {
+    const c = await connectorHandingOver(socket);
+    knownPids.add(c.child.pid!);
+    const session = http2.connect('http://workload-api', { createConnection: () => c.conn });
+    try {
+      const s = rawStream(session, 'FetchX509SVID');
+      expect((await s.first).includes(Buffer.from(ID))).toBe(true);
+      await c.exit();
+      current = await issue(); // a rotation: the stream would push the new SVID
+      for (const l of listeners) l();
+      await expect(s.ended).resolves.toMatchObject({ status: grpc.status.PERMISSION_DENIED, message: expect.stringContaining('has exited') });
+    } finally {
+      session.destroy();
+      knownPids.delete(c.child.pid!);
+      c.child.kill('SIGKILL');
+    }
+  });
+
+  it('closes the connection’s pidfd when the connection closes (no fd leak)', async () => {
+    await until('earlier connections to close', () => server.connections === 0);
+    const baseline = pidfdsOfThisProcess();
+    const conns = Array.from({ length: 5 }, () => createConnection(socket));
+    try {
+      await until('the server to pin 5 connections', () => server.connections === 5);
+      expect(pidfdsOfThisProcess()).toBe(baseline + 5);
+    } finally {
+      for (const s of conns) s.destroy();
+    }
+    await until('the server to see the 5 connections closed', () => server.connections === 0);
+    expect(pidfdsOfThisProcess()).toBe(baseline);
+  });
+});
+
+describe('PeerProcess: the process behind a unix socket', () => {
+  const path = join(dir, 'peer.sock');
+  // Not read from: a socket whose peer is gone stays open for the test to ask about its peer.
+  const accepted: { sock: Socket; fd: number }[] = [];
+  const listener = createServer({ pauseOnConnect: true }, (sock) => accepted.push({ sock, fd: (sock as unknown as { _handle: { fd: number } })._handle.fd }));
+  beforeAll(() => new Promise<void>((r) => listener.listen(path, r)));
+  afterAll(() => {
+    for (const a of accepted) a.sock.destroy();
+    return new Promise<void>((r) => listener.close(() => r()));
+  });
+  const nextAccepted = async () => {
+    const n = accepted.length;
+    await until('a connection', () => accepted.length > n);
+    return accepted[n]!;
+  };
+
+  it('pins the connector by SO_PEERPIDFD, and by pidfd_open where that is missing; both see it exit', async () => {
+    const child = spawn(process.execPath, ['-e', "require('net').createConnection(process.argv[1]); setInterval(() => {}, 1000)", path], { stdio: 'ignore' });
+    const pinned: PeerProcess[] = [];
+    try {
+      const { fd } = await nextAccepted();
+      pinned.push(PeerProcess.ofSocket(fd), PeerProcess.ofSocket(fd, 'pidfd_open'));
+      expect(pinned.map((p) => p.via)).toEqual(['SO_PEERPIDFD', 'pidfd_open']);
+      for (const p of pinned) {
+        expect(p.pidAtConnect).toBe(child.pid);
+        expect(p.alive()).toBe(true);
+        expect(p.currentPid()).toBe(child.pid);
+        expect(p.readWhileAlive((pid) => pid)).toBe(child.pid);
+      }
+      await new Promise((r) => child.once('exit', r).kill('SIGKILL'));
+      for (const p of pinned) {
+        expect(p.alive()).toBe(false);
+        expect(p.currentPid()).toBeUndefined();
+        let read = false;
+        expect(p.readWhileAlive(() => (read = true))).toBeUndefined();
+        expect(read).toBe(false);
+      }
+    } finally {
+      for (const p of pinned) p.close();
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('never takes a connector that exited before the accept for whoever holds its pid now', async () => {
+    // spawnSync blocks this event loop: the child connects, exits and is reaped before we accept.
+    const r = spawnSync(process.execPath, ['-e', "require('net').createConnection(process.argv[1], () => process.exit(0))", path]);
+    expect(r.status).toBe(0);
+    const { fd } = await nextAccepted();
+    // The fallback must refuse: its pid is gone (or, reused, names a process started after the connect).
+    expect(() => PeerProcess.ofSocket(fd, 'pidfd_open')).toThrow(/pidfd_open\(\d+\)/);
+    // SO_PEERPIDFD either refuses too or (Linux >= 6.16) gives a pidfd of the dead connector: never a live process.
+    let p: PeerProcess | undefined;
+    try {
+      p = PeerProcess.ofSocket(fd);
+    } catch (err) {
+      expect((err as Error).message).toMatch(/SO_PEERPIDFD/);
+    }
+    if (p) {
+      expect(p.alive()).toBe(false);
+      expect(p.readWhileAlive((pid) => pid)).toBeUndefined();
+      p.close();
+    }
   });
 });

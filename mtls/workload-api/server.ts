@@ -1,20 +1,24 @@
-// The SPIFFE Workload API on a unix socket (gRPC, @grpc/grpc-js). Each connection's peer credentials
-// (SO_PEERCRED) are taken when it is accepted, and every call is attested from them by the identity source:
-// a caller it does not know gets PermissionDenied, never anyone else's identity. Streams push a new
-// response whenever the caller's SVIDs or the bundles change.
+// The SPIFFE Workload API on a unix socket (gRPC, @grpc/grpc-js). Each connection is bound to the process
+// that opened it (a pidfd taken when it is accepted, closed with it), and every call is attested from that
+// process by the identity source: a caller it does not know, or a connection whose process has exited (its
+// pid may be another pod's by now), gets PermissionDenied, never anyone else's identity. Streams push a new
+// response whenever the caller's SVIDs or the bundles change, while the connecting process lives.
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { JSONWebKeySet } from 'jose';
 import { sourceDir } from '../source-dir.js';
+import { PeerProcess } from './peer-process.js';
 
 export interface Caller {
+  /** The connector's pid, uid and gid when it connected (SO_PEERCRED); the pid for messages only. */
   pid: number;
   uid: number;
   gid: number;
+  /** The connecting process itself: anything about it (its cgroup) is read through readWhileAlive. */
+  process: Pick<PeerProcess, 'alive' | 'readWhileAlive'>;
 }
 
 export interface X509SvidEntry {
@@ -27,7 +31,7 @@ export interface X509SvidEntry {
 
 /** What the Workload API serves; the node agent implements it (attestation, signing, bundles). */
 export interface IdentitySource<W> {
-  /** The workload a process belongs to; undefined when it is none this node serves. */
+  /** The workload the caller's process belongs to; undefined when it is none this node serves (or it exited). */
   attest(caller: Caller): Promise<W | undefined>;
   x509Svids(w: W): Promise<X509SvidEntry[]>;
   /** Trust domain → its CA certificates (DER concatenated): this cluster's and every federated one. */
@@ -47,8 +51,6 @@ export function loadWorkloadApi(): grpc.GrpcObject {
   const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
   return grpc.loadPackageDefinition(def);
 }
-
-const peerCredentials = (createRequire(import.meta.url)(join(sourceDir(import.meta.url), '..', 'build', 'peer_cred.node')) as { peerCredentials: (fd: number) => Caller }).peerCredentials;
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type GrpcError = Partial<grpc.StatusObject> & { code: grpc.status };
@@ -73,7 +75,7 @@ export class WorkloadApiServer<W> {
   private netServer?: NetServer;
   private nextConn = 0;
   /** Calls refused and why, for metrics. */
-  readonly refusals = { missingHeader: 0, unknownCaller: 0 };
+  readonly refusals = { missingHeader: 0, unknownCaller: 0, connectorExited: 0 };
 
   constructor(
     private readonly source: IdentitySource<W>,
@@ -96,19 +98,22 @@ export class WorkloadApiServer<W> {
     const injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     this.netServer = createServer((sock: Socket) => {
       const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      let caller: Caller;
+      let peer: PeerProcess;
       try {
-        caller = peerCredentials(fd ?? -1);
+        peer = PeerProcess.ofSocket(fd ?? -1);
       } catch (err) {
-        this.log(`workload API: no peer credentials for a connection (${(err as Error).message}); closing it`);
+        this.log(`workload API: cannot tell which process opened a connection (${(err as Error).message}); closing it`);
         sock.destroy();
         return;
       }
       // grpc-js reports a call's peer from the socket's remoteAddress: make it name this connection.
       const id = `conn-${++this.nextConn}`;
       Object.defineProperty(sock, 'remoteAddress', { value: id });
-      this.callers.set(id, caller);
-      sock.on('close', () => this.callers.delete(id));
+      this.callers.set(id, { pid: peer.pidAtConnect, uid: peer.uid, gid: peer.gid, process: peer });
+      sock.on('close', () => {
+        this.callers.delete(id);
+        peer.close();
+      });
       injector.injectConnection(sock);
     });
     await new Promise<void>((resolve, reject) => {
@@ -116,6 +121,11 @@ export class WorkloadApiServer<W> {
       this.netServer!.listen(path, () => resolve());
     });
     chmodSync(path, 0o777);
+  }
+
+  /** Open connections (each holds its connector's pidfd until it closes). */
+  get connections(): number {
+    return this.callers.size;
   }
 
   private callerOf(call: AnyCall): Caller | undefined {
@@ -129,12 +139,23 @@ export class WorkloadApiServer<W> {
       return { ok: false, err: fail(grpc.status.INVALID_ARGUMENT, `security header missing from request: send metadata "${HEADER}: true"`) };
     }
     const caller = this.callerOf(call);
+    if (caller && !caller.process.alive()) return { ok: false, err: this.connectorExited(caller) };
     const w = caller && (await this.source.attest(caller));
     if (!w) {
+      // attest reads the process only while it lives: tell an exit during the call from a stranger.
+      if (caller && !caller.process.alive()) return { ok: false, err: this.connectorExited(caller) };
       this.refusals.unknownCaller++;
       return { ok: false, err: fail(grpc.status.PERMISSION_DENIED, `no identity issued to this caller (pid ${caller?.pid ?? 'unknown'}): it is not a pod this node serves`) };
     }
     return { ok: true, w };
+  }
+
+  private connectorExited(caller: Caller): GrpcError {
+    this.refusals.connectorExited++;
+    return fail(
+      grpc.status.PERMISSION_DENIED,
+      `the process that opened this connection (pid ${caller.pid}) has exited: a Workload API connection serves only the process that opened it (its pid may belong to another process now); connect again`,
+    );
   }
 
   private async stream(call: grpc.ServerWritableStream<unknown, unknown>, perWorkload: boolean, build: (w: W | undefined) => Promise<object>): Promise<void> {
@@ -144,6 +165,13 @@ export class WorkloadApiServer<W> {
     let closed = false;
     const push = async () => {
       if (closed) return;
+      // What the stream carries was attested for its connector: once that process is gone, so is the stream.
+      const caller = this.callerOf(call);
+      if (perWorkload && caller && !caller.process.alive()) {
+        closed = true;
+        unsubscribe();
+        return void call.emit('error', this.connectorExited(caller));
+      }
       try {
         const msg = await build(admitted.w);
         const fingerprint = JSON.stringify(msg, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));

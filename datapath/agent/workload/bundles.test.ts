@@ -3,7 +3,7 @@ import { createCA } from '../../../mtls/x509.js';
 import { acceptBundle } from './bundles.js';
 
 const west = await createCA({ commonName: 'west', ttlMs: 86_400_000, uri: 'spiffe://west.skein' });
-const raw = (caPem: string, trustDomain = 'west.skein') => JSON.stringify({ trustDomain, caPem, own: false });
+const raw = (caPem: string, trustDomain = 'west.skein') => JSON.stringify({ trustDomain, caPem, cluster: 'west', own: false });
 
 function tamper(pem: string): string {
   const der = Buffer.from(pem.split('\n').filter((l) => l && !l.startsWith('-----')).join(''), 'base64');

@@ -6,6 +6,7 @@ import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { JSONWebKeySet } from 'jose';
 import { startInformer, type RunningInformer } from '../../../apiserver/kube/informer.js';
+import { retryUntilDone } from '../../../apiserver/retry.js';
 import type { KubeRest } from '../../../apiserver/kube/rest.js';
 import { NodeCaClient } from '../../../apiserver/node-ca/client.js';
 import { keys } from '../../../apiserver/schema/keys.js';
@@ -45,7 +46,9 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   readonly stats = { issued: 0, renewed: 0, refusedBundles: 0 };
 
   constructor(
-    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { certPem: string; keyPem: string }; log: Log },
+    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { caPem: string; certPem: string; keyPem: string }; log: Log;
+      /** Where this node's pod cgroups live, as /proc/<pid>/cgroup names them (attest.ts). */
+      podCgroupParents: readonly string[] },
   ) {}
 
   async start(): Promise<void> {
@@ -63,12 +66,19 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
       },
       onRestart: (err) => this.o.log.warn({ err: (err as Error)?.message }, 'pod watch restarting'),
     });
-    const prefix = keys.bundlesPrefix(this.o.cluster);
-    this.watcher = await this.o.etcd.watch().prefix(prefix).create();
-    this.watcher.on('put', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString()));
-    this.watcher.on('delete', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), undefined));
-    for (const [k, v] of Object.entries(await this.o.etcd.getAll().prefix(prefix).strings())) await this.onBundle(k.slice(prefix.length), v);
+    // A new node's etcd user appears when the apiserver sees its Node: until then reads are refused.
+    await retryUntilDone('following the trust bundles in the mesh etcd', () => this.followBundles(), this.o.log);
     await this.informer.synced;
+  }
+
+  private async followBundles(): Promise<void> {
+    const prefix = keys.bundlesPrefix(this.o.cluster);
+    const current = await this.o.etcd.getAll().prefix(prefix).exec();
+    const watcher = await this.o.etcd.watch().prefix(prefix).startRevision(String(Number(current.header.revision) + 1)).create();
+    this.watcher = watcher;
+    watcher.on('put', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString()));
+    watcher.on('delete', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), undefined));
+    for (const kv of current.kvs) await this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString());
   }
 
   private forget(uid: string): void {
@@ -98,27 +108,23 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     for (const l of this.bundleListeners) l();
   }
 
-  private ownBundle(): AcceptedBundle | undefined {
-    return [...this.bundles.values()].find((b) => b.own);
-  }
-
   /** The node CA client for the endpoint the apiserver last published (it moves when its pod does). */
   private async client(): Promise<NodeCaClient> {
     const raw = (await this.o.etcd.get(keys.nodeCa(this.o.cluster)).string()) ?? undefined;
     const parsed = raw ? NodeCaEndpoint.safeParse(JSON.parse(raw)) : undefined;
     if (!parsed?.success) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
-    const own = this.ownBundle();
-    if (!own) throw new Error("this cluster's own trust bundle is not in the mesh etcd yet");
     if (this.nodeCa?.endpoint !== parsed.data.endpoint) {
       this.nodeCa?.client.close();
-      this.nodeCa = { endpoint: parsed.data.endpoint, client: new NodeCaClient(parsed.data.endpoint, { caPem: own.caPem, ...this.o.nodeTls }) };
+      // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
+      this.nodeCa = { endpoint: parsed.data.endpoint, client: new NodeCaClient(parsed.data.endpoint, this.o.nodeTls) };
       this.endpoint = parsed.data.endpoint;
     }
     return this.nodeCa.client;
   }
 
   async attest(caller: Caller): Promise<PodIdentity | undefined> {
-    const uid = podUidOfPid(caller.pid);
+    // The cgroup of the process that opened the connection, read while it lives (a reused pid is not it).
+    const uid = caller.process.readWhileAlive((pid) => podUidOfPid(pid, this.o.podCgroupParents));
     const pod = uid ? this.pods.get(uid) : undefined;
     if (!pod || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return undefined;
     return { namespace: pod.metadata!.namespace!, name: pod.metadata!.name!, uid: uid! };
