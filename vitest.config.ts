@@ -8,7 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['{apiserver,sync,mtls,datapath,deploy}/**/*.test.ts', 'e2e/testbed/**/*.test.ts'],
+          include: ['{mesh,apiserver,sync,mtls,datapath,deploy,testbed}/**/*.test.ts'],
           testTimeout: 20_000,
         },
       },

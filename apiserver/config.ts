@@ -2,8 +2,8 @@
 // error that names the flag and the fix.
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { ClusterId, ClusterName } from './schema/cluster.js';
-import { parseCidr } from './schema/values.js';
+import { ClusterId, ClusterName } from '../mesh/schema/cluster.js';
+import { parseCidr } from '../mesh/schema/values.js';
 
 const SECONDS_HINT = 'give whole seconds, for example 30';
 

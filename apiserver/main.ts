@@ -4,26 +4,26 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { ensureClusterCA, type ClusterCA } from '../mtls/cluster-ca.js';
-import { CredentialIssuer } from '../sync/credentials.js';
+import { CredentialIssuer } from '../sync/credential-issuer.js';
 import { SyncManager } from '../sync/manager.js';
 import { parseConfig, type ApiserverConfig } from './config.js';
 import { Exporter } from './export/exporter.js';
-import { StateWriter } from './export/writer.js';
+import { StateWriter } from '../mesh/state-writer.js';
 import { buildHttp } from './http.js';
-import { KubeRest } from './kube/rest.js';
-import { KubeSecrets } from './kube/secrets.js';
-import { ensureMeshAuth } from './mesh-auth.js';
-import { connectMeshEtcd, EtcdKv, type EtcdRef } from './mesh-etcd.js';
+import { KubeRest } from '../mesh/kube/rest.js';
+import { KubeSecrets } from '../mesh/kube/secrets.js';
+import { ensureMeshAuth, syncPeerUsers } from './mesh-auth.js';
+import { connectMeshEtcd, EtcdKv, type EtcdRef } from '../mesh/etcd.js';
 import { EtcdReleasableIdentityStore } from './export/identity-etcd.js';
 import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
-import { retryUntilDone } from './retry.js';
-import { agentViews } from './status.js';
+import { retryUntilDone } from '../mesh/backoff.js';
+import { agentViews } from '../mesh/status.js';
 import { NodeCaServer } from './node-ca/server.js';
 import { NodeUsers } from './node-users.js';
 import { publishBundle } from '../sync/bundles.js';
-import { keys } from './schema/keys.js';
-import { encodeValue, NodeCaEndpoint } from './schema/values.js';
+import { keys } from '../mesh/schema/keys.js';
+import { encodeValue, NodeCaEndpoint } from '../mesh/schema/values.js';
 import type { Logger } from 'pino';
 
 /**
@@ -95,6 +95,7 @@ async function main(): Promise<void> {
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
   const sync = new SyncManager({
     kc, rest, secrets: new KubeSecrets(rest), local: etcdRef, localCluster: cfg.clusterName, log, issuer, ownTrustDomain: ca?.trustDomain,
+    authorizePeers: (peers) => syncPeerUsers(etcdRef(), cfg.clusterName, peers),
     staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs,
     serviceCidr: cfg.serviceCidr,
     onRemoteRejected: (remote, reason) => metrics.remoteRejectedKeys.inc({ remote, reason }),

@@ -6,7 +6,7 @@
 import { Range, type Etcd3 } from 'etcd3';
 import { ETCD_ROOT_USER, NODE_USER_PREFIX, nodeUser, remoteUser } from '../mtls/mesh-identities.js';
 import { ensureRole, ensureUser, removeRole, removeUser } from './etcd-rbac.js';
-import { datapathPrefixes, exportPrefix, keys, ROOT } from './schema/keys.js';
+import { datapathPrefixes, exportPrefix, keys, ROOT } from '../mesh/schema/keys.js';
 
 export const READ_EXPORT_ROLE = 'skein-read-export';
 /** Reads shared by every node agent. */

@@ -4,9 +4,9 @@
 import type { Etcd3 } from 'etcd3';
 import type { ClusterCA } from '../mtls/cluster-ca.js';
 import { issueMeshRootClient } from '../mtls/mesh-identities.js';
-import { needsRenewal, remainingMs } from '../sync/credentials.js';
-import { connectMeshEtcd, type EtcdRef } from './mesh-etcd.js';
-import { keys } from './schema/keys.js';
+import { needsRenewal, remainingMs } from '../mesh/credentials.js';
+import { connectMeshEtcd, type EtcdRef } from '../mesh/etcd.js';
+import { keys } from '../mesh/schema/keys.js';
 
 const DRAIN_MS = 30_000;
 

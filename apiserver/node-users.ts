@@ -2,12 +2,12 @@
 // datapath and Workload API need and writes only its own view. Follows the Node objects: a new node gets its
 // user, a deleted node's user and role go. Reconciles run one at a time and retry until they succeed.
 import type { KubeConfig, V1Node } from '@kubernetes/client-node';
-import { startInformer, type RunningInformer } from './kube/informer.js';
-import type { KubeRest } from './kube/rest.js';
-import { Dns1123Subdomain } from './kube/names.js';
+import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
+import type { KubeRest } from '../mesh/kube/rest.js';
+import { Dns1123Subdomain } from '../mesh/kube/names.js';
 import { syncNodeUsers } from './mesh-auth.js';
-import type { EtcdRef } from './mesh-etcd.js';
-import { retryUntilDone } from './retry.js';
+import type { EtcdRef } from '../mesh/etcd.js';
+import { retryUntilDone } from '../mesh/backoff.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 

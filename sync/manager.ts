@@ -2,22 +2,22 @@
 // Secret changes, stopped with its cache removed when the Secret goes), and etcd users for the peers allowed
 // to read our export. No restart is needed for a connect or a disconnect.
 import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
-import type { EtcdRef } from '../apiserver/mesh-etcd.js';
-import { startInformer, type RunningInformer } from '../apiserver/kube/informer.js';
-import type { KubeRest } from '../apiserver/kube/rest.js';
-import { syncPeerUsers } from '../apiserver/mesh-auth.js';
-import { SKEIN_NAMESPACE } from '../apiserver/service-ref.js';
+import type { EtcdRef } from '../mesh/etcd.js';
+import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
+import type { KubeRest } from '../mesh/kube/rest.js';
+import { SKEIN_NAMESPACE } from '../mesh/service-ref.js';
 import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from './bundles.js';
-import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from './secrets.js';
+import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from '../mesh/link-secrets.js';
 import { trustDomainOf } from '../mtls/cluster-ca.js';
 import { checkBundleCa } from '../mtls/trust-bundle.js';
-import { decodeSecretData, type KubeSecrets } from '../apiserver/kube/secrets.js';
-import type { CredentialIssuer } from './credentials.js';
-import { RemoteSync, type RemoteStatus } from './remote-sync.js';
-import { LocalNetworks, parsePin, type RejectReason } from './address-policy.js';
-import { keys, parseExportKey } from '../apiserver/schema/keys.js';
-import { decodeValue, type ClusterConfig } from '../apiserver/schema/values.js';
-import { remoteSecretName } from './secrets.js';
+import { decodeSecretData, type KubeSecrets } from '../mesh/kube/secrets.js';
+import type { CredentialIssuer } from './credential-issuer.js';
+import type { RemoteStatus } from '../mesh/status.js';
+import { RemoteSync } from './remote-sync.js';
+import { LocalNetworks, parsePin, type RejectReason } from '../mesh/address-policy.js';
+import { keys, parseExportKey } from '../mesh/schema/keys.js';
+import { decodeValue, type ClusterConfig } from '../mesh/schema/values.js';
+import { remoteSecretName } from '../mesh/link-secrets.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
@@ -40,6 +40,8 @@ export class SyncManager {
       log: Log;
       /** Renews peers' identities signed by our CA (absent without a CA). */
       issuer?: CredentialIssuer;
+      /** Makes the peers allowed to read our export exactly `peers` (their etcd users). */
+      authorizePeers: (peers: string[]) => Promise<void>;
       /** This cluster's own trust domain: its bundle is never pruned. */
       ownTrustDomain?: string;
       staleAfterMs?: number;
@@ -234,7 +236,7 @@ export class SyncManager {
 
   private async reconcilePeers(): Promise<void> {
     const peers = [...new Set(this.peers.values())];
-    await syncPeerUsers(this.o.local(), this.o.localCluster, peers);
+    await this.o.authorizePeers(peers);
     await this.o.issuer?.setPeers(peers);
   }
 

@@ -6,13 +6,14 @@
 // addresses and identities the peer may not claim (address-policy.ts: the pod CIDRs and cluster ID
 // `skein connect` pinned, never loopback/link-local/…, never this cluster's own networks).
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { connectMeshEtcd, EtcdKv, listPrefix, type EtcdRef } from '../apiserver/mesh-etcd.js';
+import { connectMeshEtcd, EtcdKv, listPrefix, type EtcdRef } from '../mesh/etcd.js';
 import { X509Certificate } from 'node:crypto';
-import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT, type ParsedKey } from '../apiserver/schema/keys.js';
-import { decodeValue, type ClusterConfig, type ExportValue } from '../apiserver/schema/values.js';
-import { LocalNetworks, PeerPolicy, type RejectReason, type Rejection } from './address-policy.js';
-import { StateWriter } from '../apiserver/export/writer.js';
-import { Credential, credentialKey } from './credentials.js';
+import { cachePrefix, exportPrefix, keys, parseExportKey, ROOT, type ParsedKey } from '../mesh/schema/keys.js';
+import { decodeValue, encodeValue, SyncStatus, type ClusterConfig, type ExportValue } from '../mesh/schema/values.js';
+import { LocalNetworks, PeerPolicy, type RejectReason, type Rejection } from '../mesh/address-policy.js';
+import type { RemoteStatus } from '../mesh/status.js';
+import { StateWriter } from '../mesh/state-writer.js';
+import { Credential, credentialKey } from '../mesh/credentials.js';
 
 export interface RemoteSpec {
   name: string;
@@ -23,33 +24,6 @@ export interface RemoteSpec {
   keyPem: string;
   /** The peer's pod CIDRs as `skein connect` pinned them: all it may claim pod addresses in. */
   podCidrs: string[];
-}
-
-export interface RemoteStatus {
-  cluster: string;
-  id: number;
-  endpoint: string;
-  connected: boolean;
-  synced: boolean;
-  stale: boolean;
-  lastHeartbeat?: string;
-  revision: number;
-  revisionLag: number;
-  services: number;
-  identities: number;
-  nodes: number;
-  ips: number;
-  rejected: number;
-  /** Rejections per reason (see address-policy.ts REJECT_REASONS). */
-  rejectedByReason: Partial<Record<RejectReason, number>>;
-  /** The pod CIDRs pinned at connect time. */
-  pinnedPodCidrs: string[];
-  /** Pod CIDRs the peer advertises beyond its pin (informational: run skein connect again to re-pin). */
-  advertisedBeyondPin?: string[];
-  relists: number;
-  rotations: number;
-  identityExpires?: string;
-  lastError?: string;
 }
 
 export interface RemoteSyncOptions {
@@ -79,7 +53,7 @@ async function cancelWatcher(w: Watcher | undefined): Promise<void> {
 }
 
 /** Where the sync engine publishes each remote's health for the local agents. */
-export const remoteStatusKey = (remote: string) => `${ROOT}/sync/${remote}/status`;
+
 
 export class RemoteSync {
   private client?: Etcd3;
@@ -399,10 +373,10 @@ export class RemoteSync {
       this.writer.replaceUnder(this.cachePfx, new Map());
     }
     // Only what the datapath acts on, and only when it changes: every write wakes every agent of the cluster.
-    const value = JSON.stringify({ cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale });
+    const value = encodeValue(SyncStatus, { cluster: s.cluster, connected: s.connected, synced: s.synced, stale: s.stale });
     if (value === this.published) return;
     try {
-      await this.o.local().put(remoteStatusKey(this.remote.name)).value(value);
+      await this.o.local().put(keys.syncStatus(this.remote.name)).value(value);
       this.published = value;
     } catch {
       /* the local etcd is down: published stays stale, the next tick retries */
@@ -421,7 +395,7 @@ export class RemoteSync {
       this.writer.resume();
       this.writer.replaceUnder(this.cachePfx, new Map());
       await this.writer.idle();
-      await this.o.local().delete().key(remoteStatusKey(this.remote.name)).catch(() => {});
+      await this.o.local().delete().key(keys.syncStatus(this.remote.name)).catch(() => {});
     }
   }
 }

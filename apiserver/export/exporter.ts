@@ -4,17 +4,18 @@
 import { isIPv4 } from 'node:net';
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { Lease } from 'etcd3';
-import type { EtcdRef } from '../mesh-etcd.js';
-import { startInformer, type RunningInformer } from '../kube/informer.js';
-import type { KubeRest } from '../kube/rest.js';
-import { EXPORT_KINDS, exportPrefix, keys, type ExportKind } from '../schema/keys.js';
-import { ClusterConfig, encodeValue, GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode, SyncedMarker } from '../schema/values.js';
+import type { EtcdRef } from '../../mesh/etcd.js';
+import { startInformer, type RunningInformer } from '../../mesh/kube/informer.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import { EXPORT_KINDS, exportPrefix, keys, type ExportKind } from '../../mesh/schema/keys.js';
+import { ClusterConfig, encodeValue, GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode, SyncedMarker } from '../../mesh/schema/values.js';
 import type { Metrics } from '../metrics.js';
-import { retryUntilDone } from '../retry.js';
-import { parseGlobalAnnotations, type GlobalSpec } from './annotations.js';
+import { retryUntilDone } from '../../mesh/backoff.js';
+import { parseGlobalAnnotations, type GlobalSpec } from '../../mesh/schema/annotations.js';
 import { DEFAULT_IDENTITY_GC_GRACE_MS, IdentityAllocator, IdentitySpaceExhaustedError, identityLabels, type ReleasableIdentityStore } from './identity.js';
 import { globalServiceValue } from './service-model.js';
-import { StateWriter } from './writer.js';
+import type { ExportStatus } from '../../mesh/status.js';
+import { StateWriter } from '../../mesh/state-writer.js';
 
 export interface ExporterOptions {
   cluster: string;
@@ -32,22 +33,6 @@ export interface ExporterOptions {
   log: { info: (obj: object, msg: string) => void; warn: (obj: object, msg: string) => void };
   heartbeatMs?: number;
   leaseTtlSeconds?: number;
-}
-
-export interface ExportStatus {
-  cluster: string;
-  clusterId: number;
-  synced: boolean;
-  podCidrs: string[];
-  services: { name: string; shared: boolean; affinity: string; backends: number; readyBackends: number }[];
-  identities: number;
-  ips: number;
-  nodes: number;
-  etcd: { backlog: number; writes: number; lastError?: string };
-  watchRestarts: number;
-  /** From process start to the initial export written. */
-  initialSyncMs?: number;
-  rssBytes: number;
 }
 
 const nodePodCidrs = (n: V1Node): string[] => n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : []);

@@ -1,13 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { KubeConfig, V1Namespace, V1Pod } from '@kubernetes/client-node';
-import type { KubeRest } from '../kube/rest.js';
-import type { EtcdRef } from '../mesh-etcd.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import type { EtcdRef } from '../../mesh/etcd.js';
 import { createMetrics } from '../metrics.js';
-import { keys } from '../schema/keys.js';
-import { IpEntry } from '../schema/values.js';
+import { keys } from '../../mesh/schema/keys.js';
+import { IpEntry } from '../../mesh/schema/values.js';
 import { Exporter } from './exporter.js';
 import { IdentityAllocator, IdentitySpaceExhaustedError, identityLabels, identityNumber, labelsHash, type ReleasableIdentityStore } from './identity.js';
-import { StateWriter, type KvBackend, type KvOp } from './writer.js';
+import { StateWriter, type KvBackend, type KvOp } from '../../mesh/state-writer.js';
 
 /** The mesh etcd's identity bookkeeping in memory; `exported` plays the export keys that mark use. */
 class MemoryIdentityStore implements ReleasableIdentityStore {

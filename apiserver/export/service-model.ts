@@ -2,8 +2,8 @@
 // unchanged service serializes to the same bytes and is never rewritten.
 import { isIPv4 } from 'node:net';
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
-import type { Backend, GlobalService } from '../schema/values.js';
-import type { GlobalSpec } from './annotations.js';
+import type { Backend, GlobalService } from '../../mesh/schema/values.js';
+import type { GlobalSpec } from '../../mesh/schema/annotations.js';
 
 
 type Protocol = 'TCP' | 'UDP' | 'SCTP';

@@ -2,28 +2,16 @@
 // certificate names (URI SAN urn:skein:mesh:<cluster>:node:<node>, signed by this cluster's mesh CA); it gets
 // SVIDs, signed by the workload CA, only for pods the Kubernetes API binds to that node. The SPIFFE ID comes
 // from the pod object the API returned (its namespace and service account), never from the request.
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
 import { nodeUri } from '../../mtls/mesh-identities.js';
-import { sourceDir } from '../../mtls/source-dir.js';
 import { X509Certificate } from 'node:crypto';
-import { isNotFound, type KubeRest } from '../kube/rest.js';
-import { Dns1123Subdomain, firstIssue, podPath, PodRef } from '../kube/names.js';
-
-export type { PodRef };
-
-/** The name in the node CA's serving certificate that agents verify (its address moves with the pod). */
-export const NODE_CA_NAME = 'skein-apiserver.skein-system.svc';
-
-export function loadNodeCaApi(): grpc.GrpcObject {
-  const def = protoLoader.loadSync(join(sourceDir(import.meta.url), 'node-ca.proto'), { keepCase: true, longs: Number, defaults: true });
-  return grpc.loadPackageDefinition(def);
-}
+import { isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
+import { Dns1123Subdomain, firstIssue, podPath, PodRef } from '../../mesh/kube/names.js';
+import { loadNodeCaApi, NODE_CA_NAME } from '../../mesh/node-ca/proto.js';
 
 type Handler<Req> = (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
 type Refusal = { error: Partial<grpc.StatusObject> };

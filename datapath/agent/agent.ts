@@ -4,9 +4,9 @@
 // an in-memory merged view; a change recomputes only the services it touched, and bursts are coalesced.
 // A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
 import type { Etcd3, Lease, Watcher } from 'etcd3';
-import { datapathPrefixes, keys } from '../../apiserver/schema/keys.js';
-import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../apiserver/schema/values.js';
-import { loadMergedView, type MergedView } from '../../sync/merged-view.js';
+import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
+import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values.js';
+import { loadMergedView, type MergedView } from './merged-view.js';
 import type { Programmed, SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
 

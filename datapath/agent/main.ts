@@ -9,14 +9,14 @@ import Fastify from 'fastify';
 import { pino, type Logger } from 'pino';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
-import { KubeRest } from '../../apiserver/kube/rest.js';
+import { KubeRest } from '../../mesh/kube/rest.js';
 import { WorkloadApiServer } from '../../mtls/workload-api/server.js';
 import { podCgroupParent } from './workload/attest.js';
 import { AgentIdentitySource } from './workload/identity-source.js';
 import { Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
-import { ClusterName } from '../../apiserver/schema/cluster.js';
-import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
+import { ClusterName } from '../../mesh/schema/cluster.js';
+import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { SocketLb } from '../socket-lb.js';
 import { NodeAgent } from './agent.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { Backend, GlobalService } from '../../apiserver/schema/values.js';
-import type { MergedService } from '../../sync/merged-view.js';
+import type { Backend, GlobalService } from '../../mesh/schema/values.js';
+import type { MergedService } from './merged-view.js';
 import { activeBackends } from './policy.js';
 
 const be = (ip: string, ready = true, extra: Partial<Backend> = {}): Backend => ({ ip, ports: { http: { port: 8080, protocol: 'TCP' } }, ready, serving: ready, terminating: false, ...extra });

@@ -3,8 +3,8 @@
 // remote ones only when no local backend is ready; `remote` the reverse; `none` every ready backend.
 // Terminating-but-serving backends are used only when nothing ready is left anywhere; a stale remote's
 // backends only when no fresh cluster can serve.
-import type { Backend, ServicePort } from '../../apiserver/schema/values.js';
-import type { MergedService } from '../../sync/merged-view.js';
+import type { Backend, ServicePort } from '../../mesh/schema/values.js';
+import type { MergedService } from './merged-view.js';
 import type { Programmed } from '../socket-lb.js';
 
 type Tagged = { b: Backend; local: boolean; stale: boolean };

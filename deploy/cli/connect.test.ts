@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { ApiserverStatus } from '../../apiserver/status.js';
+import type { ApiserverStatus } from '../../mesh/status.js';
 import { ensureClusterCA } from '../../mtls/cluster-ca.js';
-import { RemoteSecret, remoteSecretName } from '../../sync/secrets.js';
+import { RemoteSecret, remoteSecretName } from '../../mesh/link-secrets.js';
 import { checkExistingLinks, checkMeshable, linkBoth, overlappingCidrs, type Side } from './connect.js';
 
 const st = (cluster: string, clusterId: number, podCidrs: string[]) => ({ cluster, clusterId, podCidrs }) as ApiserverStatus;

@@ -8,15 +8,15 @@
 import type { Command } from 'commander';
 import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { KubeRest } from '../../apiserver/kube/rest.js';
-import { KubeSecrets } from '../../apiserver/kube/secrets.js';
-import type { ApiserverStatus } from '../../apiserver/status.js';
+import { KubeRest } from '../../mesh/kube/rest.js';
+import { KubeSecrets } from '../../mesh/kube/secrets.js';
+import type { ApiserverStatus } from '../../mesh/status.js';
 import { ensureClusterCA, WORKLOAD_CA_SECRET, type ClusterCA } from '../../mtls/cluster-ca.js';
 import { checkBundleCa } from '../../mtls/trust-bundle.js';
 import { issueRemoteClient } from '../../mtls/mesh-identities.js';
-import { remainingMs } from '../../sync/credentials.js';
-import { PEER_LABEL, peerSecretName, REMOTE_LABEL, remoteSecretName } from '../../sync/secrets.js';
-import { formatPin, parsePin, pinError, Subnet } from '../../sync/address-policy.js';
+import { remainingMs } from '../../mesh/credentials.js';
+import { PEER_LABEL, peerSecretName, REMOTE_LABEL, remoteSecretName } from '../../mesh/link-secrets.js';
+import { formatPin, parsePin, pinError, Subnet } from '../../mesh/address-policy.js';
 import { fetchStatus, kubeconfigFor } from './status.js';
 
 type Progress = (msg: string) => void;

@@ -1,9 +1,12 @@
 // `skein local up|down|exec`: the Docker-free local mesh for trying Skein and for its e2e tests.
 import type { Command } from 'commander';
-import { parseClusterRef } from '../../apiserver/schema/cluster.js';
-import { contextName, down, exec, up } from '../../e2e/testbed/testbed.js';
-import { defaultStateDir, statePaths } from '../../e2e/testbed/state.js';
-import { cgroupPids, cgroupRssBytes } from '../../e2e/testbed/cgroup.js';
+import { parseClusterRef } from '../../mesh/schema/cluster.js';
+// The state dir layout is light; the test bed itself (control planes, netns, cgroups, BPF) loads only when
+// a `skein local` command runs, so the rest of the CLI never pays for it.
+import { defaultStateDir, statePaths } from '../../testbed/state.js';
+
+const testbed = () => import('../../testbed/testbed.js');
+const cgroups = () => import('../../testbed/cgroup.js');
 
 const stamp = (t0: number) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
 
@@ -20,6 +23,7 @@ export function registerLocal(program: Command): void {
     .action(async (o: { clusters: string; nodes: string; stateDir: string; echo: boolean }) => {
       const t0 = Date.now();
       const clusters = o.clusters.split(',').filter(Boolean).map(parseClusterRef);
+      const [{ contextName, up }, { cgroupPids, cgroupRssBytes }] = await Promise.all([testbed(), cgroups()]);
       const state = await up({ stateDir: o.stateDir, clusters, nodes: Number(o.nodes), echo: o.echo, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
       const paths = statePaths(o.stateDir);
       console.log(`\nLocal mesh is up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${state.clusters.map((c) => `${c.name} (id ${c.id}, ${c.nodes} nodes)`).join(', ')}`);
@@ -35,7 +39,7 @@ export function registerLocal(program: Command): void {
     .description('remove every process, network namespace, cgroup and BPF pin of a local mesh (also after a crash)')
     .option('--state-dir <dir>', 'the state dir given to up', defaultStateDir())
     .action(async (o: { stateDir: string }) => {
-      const r = await down(o.stateDir);
+      const r = await (await testbed()).down(o.stateDir);
       console.log(`removed ${r.netns.length} network namespaces${r.hadProcesses ? ' and all processes' : ''} of ${statePaths(o.stateDir).dir}`);
     });
 
@@ -47,6 +51,6 @@ export function registerLocal(program: Command): void {
     .option('--state-dir <dir>', 'the state dir given to up', defaultStateDir())
     .argument('<command...>', 'the command and its arguments, after --')
     .action(async (argv: string[], o: { context: string; pod: string; stateDir: string }) => {
-      process.exitCode = (await exec({ stateDir: o.stateDir, context: o.context, pod: o.pod, argv })).code;
+      process.exitCode = (await (await testbed()).exec({ stateDir: o.stateDir, context: o.context, pod: o.pod, argv })).code;
     });
 }

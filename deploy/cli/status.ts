@@ -1,9 +1,9 @@
 // `skein status`: what a cluster's skein-apiserver exports, read through that cluster's Kubernetes API.
 import type { Command } from 'commander';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { ApiserverStatus } from '../../apiserver/status.js';
-import { KubeApiError, KubeRest } from '../../apiserver/kube/rest.js';
-import { skeinProxyPath } from '../../apiserver/service-ref.js';
+import { ApiserverStatus } from '../../mesh/status.js';
+import { KubeApiError, KubeRest } from '../../mesh/kube/rest.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
 
 export function kubeconfigFor(opts: { kubeconfig?: string; context?: string }): KubeConfig {
   const kc = new KubeConfig();
@@ -17,14 +17,21 @@ export function kubeconfigFor(opts: { kubeconfig?: string; context?: string }): 
 }
 
 export async function fetchStatus(kc: KubeConfig): Promise<ApiserverStatus> {
+  let raw: unknown;
   try {
-    return await new KubeRest(kc).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
+    raw = await new KubeRest(kc).get<unknown>(skeinProxyPath('/v1/status'));
   } catch (err) {
     if (err instanceof KubeApiError && (err.status === 404 || err.status === 503)) {
       throw new Error(`skein-apiserver is not reachable in context ${kc.getCurrentContext()} (${err.status}): is Skein installed there? (${err.message})`);
     }
     throw err;
   }
+  const parsed = ApiserverStatus.safeParse(raw);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new Error(`skein-apiserver in context ${kc.getCurrentContext()} answered a status this skein cannot read (${i?.path.join('.') || 'status'}: ${i?.message}): use a skein CLI of the same version as the installed Skein`);
+  }
+  return parsed.data;
 }
 
 export function renderStatus(s: ApiserverStatus): string {

@@ -6,9 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Log, type KubeConfig, type V1EndpointSlice, type V1Pod, type V1Service } from '@kubernetes/client-node';
-import { parseGlobalAnnotations } from '../../apiserver/export/annotations.js';
-import { startInformer } from '../../apiserver/kube/informer.js';
-import { isNotFound, KubeRest } from '../../apiserver/kube/rest.js';
+import { parseGlobalAnnotations } from '../../mesh/schema/annotations.js';
+import { startInformer } from '../../mesh/kube/informer.js';
+import { isNotFound, KubeRest } from '../../mesh/kube/rest.js';
 import { parseOutcome, type Outcome } from '../images/outcome.js';
 import { fetchStatus } from '../cli/status.js';
 import { drillReport, type DrillReport } from './report.js';

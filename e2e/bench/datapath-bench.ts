@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { SocketLb } from '../../datapath/socket-lb.js';
-import { cgroup2Root, destroyCgroup, ensureCgroup } from '../testbed/cgroup.js';
-import { addNetns, addVethPair, deleteNetns, ip, sysctl } from '../testbed/netns.js';
-import { REPO_ROOT } from '../testbed/repo.js';
-import { run } from '../testbed/run.js';
+import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
+import { addNetns, addVethPair, deleteNetns, ip, sysctl } from '../../testbed/netns.js';
+import { REPO_ROOT } from '../../testbed/repo.js';
+import { run } from '../../testbed/run.js';
 import { distribution, type Result } from './report.js';
 
 const CLIENT_IP = '172.31.255.1';

@@ -2,7 +2,7 @@
 // times and lost requests as distributions over the repetitions.
 import { connect } from '../../deploy/cli/connect.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill, type DrillProtocol } from '../../deploy/drill/run.js';
-import { down, up } from '../testbed/testbed.js';
+import { down, up } from '../../testbed/testbed.js';
 import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from '../tests/helpers.js';
 import { distribution, type Result } from './report.js';
 

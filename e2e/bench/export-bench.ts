@@ -3,13 +3,13 @@
 // export of 1,000 global services with 10 backends each. Pods live on a "virtual" node (a Node object with
 // no runner) whose status the benchmark sets itself, as a kubelet would, so it controls readiness exactly.
 import type { Etcd3 } from 'etcd3';
-import type { KubeRest } from '../../apiserver/kube/rest.js';
-import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
-import { skeinProxyPath } from '../../apiserver/service-ref.js';
-import type { ExportStatus } from '../../apiserver/export/exporter.js';
-import { waitFor } from '../testbed/daemon.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import { exportPrefix, keys } from '../../mesh/schema/keys.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ExportStatus } from '../../mesh/status.js';
+import { waitFor } from '../../testbed/daemon.js';
 import { clusterRest, meshEtcd, tempStateDir } from '../tests/helpers.js';
-import { down, up } from '../testbed/testbed.js';
+import { down, up } from '../../testbed/testbed.js';
 import { distribution, type Result } from './report.js';
 import { flipLatency, pool, virtualNode, VNODE } from './virtual-pods.js';
 

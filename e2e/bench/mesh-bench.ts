@@ -2,14 +2,14 @@
 // API to cluster B's cache of A (A's EndpointSlice controller, A's export, B's sync); (2) B's initial sync
 // of 10,000 remote services with 10 backends each, and B's apiserver memory after it.
 import type { KubeConfig } from '@kubernetes/client-node';
-import { cachePrefix, keys } from '../../apiserver/schema/keys.js';
-import { encodeValue, GlobalService } from '../../apiserver/schema/values.js';
-import { skeinProxyPath } from '../../apiserver/service-ref.js';
-import type { ApiserverStatus } from '../../apiserver/status.js';
+import { cachePrefix, keys } from '../../mesh/schema/keys.js';
+import { encodeValue, GlobalService } from '../../mesh/schema/values.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ApiserverStatus } from '../../mesh/status.js';
 import { connect, disconnect } from '../../deploy/cli/connect.js';
 import { kubeconfigFor } from '../../deploy/cli/status.js';
-import { statePaths } from '../testbed/state.js';
-import { down, up } from '../testbed/testbed.js';
+import { statePaths } from '../../testbed/state.js';
+import { down, up } from '../../testbed/testbed.js';
 import { clusterRest, meshEtcd, tempStateDir } from '../tests/helpers.js';
 import { distribution, type Result } from './report.js';
 import { flipLatency, virtualNode } from './virtual-pods.js';

@@ -1,7 +1,7 @@
 // Benchmark results: percentiles, one JSON file per run and a readable table on stdout.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../testbed/repo.js';
+import { REPO_ROOT } from '../../testbed/repo.js';
 
 export interface Result {
   name: string;

@@ -7,10 +7,10 @@ import forge from 'node-forge';
 import type { V1Pod } from '@kubernetes/client-node';
 import { signX509Svid } from '../../mtls/svid.js';
 import { createCA, newKeyAndCsr } from '../../mtls/x509.js';
-import { workloadSocket } from '../testbed/agents.js';
-import { statePaths } from '../testbed/state.js';
-import { down, up } from '../testbed/testbed.js';
-import { waitFor } from '../testbed/daemon.js';
+import { workloadSocket } from '../../testbed/agents.js';
+import { statePaths } from '../../testbed/state.js';
+import { down, up } from '../../testbed/testbed.js';
+import { waitFor } from '../../testbed/daemon.js';
 import { clusterRest, tempStateDir, workloadProbe } from '../tests/helpers.js';
 import { distribution, type Result } from './report.js';
 

@@ -1,9 +1,9 @@
 // Pods the benchmarks control exactly: they live on a "virtual" node (a Node object with no runner, kept
 // Ready by a heartbeat here) and the benchmark sets their status itself, as a kubelet would.
 import type { Etcd3 } from 'etcd3';
-import type { KubeRest } from '../../apiserver/kube/rest.js';
-import { GlobalService } from '../../apiserver/schema/values.js';
-import { waitFor } from '../testbed/daemon.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import { GlobalService } from '../../mesh/schema/values.js';
+import { waitFor } from '../../testbed/daemon.js';
 
 export const VNODE = 'bench-virtual';
 

@@ -13,12 +13,12 @@ import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { KubeRest } from '../../apiserver/kube/rest.js';
-import { cgroupOfPid, destroyCgroup, ensureCgroup } from '../testbed/cgroup.js';
-import { waitFor } from '../testbed/daemon.js';
-import { REPO_ROOT } from '../testbed/repo.js';
-import { readState } from '../testbed/state.js';
-import { down, locatePod, up } from '../testbed/testbed.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import { cgroupOfPid, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { REPO_ROOT } from '../../testbed/repo.js';
+import { readState } from '../../testbed/state.js';
+import { down, locatePod, up } from '../../testbed/testbed.js';
 import { clusterRest, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const CLUSTER = 'atk';

@@ -3,14 +3,13 @@
 // after a restart without rewriting unchanged keys.
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportPrefix, keys } from '../../apiserver/schema/keys.js';
-import { GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode } from '../../apiserver/schema/values.js';
-import { skeinProxyPath } from '../../apiserver/service-ref.js';
-import type { KubeRest } from '../../apiserver/kube/rest.js';
-import type { ExportStatus } from '../../apiserver/export/exporter.js';
-import type { ApiserverStatus } from '../../apiserver/status.js';
-import { waitFor } from '../testbed/daemon.js';
-import { down, up } from '../testbed/testbed.js';
+import { exportPrefix, keys } from '../../mesh/schema/keys.js';
+import { GlobalService, Heartbeat, IdentityValue, IpEntry, MeshNode } from '../../mesh/schema/values.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
+import type { ApiserverStatus, ExportStatus } from '../../mesh/status.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { down, up } from '../../testbed/testbed.js';
 import { addApiserverArgs, clientRequests, clusterRest, meshEtcd, podIp, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 const CLUSTER = 'ex';

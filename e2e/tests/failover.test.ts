@@ -5,13 +5,13 @@
 // measures the same failover through the Kubernetes API only.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { KubeRest } from '../../apiserver/kube/rest.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
 import { connect } from '../../deploy/cli/connect.js';
-import { startAgent } from '../testbed/agents.js';
-import { destroyCgroup } from '../testbed/cgroup.js';
-import { waitFor } from '../testbed/daemon.js';
-import { readState, statePaths } from '../testbed/state.js';
-import { down, up } from '../testbed/testbed.js';
+import { startAgent } from '../../testbed/agents.js';
+import { destroyCgroup } from '../../testbed/cgroup.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { readState, statePaths } from '../../testbed/state.js';
+import { down, up } from '../../testbed/testbed.js';
 import type { Outcome } from '../../deploy/images/outcome.js';
 import { fetchStatus, renderNodeView } from '../../deploy/cli/status.js';
 import { DrillReport } from '../../deploy/drill/report.js';

@@ -4,14 +4,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { KubeRest } from '../../apiserver/kube/rest.js';
-import { waitFor } from '../testbed/daemon.js';
+import { KubeRest } from '../../mesh/kube/rest.js';
+import { waitFor } from '../../testbed/daemon.js';
 import type { Etcd3 } from 'etcd3';
-import { connectMeshEtcd } from '../../apiserver/mesh-etcd.js';
-import { readState, statePaths } from '../testbed/state.js';
-import { meshPki } from '../testbed/skein-apiserver.js';
-import { exec } from '../testbed/testbed.js';
-import { REPO_ROOT } from '../testbed/repo.js';
+import { connectMeshEtcd } from '../../mesh/etcd.js';
+import { readState, statePaths } from '../../testbed/state.js';
+import { meshPki } from '../../testbed/skein-apiserver.js';
+import { exec } from '../../testbed/testbed.js';
+import { REPO_ROOT } from '../../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
 
 export function tempStateDir(name: string): string {

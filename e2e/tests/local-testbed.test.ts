@@ -4,13 +4,13 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cgroupPids } from '../testbed/cgroup.js';
-import { waitFor } from '../testbed/daemon.js';
-import { listNetns } from '../testbed/netns.js';
-import { distPath } from '../testbed/repo.js';
-import { readState, statePaths } from '../testbed/state.js';
-import { down, up } from '../testbed/testbed.js';
-import { podNetnsName, stateTag } from '../testbed/topology.js';
+import { cgroupPids } from '../../testbed/cgroup.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { listNetns } from '../../testbed/netns.js';
+import { distPath } from '../../testbed/repo.js';
+import { readState, statePaths } from '../../testbed/state.js';
+import { down, up } from '../../testbed/testbed.js';
+import { podNetnsName, stateTag } from '../../testbed/topology.js';
 import { clientRequests, clusterRest, pods, readyPods, scale, tempStateDir } from './helpers.js';
 
 async function leftovers(stateDir: string, cgroupRoot: string) {

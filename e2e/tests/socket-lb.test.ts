@@ -6,10 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SocketLb, type Frontend } from '../../datapath/socket-lb.js';
-import { cgroup2Root, destroyCgroup, ensureCgroup } from '../testbed/cgroup.js';
-import { waitFor } from '../testbed/daemon.js';
-import { addNetns, deleteNetns, ip } from '../testbed/netns.js';
-import { distPath } from '../testbed/repo.js';
+import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { addNetns, deleteNetns, ip } from '../../testbed/netns.js';
+import { distPath } from '../../testbed/repo.js';
 
 const tag = randomBytes(3).toString('hex');
 const ns = `sk-lbtest-${tag}`;

@@ -1,6 +1,6 @@
 // A Workload API client for Skein's own workloads and tests (third-party SPIFFE clients work unchanged).
 import * as grpc from '@grpc/grpc-js';
-import { loadWorkloadApi } from './server.js';
+import { loadWorkloadApi, SECURITY_HEADER } from './proto.js';
 
 export interface X509Context {
   svids: { spiffe_id: string; x509_svid: Buffer; x509_svid_key: Buffer; bundle: Buffer }[];
@@ -17,7 +17,7 @@ export function workloadApiClient(socket: string): grpc.Client & Record<string, 
 
 export function securityHeader(): grpc.Metadata {
   const md = new grpc.Metadata();
-  md.set('workload.spiffe.io', 'true');
+  md.set(SECURITY_HEADER, 'true');
   return md;
 }
 

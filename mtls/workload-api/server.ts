@@ -5,11 +5,10 @@
 // response whenever the caller's SVIDs or the bundles change, while the connecting process lives.
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import type { JSONWebKeySet } from 'jose';
-import { sourceDir } from '../source-dir.js';
+import { loadWorkloadApi, SECURITY_HEADER } from './proto.js';
 import { PeerProcess } from './peer-process.js';
 
 export interface Caller {
@@ -43,14 +42,7 @@ export interface IdentitySource<W> {
   subscribe(w: W | undefined, listener: () => void): () => void;
 }
 
-const HEADER = 'workload.spiffe.io';
-
-const protoPath = () => join(sourceDir(import.meta.url), 'workload.proto');
-
-export function loadWorkloadApi(): grpc.GrpcObject {
-  const def = protoLoader.loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
-  return grpc.loadPackageDefinition(def);
-}
+const HEADER = SECURITY_HEADER;
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type GrpcError = Partial<grpc.StatusObject> & { code: grpc.status };

@@ -1,7 +1,7 @@
 // Trust bundles as the agent accepts them from its mesh etcd: each must be a self-signed CA certificate of
 // the trust domain it is filed under (URI SAN spiffe://<td>). Anything else (a tampered or mislabeled
 // bundle) is refused with a reason and never served; the last good bundle of that domain stays.
-import { TrustBundle } from '../../../apiserver/schema/values.js';
+import { TrustBundle } from '../../../mesh/schema/values.js';
 import { checkBundleCa } from '../../../mtls/trust-bundle.js';
 
 export interface AcceptedBundle {

@@ -5,12 +5,12 @@
 import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { JSONWebKeySet } from 'jose';
-import { startInformer, type RunningInformer } from '../../../apiserver/kube/informer.js';
-import { retryUntilDone } from '../../../apiserver/retry.js';
-import type { KubeRest } from '../../../apiserver/kube/rest.js';
-import { NodeCaClient } from '../../../apiserver/node-ca/client.js';
-import { keys } from '../../../apiserver/schema/keys.js';
-import { NodeCaEndpoint } from '../../../apiserver/schema/values.js';
+import { startInformer, type RunningInformer } from '../../../mesh/kube/informer.js';
+import { retryUntilDone } from '../../../mesh/backoff.js';
+import type { KubeRest } from '../../../mesh/kube/rest.js';
+import { NodeCaClient } from '../../../mesh/node-ca/client.js';
+import { keys } from '../../../mesh/schema/keys.js';
+import { NodeCaEndpoint } from '../../../mesh/schema/values.js';
 import { jwtBundleOf, validateJwtSvid } from '../../../mtls/svid.js';
 import type { Caller, IdentitySource, X509SvidEntry } from '../../../mtls/workload-api/server.js';
 import { newKeyAndCsr } from '../../../mtls/x509.js';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { keys, parseExportKey } from '../apiserver/schema/keys.js';
-import { decodeValue, type ExportValue } from '../apiserver/schema/values.js';
+import { keys, parseExportKey } from './schema/keys.js';
+import { decodeValue, type ExportValue } from './schema/values.js';
 import { clusterIdOf, forbiddenRangeOf, formatPin, LocalNetworks, PeerPolicy, pinError, Subnet } from './address-policy.js';
-import { RemoteSecret } from './secrets.js';
+import { RemoteSecret } from './link-secrets.js';
 
 // east (ID 1, pods 10.1.1.0/24, Services 100.64.0.0/16) judges what west (ID 2, pinned 10.2.1.0/24 and 10.2.2.0/24) claims.
 const local = new LocalNetworks('east', '100.64.0.0/16');

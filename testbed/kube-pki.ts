@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { createCA, issueCertificate, newPrivateKeyPem, publicKeyPem, type PemPair } from '../../mtls/x509.js';
+import { createCA, issueCertificate, newPrivateKeyPem, publicKeyPem, type PemPair } from '../mtls/x509.js';
 
 const YEAR = 365 * 24 * 3600_000;
 

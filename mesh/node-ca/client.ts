@@ -1,6 +1,6 @@
 // A node agent's client of its apiserver's node CA (mTLS with the node's certificate).
 import * as grpc from '@grpc/grpc-js';
-import { loadNodeCaApi, NODE_CA_NAME, type PodRef } from './server.js';
+import { loadNodeCaApi, NODE_CA_NAME, type PodRef } from './proto.js';
 
 type Unary<Req, Res> = (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
 interface NodeCaStub extends grpc.Client {

@@ -1,11 +1,10 @@
 // The cluster's mesh etcd through the etcd3 client: connection options (mTLS when given), a bounded
-// deadline on every unary call so a dead etcd surfaces as an error instead of a hang, and the KV and
-// identity-store adapters the exporter writes through.
+// deadline on every unary call so a dead etcd surfaces as an error instead of a hang, paged consistent
+// listings, and the KV adapter the state writer works through.
 import { readFileSync } from 'node:fs';
 import { Etcd3, Range, type IKeyValue, type IOptions } from 'etcd3';
 import { keys } from './schema/keys.js';
-import type { IdentityStore } from './export/identity.js';
-import type { KvBackend, KvOp } from './export/writer.js';
+import type { KvBackend, KvOp } from './state-writer.js';
 
 export interface MeshEtcdOptions {
   endpoints: string[];
@@ -87,34 +86,5 @@ export class EtcdKv implements KvBackend {
       .if(ops[0]!.key, 'Version', '>', -1)
       .then(...ops.map((op) => (op.value === null ? c.delete().key(op.key) : c.put(op.key).value(op.value))))
       .commit();
-  }
-}
-
-/** Identity bindings: `identity-index/<hash>` → local ID, and the export key reserving the ID itself. */
-export class EtcdIdentityStore implements IdentityStore {
-  constructor(
-    private readonly etcd: EtcdRef,
-    private readonly cluster: string,
-  ) {}
-
-  async lookup(hash: string): Promise<number | undefined> {
-    const v = await this.etcd().get(keys.identityIndex(this.cluster, hash)).string();
-    return v === null ? undefined : Number(v);
-  }
-
-  async tryBind(hash: string, localId: number): Promise<boolean> {
-    const idKey = keys.identityId(this.cluster, localId);
-    const c = this.etcd();
-    const res = await c
-      .if(keys.identityIndex(this.cluster, hash), 'Create', '==', 0)
-      .and(idKey, 'Create', '==', 0)
-      .then(c.put(keys.identityIndex(this.cluster, hash)).value(String(localId)), c.put(idKey).value(hash))
-      .commit();
-    return res.succeeded;
-  }
-
-  async boundIds(): Promise<Set<number>> {
-    const index = await this.etcd().getAll().prefix(keys.identityIndex(this.cluster, '')).strings();
-    return new Set(Object.values(index).map(Number));
   }
 }

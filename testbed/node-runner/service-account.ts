@@ -4,7 +4,7 @@
 import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
-import type { KubeRest } from '../../../apiserver/kube/rest.js';
+import type { KubeRest } from '../../mesh/kube/rest.js';
 
 export const SA_MOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
 const TOKEN_SECONDS = 3600;

@@ -3,8 +3,8 @@
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { startInformer } from '../../../apiserver/kube/informer.js';
-import { isConflict, KubeRest } from '../../../apiserver/kube/rest.js';
+import { startInformer } from '../../mesh/kube/informer.js';
+import { isConflict, KubeRest } from '../../mesh/kube/rest.js';
 import { destroyCgroup } from '../cgroup.js';
 import { deletePodNetwork } from '../network.js';
 import { podNetnsName } from '../topology.js';

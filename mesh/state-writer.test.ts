@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { StateWriter, type KvBackend, type KvOp } from './writer.js';
+import { StateWriter, type KvBackend, type KvOp } from './state-writer.js';
 
 class MemoryKv implements KvBackend {
   data = new Map<string, string>();

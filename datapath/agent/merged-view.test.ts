@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { GlobalService } from '../apiserver/schema/values.js';
+import type { GlobalService } from '../../mesh/schema/values.js';
 import { MergedView } from './merged-view.js';
 
 const svc = (cluster: string, over: Partial<GlobalService> = {}): GlobalService => ({
@@ -31,8 +31,8 @@ describe('MergedView', () => {
     put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
     put(v, '/skein/v1/cache/west/services/default/echo', svc('west'));
     put(v, '/skein/v1/export/east/services/default/other', svc('east', { name: 'other' }));
-    expect(put(v, '/skein/v1/sync/west/status', { stale: true })).toEqual(['default/echo']);
-    expect(put(v, '/skein/v1/sync/west/status', { stale: true })).toEqual([]); // no change, nothing touched
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: false, synced: true, stale: true })).toEqual(['default/echo']);
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: false, synced: true, stale: true })).toEqual([]); // no change, nothing touched
     expect(v.get('default/echo')!.clusters.find((c) => c.cluster === 'west')!.stale).toBe(true);
   });
 

@@ -5,7 +5,7 @@
 //                        may ever claim (sync/address-policy.ts). Only running skein connect again re-pins.
 //   skein-peer-<peer>    (label skein.io/peer=<peer>): the peer may read our export (its etcd user).
 import { z } from 'zod';
-import { ClusterId, ClusterName } from '../apiserver/schema/cluster.js';
+import { ClusterId, ClusterName } from './schema/cluster.js';
 import { pinError } from './address-policy.js';
 
 export const REMOTE_LABEL = 'skein.io/remote';

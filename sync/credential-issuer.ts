@@ -1,38 +1,10 @@
 // Renewal of peers' read identities over the mesh itself. The cluster owning a CA re-issues each connected
 // peer's client certificate at half its lifetime and publishes it under a key that only that peer's etcd
 // user can read; the peer's sync watches the key and switches to the new identity without a relist.
-import type { EtcdRef } from '../apiserver/mesh-etcd.js';
-import { X509Certificate } from 'node:crypto';
-import { z } from 'zod';
-import { ROOT } from '../apiserver/schema/keys.js';
+import { Credential, credentialKey, needsRenewal } from '../mesh/credentials.js';
+import type { EtcdRef } from '../mesh/etcd.js';
 import type { ClusterCA } from '../mtls/cluster-ca.js';
 import { issueRemoteClient } from '../mtls/mesh-identities.js';
-
-export const credentialKey = (issuer: string, peer: string) => `${ROOT}/credentials/${issuer}/${peer}`;
-
-export const Credential = z.object({
-  certPem: z.string().includes('BEGIN CERTIFICATE'),
-  keyPem: z.string().includes('PRIVATE KEY'),
-});
-export type Credential = z.infer<typeof Credential>;
-
-export function remainingMs(certPem: string | undefined, now = Date.now()): number {
-  if (!certPem) return 0;
-  try {
-    return Date.parse(new X509Certificate(certPem).validTo) - now;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Due for renewal under a lifetime policy of `ttlMs`: less than half of it left, or more than it allows (the
- * policy was shortened since issuance, and identities follow it instead of living out their old term).
- */
-export function needsRenewal(certPem: string | undefined, ttlMs: number, now = Date.now()): boolean {
-  const left = remainingMs(certPem, now);
-  return left < ttlMs / 2 || left > ttlMs * 1.1 + 1_000;
-}
 
 export class CredentialIssuer {
   private peers: string[] = [];

@@ -5,8 +5,8 @@
 //
 // Membership is tested with node:net's BlockList on addresses node:net's isIPv4 accepted (no regex math).
 import { BlockList, isIPv4 } from 'node:net';
-import { parseCidr, type ClusterConfig, type ExportValue, type GlobalService, type IdentityValue, type IpEntry, type MeshNode } from '../apiserver/schema/values.js';
-import type { ParsedKey } from '../apiserver/schema/keys.js';
+import { parseCidr, type ClusterConfig, type ExportValue, type GlobalService, type IdentityValue, type IpEntry, type MeshNode } from './schema/values.js';
+import type { ParsedKey } from './schema/keys.js';
 
 /** Why a remote key was refused; counted per reason in status and metrics. */
 export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs'] as const;

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { ClusterId, ClusterName } from '../../apiserver/schema/cluster.js';
+import { ClusterId, ClusterName } from '../mesh/schema/cluster.js';
 
 export const ClusterState = z.object({
   name: ClusterName,

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition } from '@kubernetes/client-node';
-import { isConflict, isNotFound, type KubeRest } from '../../../apiserver/kube/rest.js';
+import { isConflict, isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
 import { cgroupPids, destroyCgroup, ensureCgroup } from '../cgroup.js';
 import { createPodNetwork, deletePodNetwork } from '../network.js';
 import { podLinkName, podNetnsName } from '../topology.js';

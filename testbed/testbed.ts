@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { KubeRest } from '../../apiserver/kube/rest.js';
+import { KubeRest } from '../mesh/kube/rest.js';
 import { cgroup2Root, cgroupPids, destroyCgroup, ensureCgroup } from './cgroup.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { spawnDaemon, waitFor } from './daemon.js';
@@ -141,7 +141,7 @@ async function startCluster(
     mkdirSync(cfg.logDir, { recursive: true });
     const cfgFile = join(clusterDir, `${node.name}.json`);
     writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
-    spawnDaemon({ cgroup: join(cg, `runner-${i}`), logFile: join(logDir, `${node.name}.log`), argv: [process.execPath, distPath('e2e', 'testbed', 'node-runner', 'main.js'), cfgFile] });
+    spawnDaemon({ cgroup: join(cg, `runner-${i}`), logFile: join(logDir, `${node.name}.log`), argv: [process.execPath, distPath('testbed', 'node-runner', 'main.js'), cfgFile] });
   }
   const kc = new KubeConfig();
   kc.loadFromFile(adminKubeconfig);

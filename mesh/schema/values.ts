@@ -115,6 +115,10 @@ export const TrustBundle = z.object({
 });
 export type TrustBundle = z.infer<typeof TrustBundle>;
 
+/** A remote's sync health, as agents act on it (keys.syncStatus). */
+export const SyncStatus = z.object({ cluster: ClusterName, connected: z.boolean(), synced: z.boolean(), stale: z.boolean() });
+export type SyncStatus = z.infer<typeof SyncStatus>;
+
 export const NodeCaEndpoint = z.object({ endpoint: z.string().regex(/^[^:/\s]+:\d+$/) });
 export type NodeCaEndpoint = z.infer<typeof NodeCaEndpoint>;
 
@@ -155,6 +159,16 @@ export function decodeValue(key: ParsedKey, raw: string): { ok: true; value: Exp
     ((key.kind === 'config' || key.kind === 'heartbeat') && (v.name ?? v.cluster) !== key.cluster);
   if (mismatch) return { ok: false, error: `value does not match its key (${key.kind} of cluster ${key.cluster})` };
   return { ok: true, value: parsed.data as ExportValue };
+}
+
+/** JSON text checked against a schema: the value, or undefined when it is not JSON or does not fit. */
+export function decodeJson<T>(schema: z.ZodType<T>, raw: string): T | undefined {
+  try {
+    const r = schema.safeParse(JSON.parse(raw));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Serializes after validating: a value that would fail on read is never written. */

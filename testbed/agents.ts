@@ -4,7 +4,7 @@
 // serves the SPIFFE Workload API on a socket.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { issueNodeIdentity } from '../../mtls/mesh-identities.js';
+import { issueNodeIdentity } from '../mtls/mesh-identities.js';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { freePort } from './ports.js';
 import { distPath } from './repo.js';

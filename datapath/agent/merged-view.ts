@@ -7,10 +7,9 @@
 // it touched, so a node agent recomputes only those — a full read of the mesh prefix per change does not
 // scale (at 10,000 remote services × 10 backends one read is 14 MB, over gRPC's 4 MiB message limit).
 import type { Etcd3 } from 'etcd3';
-import { listPrefixes } from '../apiserver/mesh-etcd.js';
-import { datapathPrefixes, parseExportKey, parseLocalServiceKey, ROOT } from '../apiserver/schema/keys.js';
-import { decodeValue, type GlobalService } from '../apiserver/schema/values.js';
-import { remoteStatusKey } from './remote-sync.js';
+import { listPrefixes } from '../../mesh/etcd.js';
+import { datapathPrefixes, parseExportKey, parseLocalServiceKey, parseSyncStatusKey, ROOT } from '../../mesh/schema/keys.js';
+import { decodeJson, decodeValue, SyncStatus, type GlobalService } from '../../mesh/schema/values.js';
 
 export interface ClusterServiceView {
   cluster: string;
@@ -37,8 +36,6 @@ interface Entry {
   service: GlobalService;
 }
 
-const STATUS_KEY = /^\/skein\/v1\/sync\/([^/]+)\/status$/;
-
 export class MergedView {
   /** Service id (namespace/name) → key → what that key holds. */
   private readonly byService = new Map<string, Map<string, Entry>>();
@@ -52,8 +49,8 @@ export class MergedView {
 
   /** Applies one key's value (undefined: deleted). Returns the ids of the services it may have changed. */
   apply(key: string, raw: string | undefined): string[] {
-    const status = STATUS_KEY.exec(key);
-    if (status && remoteStatusKey(status[1]!) === key) return this.applyStatus(status[1]!, raw);
+    const remote = parseSyncStatusKey(key);
+    if (remote) return this.applyStatus(remote, raw);
     const located = this.locate(key);
     if (!located) return [];
     const { id, source, parsed } = located;
@@ -75,12 +72,8 @@ export class MergedView {
   }
 
   private applyStatus(remote: string, raw: string | undefined): string[] {
-    let stale = false;
-    try {
-      stale = raw !== undefined && Boolean((JSON.parse(raw) as { stale?: boolean }).stale);
-    } catch {
-      stale = false;
-    }
+    // An unreadable status counts as fresh, as no status does: only the sync engine's word marks stale.
+    const stale = raw !== undefined && decodeJson(SyncStatus, raw)?.stale === true;
     if ((this.stale.get(remote) ?? false) === stale) return [];
     this.stale.set(remote, stale);
     return [...(this.byRemote.get(remote) ?? [])];

@@ -1,6 +1,6 @@
 // Global-service annotations: Skein's own and Cilium's (current and legacy) as aliases, so a ClusterMesh
 // user's Services export unchanged. A bad value is an error naming the annotation and the allowed values.
-import type { Affinity } from '../schema/values.js';
+import type { Affinity } from './values.js';
 
 const ALIASES = {
   global: ['skein.io/global', 'service.cilium.io/global', 'io.cilium/global-service'],

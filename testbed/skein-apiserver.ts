@@ -4,12 +4,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { KubeRest } from '../../apiserver/kube/rest.js';
-import { KubeSecrets } from '../../apiserver/kube/secrets.js';
-import { ensureClusterCA } from '../../mtls/cluster-ca.js';
-import { issueMeshEtcdServer, issueMeshRootClient } from '../../mtls/mesh-identities.js';
+import { KubeRest } from '../mesh/kube/rest.js';
+import { KubeSecrets } from '../mesh/kube/secrets.js';
+import { ensureClusterCA } from '../mtls/cluster-ca.js';
+import { issueMeshEtcdServer, issueMeshRootClient } from '../mtls/mesh-identities.js';
 import { etcdDataDir, startEtcd } from './etcd.js';
-import { skeinProxyPath } from '../../apiserver/service-ref.js';
+import { skeinProxyPath } from '../mesh/service-ref.js';
 import { waitFor } from './daemon.js';
 import { applyManifest, loadManifest } from './manifests.js';
 import { SERVICE_CIDR } from './topology.js';

@@ -16,6 +16,8 @@
 //   /skein/v1/local/<cluster>/bundles/<trust domain>          (trust bundles agents serve: own + connected peers')
 //   /skein/v1/local/<cluster>/node-ca                         (where agents ask for workload SVIDs)
 //   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
+//   /skein/v1/sync/<remote>/status                            (sync/: the remote's health, for agents)
+//   /skein/v1/credentials/<issuer>/<peer>                     (a peer's renewed read identity, that peer only)
 export const SCHEMA_VERSION = 'v1';
 export const ROOT = `/skein/${SCHEMA_VERSION}`;
 
@@ -25,6 +27,10 @@ export type ExportKind = (typeof EXPORT_KINDS)[number];
 export const exportPrefix = (cluster: string) => `${ROOT}/export/${cluster}/`;
 export const cachePrefix = (remote: string) => `${ROOT}/cache/${remote}/`;
 export const localPrefix = (cluster: string) => `${ROOT}/local/${cluster}/`;
+
+/** Where every remote's cached export lives, and the sync engine's per-remote health. */
+export const CACHE_ROOT = `${ROOT}/cache/`;
+export const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
 
 export const keys = {
   config: (c: string) => `${exportPrefix(c)}config`,
@@ -44,11 +50,18 @@ export const keys = {
   bundle: (c: string, trustDomain: string) => `${localPrefix(c)}bundles/${trustDomain}`,
   bundlesPrefix: (c: string) => `${localPrefix(c)}bundles/`,
   nodeCa: (c: string) => `${localPrefix(c)}node-ca`,
+  /** A remote's sync health as this cluster's apiserver sees it (what agents act on). */
+  syncStatus: (remote: string) => `${SYNC_STATUS_ROOT}${remote}/status`,
+  /** A peer's renewed read identity, issued by `issuer`, readable by that peer alone. */
+  credential: (issuer: string, peer: string) => `${ROOT}/credentials/${issuer}/${peer}`,
 };
 
-/** Where every remote's cached export lives, and the sync engine's per-remote health. */
-export const CACHE_ROOT = `${ROOT}/cache/`;
-export const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
+/** The remote a sync status key is about, or undefined. */
+export function parseSyncStatusKey(key: string): string | undefined {
+  if (!key.startsWith(SYNC_STATUS_ROOT)) return undefined;
+  const [remote, leaf, ...rest] = key.slice(SYNC_STATUS_ROOT.length).split('/');
+  return remote && leaf === 'status' && rest.length === 0 ? remote : undefined;
+}
 
 /**
  * The prefixes a node agent's datapath follows (the merged view): its cluster's exported and local-only

@@ -9,7 +9,7 @@ import { httpsGet } from './https.js';
 import { createKubePki, writeUserKubeconfig, type KubePki } from './kube-pki.js';
 import { freePort } from './ports.js';
 import { SERVICE_CIDR } from './topology.js';
-import type { PemPair } from '../../mtls/x509.js';
+import type { PemPair } from '../mtls/x509.js';
 
 export const KCM_CONTROLLERS = [
   'deployment-controller',

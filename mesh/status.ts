@@ -1,0 +1,81 @@
+// The status contract of /v1/status: what skein-apiserver serves and what `skein status`, `skein connect`
+// and `skein drill` read. One zod schema each side validates against: the server before it answers, the CLI
+// before it trusts a field.
+import type { Etcd3 } from 'etcd3';
+import { z } from 'zod';
+import { REJECT_REASONS } from './address-policy.js';
+import { keys } from './schema/keys.js';
+import { AgentView } from './schema/values.js';
+
+export const ExportStatus = z.object({
+  cluster: z.string(),
+  clusterId: z.number().int(),
+  synced: z.boolean(),
+  podCidrs: z.array(z.string()),
+  services: z.array(z.object({ name: z.string(), shared: z.boolean(), affinity: z.string(), backends: z.number().int(), readyBackends: z.number().int() })),
+  identities: z.number().int(),
+  ips: z.number().int(),
+  nodes: z.number().int(),
+  etcd: z.object({ backlog: z.number().int(), writes: z.number().int(), lastError: z.string().optional() }),
+  watchRestarts: z.number().int(),
+  /** From process start to the initial export written. */
+  initialSyncMs: z.number().optional(),
+  rssBytes: z.number(),
+});
+export type ExportStatus = z.infer<typeof ExportStatus>;
+
+export const RemoteStatus = z.object({
+  cluster: z.string(),
+  id: z.number().int(),
+  endpoint: z.string(),
+  connected: z.boolean(),
+  synced: z.boolean(),
+  stale: z.boolean(),
+  lastHeartbeat: z.string().optional(),
+  revision: z.number().int(),
+  revisionLag: z.number().int(),
+  services: z.number().int(),
+  identities: z.number().int(),
+  nodes: z.number().int(),
+  ips: z.number().int(),
+  rejected: z.number().int(),
+  /** Rejections per reason (see address-policy.ts REJECT_REASONS). */
+  rejectedByReason: z.partialRecord(z.enum(REJECT_REASONS), z.number().int()),
+  /** The pod CIDRs pinned at connect time. */
+  pinnedPodCidrs: z.array(z.string()),
+  /** Pod CIDRs the peer advertises beyond its pin (informational: run skein connect again to re-pin). */
+  advertisedBeyondPin: z.array(z.string()).optional(),
+  relists: z.number().int(),
+  rotations: z.number().int(),
+  identityExpires: z.string().optional(),
+  lastError: z.string().optional(),
+});
+export type RemoteStatus = z.infer<typeof RemoteStatus>;
+
+export const ApiserverStatus = ExportStatus.extend({
+  meshEndpoint: z.string(),
+  trustDomain: z.string().optional(),
+  /** This process's own mesh etcd identity: when it expires, how often it was renewed. */
+  meshIdentity: z.object({ expires: z.string(), rotations: z.number().int() }).optional(),
+  remotes: z.array(RemoteStatus),
+  /** Link updates refused because they claim a trust domain the peer may not (the link keeps its last good state). */
+  refusedLinks: z.array(z.object({ cluster: z.string(), reason: z.string() })).optional(),
+  /** Each node agent's published view of what it has programmed (nodes whose agent is down are absent). */
+  agents: z.array(AgentView),
+});
+export type ApiserverStatus = z.infer<typeof ApiserverStatus>;
+
+/** The node agents' published views, validated; an unreadable one is left out rather than failing status. */
+export async function agentViews(etcd: Etcd3, cluster: string): Promise<AgentView[]> {
+  const raw = await etcd.getAll().prefix(keys.agentsPrefix(cluster)).strings();
+  return Object.values(raw)
+    .flatMap((v) => {
+      try {
+        const parsed = AgentView.safeParse(JSON.parse(v));
+        return parsed.success ? [parsed.data] : [];
+      } catch {
+        return [];
+      }
+    })
+    .sort((a, b) => a.node.localeCompare(b.node));
+}
