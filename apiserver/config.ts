@@ -131,7 +131,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     const got = field in typed ? typed[field] : (raw as Record<string, unknown>)[field];
     const missing = got === undefined || (Array.isArray(got) && got.length === 0);
     if (missing) throw new Error(`${flag} is required (or set SKEIN_${field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()})`);
-    throw new Error(`${flag} "${got}": ${issue.message}`);
+    const shown = Array.isArray(got) ? got.join(',') : typeof got === 'string' || typeof got === 'number' ? String(got) : JSON.stringify(got);
+    throw new Error(`${flag} "${shown}": ${issue.message}`);
   }
   return parsed.data;
 }

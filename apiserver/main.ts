@@ -14,6 +14,7 @@ import { KubeRest } from '../mesh/kube/rest.js';
 import { KubeSecrets } from '../mesh/kube/secrets.js';
 import { ensureMeshAuth, syncPeerUsers } from './mesh-auth.js';
 import { connectMeshEtcd, EtcdKv, type EtcdRef } from '../mesh/etcd.js';
+import { meshEtcdServerName } from '../mtls/mesh-identities.js';
 import { EtcdReleasableIdentityStore } from './export/identity-etcd.js';
 import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
@@ -77,10 +78,11 @@ async function main(): Promise<void> {
     identity = await MeshIdentity.create({ endpoints: cfg.meshEtcd, ca: clusterCa, cluster: cfg.clusterName, ttlMs: cfg.meshIdentityTtlMs, log });
     etcdRef = identity.ref;
   } else {
-    const fixed = connectMeshEtcd({ endpoints: cfg.meshEtcd, caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey });
+    const fixed = connectMeshEtcd({ endpoints: cfg.meshEtcd, caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, serverName: meshEtcdServerName(cfg.clusterName) });
     etcdRef = () => fixed;
   }
 
+  // eslint-disable-next-line prefer-const -- the writer's onError closure reads it before it is assigned below (a const would throw there)
   let exporter!: Exporter;
   const writer = new StateWriter(new EtcdKv(etcdRef), {
     onBatch: (_ops, seconds) => metrics.etcdWrite.observe(seconds),

@@ -8,9 +8,9 @@ import { ETCD_ROOT_USER, NODE_USER_PREFIX, nodeUser, remoteUser } from '../mtls/
 import { ensureRole, ensureUser, removeRole, removeUser } from './etcd-rbac.js';
 import { datapathPrefixes, exportPrefix, keys, ROOT } from '../mesh/schema/keys.js';
 
-export const READ_EXPORT_ROLE = 'skein-read-export';
+const READ_EXPORT_ROLE = 'skein-read-export';
 /** Reads shared by every node agent. */
-export const NODE_READ_ROLE = 'skein-node';
+const NODE_READ_ROLE = 'skein-node';
 /** Before per-node identities, all agents shared one user and role: removed at start. */
 const LEGACY_AGENT = 'skein-agent';
 const nodeRole = (node: string) => `skein-node-${node}`;

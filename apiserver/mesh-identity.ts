@@ -3,7 +3,7 @@
 // calls in flight on it have had time to finish. Lease holders move their leases on `onRenewed`.
 import type { Etcd3 } from 'etcd3';
 import type { ClusterCA } from '../mtls/cluster-ca.js';
-import { issueMeshRootClient } from '../mtls/mesh-identities.js';
+import { issueMeshRootClient, meshEtcdServerName } from '../mtls/mesh-identities.js';
 import { needsRenewal, remainingMs } from '../mesh/credentials.js';
 import { connectMeshEtcd, type EtcdRef } from '../mesh/etcd.js';
 import { keys } from '../mesh/schema/keys.js';
@@ -36,7 +36,7 @@ export class MeshIdentity {
   private async connect(): Promise<Etcd3> {
     const cert = await issueMeshRootClient(this.o.ca, this.o.ttlMs);
     this.certPem = cert.certPem;
-    return connectMeshEtcd({ endpoints: this.o.endpoints, tls: { caPem: this.o.ca.mesh.certPem, certPem: cert.certPem, keyPem: cert.keyPem } });
+    return connectMeshEtcd({ endpoints: this.o.endpoints, tls: { caPem: this.o.ca.mesh.certPem, certPem: cert.certPem, keyPem: cert.keyPem }, serverName: meshEtcdServerName(this.o.cluster) });
   }
 
   readonly ref: EtcdRef = () => this.client;

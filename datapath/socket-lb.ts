@@ -40,7 +40,7 @@ export interface Programmed {
   backends: BackendAddr[];
 }
 
-export const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4'] as const;
+const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4'] as const;
 
 function ipBytes(ip: string): Buffer {
   const parts = ip.split('.').map(Number);
@@ -56,7 +56,7 @@ function portBytes(port: number): Buffer {
 }
 
 /** struct svc_key: addr(4, net order) port(2, net order) proto(1) pad(1) slot(2, host order) pad2(2) */
-export function serviceKey(f: Frontend, slot: number): Buffer {
+function serviceKey(f: Frontend, slot: number): Buffer {
   const k = Buffer.alloc(12);
   ipBytes(f.ip).copy(k, 0);
   portBytes(f.port).copy(k, 4);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { keys, parseExportKey } from './schema/keys.js';
-import { decodeValue, type ExportValue } from './schema/values.js';
+import { decodeValue, type GlobalService } from './schema/values.js';
 import { clusterIdOf, forbiddenRangeOf, formatPin, LocalNetworks, PeerPolicy, pinError, Subnet } from './address-policy.js';
 import { RemoteSecret } from './link-secrets.js';
 
@@ -19,7 +19,7 @@ function judge(key: string, value: object) {
   const parsed = parseExportKey(key)!;
   const d = decodeValue(parsed, JSON.stringify(value));
   if (!d.ok) return { reason: 'schema', detail: d.error };
-  return policy.check(parsed, d.value as ExportValue);
+  return policy.check(d);
 }
 const svcKey = keys.service('west', 'default', 'echo');
 
@@ -119,8 +119,7 @@ describe("a peer's policy", () => {
   });
   it('refuses an address in a forbidden range even if the pin covered it', () => {
     const wide = new PeerPolicy({ name: 'west', id: 2, podCidrs: ['0.0.0.0/0'] }, local);
-    const parsed = parseExportKey(svcKey)!;
-    const check = (ip: string) => wide.check(parsed, service(ip) as ExportValue)?.reason;
+    const check = (ip: string) => wide.check({ kind: 'services', value: service(ip) as GlobalService })?.reason;
     expect(check('127.0.0.1')).toBe('forbidden-address');
     expect(check('10.1.1.9')).toBe('local-cidr');
     expect(check('8.8.8.8')).toBeUndefined();
@@ -153,7 +152,7 @@ describe("a peer's policy", () => {
     expect(judge(key, node(['10.2.0.3'], ['10.2.1.0/33']))?.reason).toBe('schema');
   });
   it('checks the config names the pinned ID; its pod CIDRs are informational and widen nothing', () => {
-    const config = (id: number, podCidrs: string[]) => ({ name: 'west', id, podCidrs, schema: 'v1' });
+    const config = (id: number, podCidrs: string[]) => ({ name: 'west', id, podCidrs, schema: 'v1' as const });
     expect(judge(keys.config('west'), config(2, ['10.2.1.0/24']))).toBeUndefined();
     expect(judge(keys.config('west'), config(7, ['10.2.1.0/24']))).toMatchObject({ reason: 'wrong-cluster-id', detail: 'config names cluster ID 7; west was pinned at ID 2 by skein connect' });
     const wider = config(2, ['10.0.0.0/8']);
@@ -164,11 +163,11 @@ describe("a peer's policy", () => {
   it("follows this cluster's pod CIDRs as they grow", () => {
     const mine = new LocalNetworks('east');
     const p = new PeerPolicy({ name: 'west', id: 2, podCidrs: ['10.2.0.0/16'] }, mine);
-    const parsed = parseExportKey(svcKey)!;
-    expect(p.check(parsed, service('10.2.9.1') as ExportValue)).toBeUndefined();
+    const svc = { kind: 'services' as const, value: service('10.2.9.1') as GlobalService };
+    expect(p.check(svc)).toBeUndefined();
     expect(mine.setPodCidrs(['10.2.9.0/24'])).toBe(true);
     expect(mine.setPodCidrs(['10.2.9.0/24'])).toBe(false);
-    expect(p.check(parsed, service('10.2.9.1') as ExportValue)?.reason).toBe('local-cidr');
+    expect(p.check(svc)?.reason).toBe('local-cidr');
     expect(() => new LocalNetworks('east', '100.64.0.0/33')).toThrow(/service CIDR "100.64.0.0\/33" is not an IPv4 CIDR/);
   });
   it('lets heartbeats and synced markers through (nothing to claim)', () => {

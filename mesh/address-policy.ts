@@ -5,8 +5,7 @@
 //
 // Membership is tested with node:net's BlockList on addresses node:net's isIPv4 accepted (no regex math).
 import { BlockList, isIPv4 } from 'node:net';
-import { parseCidr, type ClusterConfig, type ExportValue, type GlobalService, type IdentityValue, type IpEntry, type MeshNode } from './schema/values.js';
-import type { ParsedKey } from './schema/keys.js';
+import { parseCidr, type ClusterConfig, type Decoded } from './schema/values.js';
 
 /** Why a remote key was refused; counted per reason in status and metrics. */
 export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs'] as const;
@@ -64,7 +63,7 @@ export class Subnet {
 }
 
 /** Never a pod, backend or node address, whoever claims it and whatever a pin says. */
-export const FORBIDDEN_RANGES: readonly { subnet: Subnet; what: string }[] = [
+const FORBIDDEN_RANGES: readonly { subnet: Subnet; what: string }[] = [
   ['0.0.0.0/8', 'unspecified ("this network")'],
   ['127.0.0.0/8', 'loopback'],
   ['169.254.0.0/16', 'link-local (cloud metadata lives at 169.254.169.254)'],
@@ -163,21 +162,21 @@ export class PeerPolicy {
     this.pinned = peer.podCidrs.flatMap((c) => Subnet.parse(c) ?? []);
   }
 
-  /** The first reason a decoded value of `key` may not be cached, or undefined if it may. */
-  check(key: ParsedKey, value: ExportValue): Rejection | undefined {
-    switch (key.kind) {
+  /** The first reason a decoded value may not be cached, or undefined if it may. */
+  check(decoded: Decoded): Rejection | undefined {
+    switch (decoded.kind) {
       case 'config':
-        return this.checkConfig(value as ClusterConfig);
+        return this.checkConfig(decoded.value);
       case 'services':
-        return firstOf((value as GlobalService).backends.map((b, i) => () => this.checkPodAddress(b.ip, `backends[${i}].ip`)));
+        return firstOf(decoded.value.backends.map((b, i) => () => this.checkPodAddress(b.ip, `backends[${i}].ip`)));
       case 'ips': {
-        const v = value as IpEntry;
+        const v = decoded.value;
         return this.checkPodAddress(v.ip, 'ip') ?? this.checkIdentity(v.identity, 'identity');
       }
       case 'identities':
-        return this.checkIdentity((value as IdentityValue).id, 'id');
+        return this.checkIdentity(decoded.value.id, 'id');
       case 'nodes': {
-        const v = value as MeshNode;
+        const v = decoded.value;
         return firstOf([
           ...v.addresses.map((a, i) => () => this.checkNodeAddress(a.ip, `addresses[${i}].ip`)),
           ...v.podCidrs.map((c, i) => () => this.checkPodCidr(c, `podCidrs[${i}]`)),

@@ -2,8 +2,8 @@
 // deadline on every unary call so a dead etcd surfaces as an error instead of a hang, paged consistent
 // listings, and the KV adapter the state writer works through.
 import { readFileSync } from 'node:fs';
-import { Etcd3, Range, type IKeyValue, type IOptions } from 'etcd3';
-import { keys } from './schema/keys.js';
+import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError, Range, type IKeyValue, type IOptions } from 'etcd3';
 import type { KvBackend, KvOp } from './state-writer.js';
 
 export interface MeshEtcdOptions {
@@ -14,10 +14,23 @@ export interface MeshEtcdOptions {
   /** PEMs in memory (issued at start-up) instead of files. */
   tls?: { caPem: string; certPem: string; keyPem: string };
   callTimeoutMs?: number;
+  /**
+   * The name the server certificate is verified against (`meshEtcdServerName(cluster)`). Endpoints are
+   * usually IPs, and TLS forbids an IP as the server name (Node warns, DEP0123): verify by name instead.
+   */
+  serverName?: string;
 }
 
 /** The local mesh etcd client as its users hold it: a getter, because renewing this process's identity replaces the client. */
 export type EtcdRef = () => Etcd3;
+
+/**
+ * etcd fails a request whose authentication predates a change of users or roles ("revision of auth store
+ * is old"); the same request, sent again, passes. Users and roles change whenever a node or peer comes or
+ * goes, so every client retries that, as it retries an unreachable member.
+ */
+const isAuthRevisionRace = (err: Error) => /revision of auth store is old/.test(err.message);
+const retryPolicy = retry(handleWhen((err) => isRecoverableError(err) || isAuthRevisionRace(err)), { maxAttempts: 3, backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 500 }) });
 
 export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
   const timeout = o.callTimeoutMs ?? 5_000;
@@ -25,6 +38,8 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
     hosts: o.endpoints,
     dialTimeout: timeout,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + timeout) }),
+    faultHandling: { global: retryPolicy },
+    ...(o.serverName ? { grpcOptions: { 'grpc.ssl_target_name_override': o.serverName, 'grpc.default_authority': o.serverName } } : {}),
   };
   if (o.tls) {
     opts.credentials = { rootCertificate: Buffer.from(o.tls.caPem), privateKey: Buffer.from(o.tls.keyPem), certChain: Buffer.from(o.tls.certPem) };

@@ -14,7 +14,10 @@ class MemoryKv implements KvBackend {
       throw new Error('etcd unavailable');
     }
     this.batches.push(ops);
-    for (const op of ops) op.value === null ? this.data.delete(op.key) : this.data.set(op.key, op.value);
+    for (const op of ops) {
+      if (op.value === null) this.data.delete(op.key);
+      else this.data.set(op.key, op.value);
+    }
   }
 }
 

@@ -18,12 +18,15 @@ export const NODE_USER_PREFIX = 'node-';
 export const nodeUser = (node: string) => `${NODE_USER_PREFIX}${node}`;
 
 /** Skein's non-SPIFFE name for a mesh transport identity. */
-export const meshUri = (cluster: string, role: string) => `urn:skein:mesh:${cluster}:${role}`;
+const meshUri = (cluster: string, role: string) => `urn:skein:mesh:${cluster}:${role}`;
 export const nodeUri = (cluster: string, node: string) => meshUri(cluster, `node:${node}`);
+
+/** The name every client verifies a cluster's mesh etcd by (its addresses are IPs, which TLS cannot name). */
+export const meshEtcdServerName = (cluster: string) => `mesh-etcd.${cluster}`;
 
 export function issueMeshEtcdServer(ca: MeshCA, ips: string[]): Promise<PemPair> {
   const c = ca.cluster;
-  return issueCertificate(ca.mesh, { commonName: `mesh-etcd.${c}`, dnsNames: ['localhost', `mesh-etcd.${c}`], ipAddresses: ips, uris: [meshUri(c, 'etcd')], usage: 'both', ttlMs: 365 * 24 * HOUR });
+  return issueCertificate(ca.mesh, { commonName: meshEtcdServerName(c), dnsNames: ['localhost', meshEtcdServerName(c)], ipAddresses: ips, uris: [meshUri(c, 'etcd')], usage: 'both', ttlMs: 365 * 24 * HOUR });
 }
 
 /** The cluster's own apiserver as etcd root. */

@@ -21,7 +21,7 @@ describe('X.509-SVIDs', () => {
   it('refuse a tampered CSR, a non-P-256 key, a bad SPIFFE ID and an expired CA, naming what is wrong', async () => {
     const { csrDer } = await newKeyAndCsr();
     const tampered = Buffer.from(csrDer);
-    tampered[tampered.length - 10] ^= 0xff;
+    tampered[tampered.length - 10]! ^= 0xff;
     await expect(signX509Svid(ca, { spiffeId: id, csrDer: tampered })).rejects.toThrow(/csr: /);
     await expect(signX509Svid(ca, { spiffeId: 'https://east.skein/x', csrDer })).rejects.toThrow(/is not a SPIFFE ID/);
     expect(() => workloadSpiffeId('east.skein', 'default', 'a/b')).toThrow(/service account "a\/b"/);

@@ -7,8 +7,8 @@ import { createLocalJWKSet, decodeJwt, exportJWK, importPKCS8, jwtVerify, SignJW
 import * as x509 from '@peculiar/x509';
 import { csrPublicKey, signLeaf, type PemPair } from './x509.js';
 
-export const DEFAULT_SVID_TTL_MS = 3600_000;
-export const DEFAULT_JWT_TTL_MS = 300_000;
+const DEFAULT_SVID_TTL_MS = 3600_000;
+const DEFAULT_JWT_TTL_MS = 300_000;
 
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
 
@@ -19,7 +19,7 @@ export function workloadSpiffeId(trustDomain: string, namespace: string, service
   return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
 }
 
-export function trustDomainOfId(spiffeId: string): string {
+function trustDomainOfId(spiffeId: string): string {
   const m = /^spiffe:\/\/([a-z0-9._-]+)(\/.*)?$/.exec(spiffeId);
   if (!m) throw new Error(`"${spiffeId}" is not a SPIFFE ID (spiffe://<trust domain>/<path>)`);
   return m[1]!;
@@ -82,7 +82,7 @@ export async function validateJwtSvid(token: string, audience: string, bundles: 
   try {
     sub = decodeJwt(token).sub;
   } catch (err) {
-    throw new Error(`svid: not a JWT (${(err as Error).message})`);
+    throw new Error(`svid: not a JWT (${(err as Error).message})`, { cause: err });
   }
   if (!sub) throw new Error('svid: the JWT has no subject (sub) SPIFFE ID');
   const td = trustDomainOfId(sub);

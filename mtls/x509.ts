@@ -5,6 +5,7 @@ import 'reflect-metadata';
 import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
+// Node's webcrypto is the standard Crypto, but its TypeScript type differs from the DOM's that the library names.
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -17,7 +18,7 @@ export interface PemPair {
   keyPem: string;
 }
 
-export type CertUsage = 'server' | 'client' | 'both';
+type CertUsage = 'server' | 'client' | 'both';
 
 export interface CertSpec {
   commonName?: string;
@@ -158,7 +159,7 @@ export async function csrPublicKey(csrDer: Uint8Array): Promise<x509.PublicKey> 
   try {
     csr = new x509.Pkcs10CertificateRequest(csrDer);
   } catch (err) {
-    throw new Error(`csr: not a DER PKCS#10 request (${(err as Error).message})`);
+    throw new Error(`csr: not a DER PKCS#10 request (${(err as Error).message})`, { cause: err });
   }
   const alg = csr.publicKey.algorithm as { name?: string; namedCurve?: string };
   if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') throw new Error(`csr: key is ${alg.name}${alg.namedCurve ? ` ${alg.namedCurve}` : ''}; use ECDSA P-256`);

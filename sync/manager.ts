@@ -1,8 +1,9 @@
 // Follows the link Secrets `skein connect` writes: one RemoteSync per remote (started, replaced when its
 // Secret changes, stopped with its cache removed when the Secret goes), and etcd users for the peers allowed
 // to read our export. No restart is needed for a connect or a disconnect.
-import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
-import type { EtcdRef } from '../mesh/etcd.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { backoffDelay } from '../mesh/backoff.js';
+import { EtcdKv, type EtcdRef } from '../mesh/etcd.js';
 import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
 import type { KubeRest } from '../mesh/kube/rest.js';
 import { SKEIN_NAMESPACE } from '../mesh/service-ref.js';
@@ -16,18 +17,21 @@ import type { RemoteStatus } from '../mesh/status.js';
 import { RemoteSync } from './remote-sync.js';
 import { LocalNetworks, parsePin, type RejectReason } from '../mesh/address-policy.js';
 import { keys, parseExportKey } from '../mesh/schema/keys.js';
-import { decodeValue, type ClusterConfig } from '../mesh/schema/values.js';
+import { decodeValue } from '../mesh/schema/values.js';
 import { remoteSecretName } from '../mesh/link-secrets.js';
+import type { Secret } from '../mesh/kube/objects.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
+/** Delays between attempts of a failed change: 250 ms doubling to 5 s. */
+const RETRY = { minMs: 250, maxMs: 5_000 };
 
 export class SyncManager {
   private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string }>();
   private readonly peers = new Map<string, string>();
   private readonly refused = new Map<string, string>();
   private stopped = false;
-  private informers: RunningInformer<V1Secret>[] = [];
+  private informers: RunningInformer<Secret>[] = [];
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -70,7 +74,7 @@ export class SyncManager {
       } catch (err) {
         if (err instanceof BundleOwnershipError) return void this.o.log.warn({ err: err.message }, 'refused a trust bundle');
         if (attempt === 1 || attempt % 10 === 0) this.o.log.warn({ err: (err as Error).message, attempt }, 'sync manager change failed, retrying');
-        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** Math.min(attempt - 1, 5), 5_000)));
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt - 1, RETRY)));
       }
     }
   }
@@ -95,7 +99,7 @@ export class SyncManager {
       const key = keys.config(this.o.localCluster);
       const raw = await this.o.local().get(key).string();
       const decoded = raw === null ? undefined : decodeValue(parseExportKey(key)!, raw);
-      if (!decoded?.ok || !this.localNetworks.setPodCidrs((decoded.value as ClusterConfig).podCidrs)) return;
+      if (!decoded?.ok || decoded.kind !== 'config' || !this.localNetworks.setPodCidrs(decoded.value.podCidrs)) return;
       this.o.log.info({ podCidrs: this.localNetworks.podCidrs }, "this cluster's pod CIDRs changed: checking every remote's cache against them");
       for (const r of this.remotes.values()) r.sync.revalidate();
     } catch {
@@ -111,12 +115,12 @@ export class SyncManager {
     this.networksTimer = setInterval(() => void this.refreshLocalNetworks(), 2_000);
     this.networksTimer.unref();
     const path = `/api/v1/namespaces/${SKEIN_NAMESPACE}/secrets`;
-    const watch = (label: string, onEvent: (type: string, s: V1Secret) => void) =>
-      startInformer<V1Secret>({
+    const watch = (label: string, onEvent: (type: string, s: Secret) => void) =>
+      startInformer<Secret>({
         kc: this.o.kc,
         path,
         labelSelector: label,
-        list: () => this.o.rest.get(`${path}?labelSelector=${encodeURIComponent(label)}`),
+        list: () => this.o.rest.list(`${path}?labelSelector=${encodeURIComponent(label)}`),
         onEvent,
         onRestart: (err) => this.o.log.warn({ err: (err as Error)?.message }, 'secret watch restarting'),
       });
@@ -138,7 +142,7 @@ export class SyncManager {
     );
   }
 
-  private async onRemote(type: string, secret: V1Secret): Promise<void> {
+  private async onRemote(type: string, secret: Secret): Promise<void> {
     const name = secret.metadata?.labels?.[REMOTE_LABEL] ?? '';
     const existing = this.remotes.get(name);
     if (type === 'delete') {
@@ -181,7 +185,7 @@ export class SyncManager {
     await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: r['trust-domain'], caPem: r['bundle.crt'], cluster: r.cluster, own: false });
     await existing?.sync.stop(false);
     const sync = new RemoteSync({
-      local: this.o.local,
+      local: new EtcdKv(this.o.local),
       localCluster: this.o.localCluster,
       remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'], podCidrs: parsePin(r['pod-cidrs']) },
       localNetworks: this.localNetworks,
@@ -226,7 +230,7 @@ export class SyncManager {
     return [...this.refused].map(([cluster, reason]) => ({ cluster, reason })).sort((a, b) => a.cluster.localeCompare(b.cluster));
   }
 
-  private async onPeer(type: string, secret: V1Secret): Promise<void> {
+  private async onPeer(type: string, secret: Secret): Promise<void> {
     const parsed = PeerSecret.safeParse(decodeSecretData(secret.data));
     const name = secret.metadata!.name!;
     if (type === 'delete') this.peers.delete(name);

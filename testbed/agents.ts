@@ -41,7 +41,7 @@ async function ensureNodeCert(a: AgentSpec): Promise<void> {
   writeFileSync(files.key, cert.keyPem, { mode: 0o600 });
 }
 
-export function agentArgv(a: AgentSpec, port: number): string[] {
+function agentArgv(a: AgentSpec, port: number): string[] {
   const node = nodeNet(a.tag, a.cluster, a.index);
   const pki = meshPki(a.clusterDir);
   const nodeCert = nodeCertFiles(a.clusterDir, a.index);

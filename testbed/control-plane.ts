@@ -11,7 +11,7 @@ import { freePort } from './ports.js';
 import { SERVICE_CIDR } from './topology.js';
 import type { PemPair } from '../mtls/x509.js';
 
-export const KCM_CONTROLLERS = [
+const KCM_CONTROLLERS = [
   'deployment-controller',
   'replicaset-controller',
   'endpointslice-controller',

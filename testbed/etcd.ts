@@ -5,7 +5,7 @@ import { spawnDaemon, waitFor } from './daemon.js';
 import { httpsGet } from './https.js';
 import { freePort } from './ports.js';
 
-export const ETCD_BIN = process.env.SKEIN_ETCD_BIN ?? '/usr/bin/etcd';
+const ETCD_BIN = process.env.SKEIN_ETCD_BIN ?? '/usr/bin/etcd';
 
 export interface EtcdTls {
   certFile: string;

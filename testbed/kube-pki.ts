@@ -1,6 +1,6 @@
 // Each local cluster's Kubernetes PKI and kubeconfigs: a cluster CA, the API server's serving certificate,
 // one client certificate per component (RBAC identities as kubeadm names them) and the service-account key.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { createCA, issueCertificate, newPrivateKeyPem, publicKeyPem, type PemPair } from '../mtls/x509.js';
@@ -65,10 +65,6 @@ export async function createKubePki(dir: string, cluster: string, extraIps: stri
   writeFileSync(pki.kubeletClientKey, kubeletClient.keyPem, { mode: 0o600 });
   writeFileSync(pki.saPub, publicKeyPem(saKey));
   return { pki, ca };
-}
-
-export function loadCa(pki: KubePki): PemPair {
-  return { certPem: readFileSync(pki.caCert, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') };
 }
 
 export interface KubeconfigEntry {

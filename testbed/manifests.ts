@@ -20,7 +20,7 @@ export async function applyManifest(kc: KubeConfig, objects: KubernetesObject[])
       await api.create(obj);
     } catch (err) {
       if ((err as { code?: number }).code !== 409) throw err;
-      await api.patch(obj, undefined, undefined, 'skein', true, 'application/apply-patch+yaml' as never);
+      await api.patch(obj, undefined, undefined, 'skein', true, 'application/apply-patch+yaml');
     }
   }
 }

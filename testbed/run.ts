@@ -1,7 +1,7 @@
 // Runs a host command (ip, sysctl) and fails with the command line and its stderr, never silently.
 import { execFile } from 'node:child_process';
 
-export class CommandError extends Error {
+class CommandError extends Error {
   constructor(
     readonly argv: string[],
     readonly code: number | string | null,

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { KubeRest } from '../mesh/kube/rest.js';
 import { cgroup2Root, cgroupPids, destroyCgroup, ensureCgroup } from './cgroup.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
@@ -18,6 +18,7 @@ import { distPath } from './repo.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
 import { fabricNet, nodeNet, podNetnsName, stateTag } from './topology.js';
+import type { Pod } from '../mesh/kube/objects.js';
 
 export interface UpOptions {
   stateDir: string;
@@ -210,7 +211,7 @@ export interface ExecOptions {
 }
 
 /** Where a pod runs: its netns and its node's cgroup (the test bed's `kubectl exec`). */
-export async function locatePod(stateDir: string, context: string, podRef: string): Promise<{ netns: string; cgroup: string; pod: V1Pod; workloadSocket: string }> {
+export async function locatePod(stateDir: string, context: string, podRef: string): Promise<{ netns: string; cgroup: string; pod: Pod; workloadSocket: string }> {
   const state = readState(stateDir);
   if (!state || state.phase !== 'up') throw new Error(`no local mesh is up in ${statePaths(stateDir).dir}: run "skein local up" first`);
   const cluster = state.clusters.find((c) => contextName(c.name) === context || c.name === context);
@@ -218,7 +219,7 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
   const [ns, name] = podRef.includes('/') ? podRef.split('/', 2) : ['default', podRef];
   const kc = new KubeConfig();
   kc.loadFromFile(join(statePaths(stateDir).cluster(cluster.name), 'kubeconfigs', 'admin.yaml'));
-  const pod = await new KubeRest(kc).get<V1Pod>(`/api/v1/namespaces/${ns}/pods/${name}`);
+  const pod = await new KubeRest(kc).get<Pod>(`/api/v1/namespaces/${ns}/pods/${name}`);
   const nodeIndex = Number(/-node-(\d+)$/.exec(pod.spec?.nodeName ?? '')?.[1]);
   if (!pod.metadata?.uid || !nodeIndex || pod.status?.phase !== 'Running') throw new Error(`pod ${ns}/${name} in ${cluster.name} is not running on a node yet (phase ${pod.status?.phase ?? 'unknown'})`);
   const node = nodeNet(state.tag, cluster, nodeIndex);

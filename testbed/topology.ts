@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 
 export const SERVICE_CIDR = '100.64.0.0/16';
-export const MAX_NODES = 127;
+const MAX_NODES = 127;
 
 export function stateTag(stateDir: string): string {
   return createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 5);
@@ -31,7 +31,7 @@ export interface NodeNet {
   cgroup: string;
 }
 
-export function nodeName(cluster: string, index: number): string {
+function nodeName(cluster: string, index: number): string {
   return `${cluster}-node-${index}`;
 }
 

@@ -9,7 +9,7 @@ const LabelsHash = z.string().regex(/^[0-9a-f]{64}$/);
 const LocalId = z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(1).max(MAX_LOCAL_ID));
 
 /** Identity bindings: `identity-index/<hash>` → local ID, and the export key reserving the ID itself. */
-export class EtcdIdentityStore implements IdentityStore {
+class EtcdIdentityStore implements IdentityStore {
   constructor(
     private readonly etcd: EtcdRef,
     private readonly cluster: string,

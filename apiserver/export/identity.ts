@@ -4,7 +4,7 @@
 // An ID is finite (65,280 per cluster), so a binding nobody has used for a grace period is released and
 // its ID handed out again; per-instance labels are left out so Jobs and rollouts do not burn IDs.
 import { createHash } from 'node:crypto';
-import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
+import type { Namespace, Pod } from '../../mesh/kube/objects.js';
 
 /**
  * Labels that vary per pod instance or per run (rollouts, StatefulSet ordinals, every Job and CronJob run):
@@ -24,12 +24,12 @@ const IGNORED_LABELS = new Set([
 ]);
 /** Placement, not security: 1.36 copies the node's topology labels onto pods. */
 const IGNORED_LABEL_PREFIXES = ['topology.kubernetes.io/'];
-export const FIRST_LOCAL_ID = 256;
+const FIRST_LOCAL_ID = 256;
 export const MAX_LOCAL_ID = 0xffff;
 /** Like Cilium's identity GC: long enough that a workload restarting or rescheduling keeps its identity. */
 export const DEFAULT_IDENTITY_GC_GRACE_MS = 10 * 60_000;
 
-export function identityLabels(cluster: string, pod: V1Pod, ns: V1Namespace | undefined): Record<string, string> {
+export function identityLabels(cluster: string, pod: Pod, ns: Namespace | undefined): Record<string, string> {
   const labels: Record<string, string> = {
     'k8s:io.kubernetes.pod.namespace': pod.metadata?.namespace ?? 'default',
     'k8s:io.kubernetes.pod.serviceaccount': pod.spec?.serviceAccountName ?? 'default',

@@ -1,15 +1,15 @@
 // A Service and its EndpointSlices → the exported GlobalService value. Deterministic (sorted) so an
 // unchanged service serializes to the same bytes and is never rewritten.
 import { isIPv4 } from 'node:net';
-import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+
 import type { Backend, GlobalService } from '../../mesh/schema/values.js';
 import type { GlobalSpec } from '../../mesh/schema/annotations.js';
-
+import type { EndpointSlice, Service } from '../../mesh/kube/objects.js';
 
 type Protocol = 'TCP' | 'UDP' | 'SCTP';
 const proto = (p: string | undefined): Protocol => (p === 'UDP' || p === 'SCTP' ? p : 'TCP');
 
-export function backendsFromSlices(slices: Iterable<V1EndpointSlice>): Backend[] {
+function backendsFromSlices(slices: Iterable<EndpointSlice>): Backend[] {
   const byIp = new Map<string, Backend>();
   for (const slice of slices) {
     if (slice.addressType !== 'IPv4') continue;
@@ -39,7 +39,7 @@ export function backendsFromSlices(slices: Iterable<V1EndpointSlice>): Backend[]
     .sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
 }
 
-export function globalServiceValue(cluster: string, svc: V1Service, spec: GlobalSpec, slices: Iterable<V1EndpointSlice>): GlobalService {
+export function globalServiceValue(cluster: string, svc: Service, spec: GlobalSpec, slices: Iterable<EndpointSlice>): GlobalService {
   const clusterIps = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
   return {
     cluster,

@@ -3,7 +3,7 @@
 // SVIDs, signed by the workload CA, only for pods the Kubernetes API binds to that node. The SPIFFE ID comes
 // from the pod object the API returned (its namespace and service account), never from the request.
 import * as grpc from '@grpc/grpc-js';
-import type { V1Pod } from '@kubernetes/client-node';
+
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
@@ -11,9 +11,9 @@ import { nodeUri } from '../../mtls/mesh-identities.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
 import { Dns1123Subdomain, firstIssue, podPath, PodRef } from '../../mesh/kube/names.js';
-import { loadNodeCaApi, NODE_CA_NAME } from '../../mesh/node-ca/proto.js';
+import { loadNodeCaApi, NODE_CA_NAME, type NodeCAHandlers } from '../../mesh/node-ca/proto.js';
+import type { Pod } from '../../mesh/kube/objects.js';
 
-type Handler<Req> = (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
 type Refusal = { error: Partial<grpc.StatusObject> };
 
 export class NodeCaServer {
@@ -25,24 +25,24 @@ export class NodeCaServer {
     private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; log: { warn: (o: object, m: string) => void } },
   ) {
     this.bundleDer = new X509Certificate(o.ca.workload.certPem).raw;
-    const api = loadNodeCaApi() as unknown as { skein: { v1: { NodeCA: { service: grpc.ServiceDefinition } } } };
-    const signX509: Handler<{ pod: PodRef; csr: Buffer }> = (call, cb) =>
+    const signX509: NodeCAHandlers['SignX509SVID'] = (call, cb) =>
       this.handle(call, call.request.pod, cb, async (spiffeId) => {
         const svid = await signX509Svid(this.o.ca.workload, { spiffeId, csrDer: call.request.csr, ttlMs: this.o.svidTtlMs });
         this.counts.x509++;
         return { spiffe_id: spiffeId, certificate: svid.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.expiresAt.getTime() };
       });
-    const signJwt: Handler<{ pod: PodRef; audience: string[] }> = (call, cb) =>
+    const signJwt: NodeCAHandlers['SignJWTSVID'] = (call, cb) =>
       this.handle(call, call.request.pod, cb, async (spiffeId) => {
         const jwt = await signJwtSvid(this.o.ca.workload, { spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs });
         this.counts.jwt++;
         return { spiffe_id: spiffeId, token: jwt.token, expires_at_unix_ms: jwt.expiresAt.getTime() };
       });
-    this.server.addService(api.skein.v1.NodeCA.service, { SignX509SVID: signX509, SignJWTSVID: signJwt });
+    const handlers: NodeCAHandlers = { SignX509SVID: signX509, SignJWTSVID: signJwt };
+    this.server.addService(loadNodeCaApi().NodeCA.service, handlers);
   }
 
   /** Authorizes, then signs; every failure becomes a gRPC status, never an exception or a rejection. */
-  private handle(call: grpc.ServerUnaryCall<unknown, unknown>, pod: unknown, cb: grpc.sendUnaryData<unknown>, sign: (spiffeId: string) => Promise<object>): void {
+  private handle<Res>(call: grpc.ServerUnaryCall<unknown, Res>, pod: unknown, cb: grpc.sendUnaryData<Res>, sign: (spiffeId: string) => Promise<Res>): void {
     this.authorize(call, pod)
       .then(async (a) => {
         if ('error' in a) return cb(a.error);
@@ -82,9 +82,9 @@ export class NodeCaServer {
     const ref = PodRef.safeParse(requested);
     if (!ref.success) return this.refuse(grpc.status.INVALID_ARGUMENT, firstIssue(ref.error, 'pod.'));
     const { namespace, name, uid } = ref.data;
-    let p: V1Pod;
+    let p: Pod;
     try {
-      p = await this.o.rest.get<V1Pod>(podPath(namespace, name));
+      p = await this.o.rest.get<Pod>(podPath(namespace, name));
     } catch (err) {
       if (isNotFound(err)) return this.refuse(grpc.status.PERMISSION_DENIED, `pod ${namespace}/${name} does not exist`);
       return { error: { code: grpc.status.UNAVAILABLE, details: `the Kubernetes API: ${(err as Error).message}` } };

@@ -4,6 +4,7 @@
 // an in-memory merged view; a change recomputes only the services it touched, and bursts are coalesced.
 // A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
 import type { Etcd3, Lease, Watcher } from 'etcd3';
+import { LeaseSession } from '../../mesh/lease-session.js';
 import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values.js';
 import { loadMergedView, type MergedView } from './merged-view.js';
@@ -29,7 +30,14 @@ export class NodeAgent {
   updates = 0;
   lastSyncMs = 0;
 
-  private lease?: Lease;
+  /** The published view's lease: the view expires with a dead agent, and is put again on a new lease after a loss. */
+  private readonly viewLease = new LeaseSession({
+    etcd: () => this.o.etcd,
+    ttlSeconds: 15,
+    onNewLease: (lease) => this.putView(lease, true),
+    onLost: (err) => this.o.log.warn({ err: err.message }, 'node view lease lost, granting a new one'),
+    onRetry: (err, attempt) => this.o.log.warn({ err: err.message, attempt }, 'publishing the node view failed'),
+  });
   private publishTimer?: NodeJS.Timeout;
   private published = '';
 
@@ -161,14 +169,19 @@ export class NodeAgent {
     if (this.publishTimer) return;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
-      void this.publish().catch((err: Error) => {
-        this.o.log.warn({ err: err.message }, 'publishing the node view failed');
-        this.lease = undefined;
-      });
+      void this.publish().catch((err: Error) => this.o.log.warn({ err: err.message }, 'publishing the node view failed'));
     }, 1000);
   }
 
   private async publish(): Promise<void> {
+    const lease = this.viewLease.lease;
+    // No lease yet, an open that failed, or a loss being replaced: opening one puts the view on it.
+    if (!lease) return this.viewLease.open();
+    await this.putView(lease, false);
+  }
+
+  /** The view onto the lease; unless `always` (a new lease), only when more than its counters changed. */
+  private async putView(lease: Lease, always: boolean): Promise<void> {
     const all = this.dump();
     const programmed: Record<string, string[]> = {};
     for (const p of all.slice(0, AGENT_VIEW_MAX)) programmed[fkey(p)] = p.backends.map((b) => `${b.ip}:${b.port}`);
@@ -184,12 +197,8 @@ export class NodeAgent {
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
-    if (fingerprint === this.published && this.lease) return;
-    if (!this.lease) {
-      this.lease = this.o.etcd.lease(15, { autoKeepAlive: true });
-      this.lease.on('lost', () => (this.lease = undefined));
-    }
-    await this.lease.put(keys.agent(this.o.cluster, this.o.node)).value(encodeValue(AgentView, view));
+    if (fingerprint === this.published && !always) return;
+    await lease.put(keys.agent(this.o.cluster, this.o.node)).value(encodeValue(AgentView, view));
     this.published = fingerprint;
   }
 
@@ -215,6 +224,6 @@ export class NodeAgent {
     clearTimeout(this.publishTimer);
     await this.cancelWatchers();
     // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.
-    await this.lease?.revoke().catch(() => {});
+    await this.viewLease.close();
   }
 }

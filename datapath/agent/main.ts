@@ -17,6 +17,7 @@ import { Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
 import { ClusterName } from '../../mesh/schema/cluster.js';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
+import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { SocketLb } from '../socket-lb.js';
 import { NodeAgent } from './agent.js';
 
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
   ensureBpffs();
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
-  const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey });
+  const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, serverName: meshEtcdServerName(cfg.clusterName) });
   const agent = new NodeAgent({ etcd, cluster: cfg.clusterName, node: cfg.nodeName, lb, log });
 
   const registry = new Registry();

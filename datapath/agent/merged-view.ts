@@ -11,7 +11,7 @@ import { listPrefixes } from '../../mesh/etcd.js';
 import { datapathPrefixes, parseExportKey, parseLocalServiceKey, parseSyncStatusKey, ROOT } from '../../mesh/schema/keys.js';
 import { decodeJson, decodeValue, SyncStatus, type GlobalService } from '../../mesh/schema/values.js';
 
-export interface ClusterServiceView {
+interface ClusterServiceView {
   cluster: string;
   local: boolean;
   /** The remote's heartbeat went stale: its state is kept but should be trusted less. */
@@ -57,10 +57,11 @@ export class MergedView {
     const previous = this.idOfKey.get(key);
     if (raw === undefined) return this.remove(key) ? [previous!] : [];
     const decoded = decodeValue(parsed, raw);
-    if (!decoded.ok) return this.remove(key) ? [previous!] : []; // an invalid value never reaches a datapath
-    const service = decoded.value as GlobalService;
+    // An invalid value never reaches a datapath.
+    if (!decoded.ok || decoded.kind !== 'services') return this.remove(key) ? [previous!] : [];
+    const service = decoded.value;
     let entries = this.byService.get(id);
-    if (!entries) this.byService.set(id, (entries = new Map()));
+    if (!entries) this.byService.set(id, (entries = new Map<string, Entry>()));
     entries.set(key, { source, cluster: parsed.cluster, service });
     this.idOfKey.set(key, id);
     if (source === 'cache') {

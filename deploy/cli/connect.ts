@@ -1,10 +1,11 @@
 // `skein connect` / `skein disconnect`: link two clusters in both directions with one command, through the
 // two Kubernetes APIs only. Each side gets the other's mesh endpoint, CA and a read-only client identity
 // the other's CA signed; each side authorizes the other's etcd user. Each link pins the peer's cluster ID
-// and pod CIDRs as connect sees them: all the peer may ever claim (sync/address-policy.ts); only running
+// and pod CIDRs as connect sees them: all the peer may ever claim (mesh/address-policy.ts); only running
 // connect again re-pins, and it says so. Idempotent; refuses clusters that cannot be meshed (same name, same
 // ID, overlapping pod CIDRs) and, before writing anything, a peer that collides with an existing link (the
 // same name with another CA, another linked cluster's ID or pod CIDRs).
+import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
 import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -17,9 +18,8 @@ import { issueRemoteClient } from '../../mtls/mesh-identities.js';
 import { remainingMs } from '../../mesh/credentials.js';
 import { PEER_LABEL, peerSecretName, REMOTE_LABEL, remoteSecretName } from '../../mesh/link-secrets.js';
 import { formatPin, parsePin, pinError, Subnet } from '../../mesh/address-policy.js';
-import { fetchStatus, kubeconfigFor } from './status.js';
+import { fetchStatus, kubeconfigFor, waitForRemotes, type Progress } from './status.js';
 
-type Progress = (msg: string) => void;
 /** The first identity; the issuing cluster renews it at half-life (its --remote-identity-ttl). */
 const FIRST_IDENTITY_TTL_MS = 24 * 3600_000;
 
@@ -34,7 +34,7 @@ export function overlappingCidrs(a: string[], b: string[]): [string, string] | u
 }
 
 /** What a link to this cluster pins: its pod CIDRs, canonical (throws naming the cluster if they cannot be pinned). */
-export function podCidrPin(s: Pick<ApiserverStatus, 'cluster' | 'podCidrs'>): string {
+function podCidrPin(s: Pick<ApiserverStatus, 'cluster' | 'podCidrs'>): string {
   const why = (err: string) => new Error(`cannot pin the pod CIDRs of ${s.cluster} (${s.podCidrs.join(', ') || 'none'}): ${err}`);
   let pin: string;
   try {
@@ -59,7 +59,7 @@ export function checkMeshable(a: ApiserverStatus, b: ApiserverStatus): void {
  * Refuses a cluster whose workload CA is not exactly its own trust domain's (`<cluster>.skein`): a CA naming
  * the other side's trust domain, or a connected cluster's, would let it sign identities in that domain.
  */
-export function checkTrustDomain(ca: ClusterCA, other: ClusterCA, linked: Map<string, string>): void {
+function checkTrustDomain(ca: ClusterCA, other: ClusterCA, linked: Map<string, string>): void {
   const own = checkBundleCa(ca.workload.certPem, ca.trustDomain);
   if (!own.ok) throw new Error(`cluster ${ca.cluster}'s workload CA (Secret skein-system/${WORKLOAD_CA_SECRET}) is not valid for trust domain ${ca.trustDomain}: ${own.error}; refusing to connect it to ${other.cluster}`);
   if (ca.trustDomain === other.trustDomain) throw new Error(`clusters ${ca.cluster} and ${other.cluster} both claim trust domain ${ca.trustDomain}`);
@@ -83,7 +83,7 @@ export interface Side {
 export type Link = { name: string; data: Record<string, string> };
 
 /** A short SHA-256 fingerprint of a CA certificate, for refusals an operator compares by eye. */
-export function caFingerprint(pem: string | undefined): string {
+function caFingerprint(pem: string | undefined): string {
   try {
     return `sha256 ${new X509Certificate(pem ?? '').fingerprint256.split(':').slice(0, 8).join(':')}…`;
   } catch {
@@ -158,20 +158,6 @@ async function link(from: Side, to: Side, progress: Progress): Promise<boolean> 
   return changed;
 }
 
-export async function waitForRemotes(kc: KubeConfig, want: (s: ApiserverStatus) => boolean, what: string, timeoutMs: number, progress: Progress): Promise<ApiserverStatus> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    const s = await fetchStatus(kc);
-    if (want(s)) return s;
-    const line = s.remotes.map((r) => `${r.cluster}: ${r.synced ? 'synced' : r.connected ? 'syncing' : 'connecting'}${r.lastError ? ` (${r.lastError})` : ''}`).join(', ') || 'no remotes yet';
-    if (line !== last) progress(`${s.cluster}: ${line}`);
-    last = line;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what} (${line})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 /** Checks everything that could refuse the pair first, then links both directions. */
 export async function linkBoth(sa: Side, sb: Side, progress: Progress): Promise<{ aToB: boolean; bToA: boolean }> {
   const [a, b] = [sa.status, sb.status];
@@ -224,7 +210,8 @@ export function registerConnect(program: Command): void {
     .option('--timeout <seconds>', 'how long to wait for both to sync', '120')
     .action(async (o: { context: string; destinationContext: string; kubeconfig?: string; timeout: string }) => {
       const t0 = Date.now();
-      const r = await connect(kubeconfigFor({ kubeconfig: o.kubeconfig, context: o.context }), kubeconfigFor({ kubeconfig: o.kubeconfig, context: o.destinationContext }), progress, Number(o.timeout) * 1000);
+      const timeoutMs = positiveInt('--timeout', o.timeout, 3_600) * 1000;
+      const r = await connect(kubeconfigFor({ kubeconfig: o.kubeconfig, context: o.context }), kubeconfigFor({ kubeconfig: o.kubeconfig, context: o.destinationContext }), progress, timeoutMs);
       console.log(`${o.context} <-> ${o.destinationContext}: ${r.changed ? 'connected' : 'already connected'} and synced in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     });
   program

@@ -1,17 +1,12 @@
 // `skein drill`: take a cluster's local backends of a global service away and back, and report how traffic
 // from a client pod in that cluster failed over to another cluster and back.
+import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
 import { DEFAULT_CLIENT_IMAGE, runDrill, type DrillProtocol } from '../drill/run.js';
 import { renderDrillReport } from '../drill/report.js';
 import { kubeconfigFor } from './status.js';
 
 const PROTOCOLS = ['http', 'tcp', 'udp'] as const;
-
-function positiveInt(flag: string, value: string, max: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${flag} ${value}: use a whole number from 1 to ${max}`);
-  return n;
-}
 
 export function registerDrill(program: Command): void {
   program

@@ -1,4 +1,5 @@
 // `skein local up|down|exec`: the Docker-free local mesh for trying Skein and for its e2e tests.
+import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
 import { parseClusterRef } from '../../mesh/schema/cluster.js';
 // The state dir layout is light; the test bed itself (control planes, netns, cgroups, BPF) loads only when
@@ -24,7 +25,7 @@ export function registerLocal(program: Command): void {
       const t0 = Date.now();
       const clusters = o.clusters.split(',').filter(Boolean).map(parseClusterRef);
       const [{ contextName, up }, { cgroupPids, cgroupRssBytes }] = await Promise.all([testbed(), cgroups()]);
-      const state = await up({ stateDir: o.stateDir, clusters, nodes: Number(o.nodes), echo: o.echo, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
+      const state = await up({ stateDir: o.stateDir, clusters, nodes: positiveInt('--nodes', o.nodes, 16), echo: o.echo, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
       const paths = statePaths(o.stateDir);
       console.log(`\nLocal mesh is up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${state.clusters.map((c) => `${c.name} (id ${c.id}, ${c.nodes} nodes)`).join(', ')}`);
       console.log(`  ${cgroupPids(state.cgroupRoot).length} processes using ${Math.round(cgroupRssBytes(state.cgroupRoot) / 1048576)} MiB resident`);

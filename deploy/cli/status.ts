@@ -1,17 +1,31 @@
 // `skein status`: what a cluster's skein-apiserver exports, read through that cluster's Kubernetes API.
+import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ApiserverStatus } from '../../mesh/status.js';
 import { KubeApiError, KubeRest } from '../../mesh/kube/rest.js';
 import { skeinProxyPath } from '../../mesh/service-ref.js';
 
+/**
+ * The kubeconfig a command works with. Missing files and contexts are errors that say so: client-node's
+ * default otherwise falls back to http://localhost:8080 and the user sees only ECONNREFUSED.
+ */
 export function kubeconfigFor(opts: { kubeconfig?: string; context?: string }): KubeConfig {
   const kc = new KubeConfig();
-  if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+  const file = opts.kubeconfig ?? process.env.KUBECONFIG?.split(':').find((f) => f && existsSync(f)) ?? join(homedir(), '.kube', 'config');
+  const fromCluster = !opts.kubeconfig && !process.env.KUBECONFIG && !existsSync(file) && process.env.KUBERNETES_SERVICE_HOST;
+  if (fromCluster) kc.loadFromCluster();
+  else if (!existsSync(file)) throw new Error(`no kubeconfig at ${file}: pass --kubeconfig FILE or set KUBECONFIG (skein local up prints it)`);
+  else if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
   else kc.loadFromDefault();
   if (opts.context) {
-    if (!kc.getContextObject(opts.context)) throw new Error(`--context ${opts.context}: no such context in the kubeconfig (have ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
+    if (!kc.getContextObject(opts.context)) throw new Error(`--context ${opts.context}: no such context in ${file} (have ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
     kc.setCurrentContext(opts.context);
+  } else if (!kc.getCurrentCluster()) {
+    throw new Error(`${file} has no current context: pass --context (have ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
   }
   return kc;
 }
@@ -22,7 +36,7 @@ export async function fetchStatus(kc: KubeConfig): Promise<ApiserverStatus> {
     raw = await new KubeRest(kc).get<unknown>(skeinProxyPath('/v1/status'));
   } catch (err) {
     if (err instanceof KubeApiError && (err.status === 404 || err.status === 503)) {
-      throw new Error(`skein-apiserver is not reachable in context ${kc.getCurrentContext()} (${err.status}): is Skein installed there? (${err.message})`);
+      throw new Error(`skein-apiserver is not reachable in context ${kc.getCurrentContext()} (${err.status}): is Skein installed there? (${err.message})`, { cause: err });
     }
     throw err;
   }
@@ -34,7 +48,24 @@ export async function fetchStatus(kc: KubeConfig): Promise<ApiserverStatus> {
   return parsed.data;
 }
 
-export function renderStatus(s: ApiserverStatus): string {
+export type Progress = (msg: string) => void;
+
+/** Polls the status until `want` holds, reporting each remote's sync state as it changes. */
+export async function waitForRemotes(kc: KubeConfig, want: (s: ApiserverStatus) => boolean, what: string, timeoutMs: number, progress: Progress): Promise<ApiserverStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const s = await fetchStatus(kc);
+    if (want(s)) return s;
+    const line = s.remotes.map((r) => `${r.cluster}: ${r.synced ? 'synced' : r.connected ? 'syncing' : 'connecting'}${r.lastError ? ` (${r.lastError})` : ''}`).join(', ') || 'no remotes yet';
+    if (line !== last) progress(`${s.cluster}: ${line}`);
+    last = line;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what} (${line})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function renderStatus(s: ApiserverStatus): string {
   const lines = [
     `cluster ${s.cluster} (id ${s.clusterId})  export ${s.synced ? 'synced' : 'NOT synced yet'}`,
     `  nodes ${s.nodes}  identities ${s.identities}  pod IPs ${s.ips}  etcd writes ${s.etcd.writes}  backlog ${s.etcd.backlog}  watch restarts ${s.watchRestarts}`,
@@ -56,7 +87,7 @@ export function renderStatus(s: ApiserverStatus): string {
 }
 
 /** A remote's pin and what was refused from it, by reason (older apiservers report neither). */
-export function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
+function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
   const lines: string[] = [];
   if (r.pinnedPodCidrs) lines.push(`      pinned pod CIDRs ${r.pinnedPodCidrs.join(', ') || 'none'}`);
   if (r.advertisedBeyondPin?.length) lines.push(`      advertises ${r.advertisedBeyondPin.join(', ')} beyond its pin: addresses there are refused until skein connect is run again to re-pin`);
@@ -87,10 +118,10 @@ export function registerStatus(program: Command): void {
     .option('--node <name>', "show that node's datapath: each frontend and its active backends")
     .option('--timeout <seconds>', 'with --wait: how long', '120')
     .action(async (o: { kubeconfig?: string; context?: string; json?: boolean; wait?: boolean; node?: string; timeout: string }) => {
+      const timeoutMs = positiveInt('--timeout', o.timeout, 3_600) * 1000;
       const kc = kubeconfigFor(o);
-      const { waitForRemotes } = await import('./connect.js');
       const status = o.wait
-        ? await waitForRemotes(kc, (s) => s.synced && s.remotes.every((r) => r.synced), 'every remote to sync', Number(o.timeout) * 1000, (m) => console.error(`  ${m}`))
+        ? await waitForRemotes(kc, (s) => s.synced && s.remotes.every((r) => r.synced), 'every remote to sync', timeoutMs, (m) => console.error(`  ${m}`))
         : await fetchStatus(kc);
       if (o.node) {
         const view = renderNodeView(status, o.node);

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Outcome } from '../images/outcome.js';
 
 /** Moments in ms since the epoch, all on one clock (the drill checks the client's clock agrees). */
-export interface DrillEvents {
+interface DrillEvents {
   /** The drill scaled the local backends to zero. */
   takenAt: number;
   /** The service's EndpointSlices in this cluster showed no ready endpoint any more. */

@@ -4,14 +4,17 @@
 // moment the last one stops being ready, waits for answers from another cluster, restores the replicas and
 // waits for answers from this cluster again. The client's outcomes come back through the pod's log.
 import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { Writable } from 'node:stream';
-import { Log, type KubeConfig, type V1EndpointSlice, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import { Log, type KubeConfig } from '@kubernetes/client-node';
 import { parseGlobalAnnotations } from '../../mesh/schema/annotations.js';
+import { decodeJson } from '../../mesh/schema/values.js';
 import { startInformer } from '../../mesh/kube/informer.js';
 import { isNotFound, KubeRest } from '../../mesh/kube/rest.js';
 import { parseOutcome, type Outcome } from '../images/outcome.js';
 import { fetchStatus } from '../cli/status.js';
 import { drillReport, type DrillReport } from './report.js';
+import type { EndpointSlice, Pod, Service } from '../../mesh/kube/objects.js';
 
 export type DrillProtocol = 'http' | 'tcp' | 'udp';
 
@@ -49,7 +52,7 @@ function splitRef(ref: string): { namespace: string; name: string } {
   return { namespace: m[1]!, name: m[2]! };
 }
 
-function pickPort(svc: V1Service, protocol: DrillProtocol, port: number | undefined, ref: string): number {
+function pickPort(svc: Service, protocol: DrillProtocol, port: number | undefined, ref: string): number {
   const transport = protocol === 'udp' ? 'UDP' : 'TCP';
   const ports = (svc.spec?.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === transport);
   const chosen = port !== undefined ? ports.find((p) => p.port === port) : (ports.find((p) => p.name === protocol) ?? ports[0]);
@@ -61,10 +64,10 @@ function pickPort(svc: V1Service, protocol: DrillProtocol, port: number | undefi
 }
 
 /** The Deployments and StatefulSets that own the service's pods in this cluster, with their replica counts. */
-async function backendOwners(rest: KubeRest, namespace: string, svc: V1Service, ref: string): Promise<Scalable[]> {
+async function backendOwners(rest: KubeRest, namespace: string, svc: Service, ref: string): Promise<Scalable[]> {
   const selector = Object.entries(svc.spec?.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
   if (!selector) throw new Error(`service ${ref} has no selector: the drill takes backends away by scaling the workload that owns them`);
-  const pods = (await rest.get<{ items: V1Pod[] }>(`/api/v1/namespaces/${namespace}/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
+  const pods = (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${namespace}/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
   const paths = new Set<string>();
   for (const pod of pods) {
     for (const owner of pod.metadata?.ownerReferences ?? []) {
@@ -87,6 +90,49 @@ async function backendOwners(rest: KubeRest, namespace: string, svc: V1Service, 
 
 const setReplicas = (rest: KubeRest, owner: Scalable, replicas: number) => rest.patch(`${owner.path}/scale`, { spec: { replicas } });
 
+/**
+ * Recorded on each workload the drill scales, before it scales: the replica count to restore, the drill's
+ * client pod, and until when the drill vouches for it (renewed while it runs). A drill killed hard (SIGKILL,
+ * a lost machine) stops renewing; the next drill finds the expired record and restores from it.
+ */
+const DRILL_ANNOTATION = 'skein.io/drill';
+const DrillRecord = z.object({ replicas: z.number().int().min(0), pod: z.string(), until: z.string().datetime() });
+type DrillRecord = z.infer<typeof DrillRecord>;
+const RECORD_TTL_MS = 20_000;
+
+const writeRecord = (rest: KubeRest, owner: Scalable, record: DrillRecord | null) =>
+  rest.patch(owner.path, { metadata: { annotations: { [DRILL_ANNOTATION]: record && JSON.stringify(DrillRecord.parse(record)) } } });
+
+interface Workload {
+  metadata?: { name?: string; annotations?: Record<string, string> };
+}
+
+/**
+ * Repairs what an earlier drill in `namespace` left when it was killed hard: workloads whose record expired
+ * get their replicas back, and that drill's client pod goes. An unexpired record is a drill in progress:
+ * refused, naming it.
+ */
+async function repairInterruptedDrills(rest: KubeRest, namespace: string, progress: (msg: string) => void): Promise<void> {
+  for (const kind of ['deployments', 'statefulsets']) {
+    const base = `/apis/apps/v1/namespaces/${namespace}/${kind}`;
+    for (const w of (await rest.get<{ items: Workload[] }>(base)).items) {
+      const raw = w.metadata?.annotations?.[DRILL_ANNOTATION];
+      if (raw === undefined) continue;
+      const ref = `${namespace}/${kind}/${w.metadata?.name}`;
+      const record = decodeJson(DrillRecord, raw);
+      if (!record) throw new Error(`${ref} has annotation ${DRILL_ANNOTATION}=${raw}, not a drill record: set its replicas by hand and remove the annotation`);
+      if (Date.parse(record.until) > Date.now()) throw new Error(`another drill is in progress on ${ref} (client pod ${record.pod}): wait for it to finish and run the drill again`);
+      progress(`repairing an interrupted drill: ${kind}/${w.metadata?.name} back to ${record.replicas} replicas`);
+      const owner = { path: `${base}/${w.metadata!.name}`, replicas: record.replicas };
+      await setReplicas(rest, owner, record.replicas);
+      await writeRecord(rest, owner, null);
+      await rest.delete(`/api/v1/namespaces/${namespace}/pods/${record.pod}`, { gracePeriodSeconds: 0 }).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    }
+  }
+}
+
 /** Counts ready endpoints of the service from its EndpointSlices, and tells waiters when the count changes. */
 class ReadyEndpoints {
   private readonly slices = new Map<string, number>();
@@ -96,11 +142,11 @@ class ReadyEndpoints {
   constructor(kc: KubeConfig, rest: KubeRest, namespace: string, service: string) {
     const path = `/apis/discovery.k8s.io/v1/namespaces/${namespace}/endpointslices`;
     const labelSelector = `kubernetes.io/service-name=${service}`;
-    this.informer = startInformer<V1EndpointSlice>({
+    this.informer = startInformer<EndpointSlice>({
       kc,
       path,
       labelSelector,
-      list: () => rest.get(`${path}?labelSelector=${encodeURIComponent(labelSelector)}`),
+      list: () => rest.list(`${path}?labelSelector=${encodeURIComponent(labelSelector)}`),
       onEvent: (type, slice) => {
         const name = slice.metadata?.name ?? '';
         if (type === 'delete') this.slices.delete(name);
@@ -187,7 +233,7 @@ class OutcomeStream {
   }
 }
 
-function clientPod(name: string, namespace: string, image: string, args: string[]): V1Pod {
+function clientPod(name: string, namespace: string, image: string, args: string[]): Pod {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -201,10 +247,10 @@ function clientPod(name: string, namespace: string, image: string, args: string[
   };
 }
 
-async function waitRunning(rest: KubeRest, namespace: string, name: string, timeoutMs: number): Promise<V1Pod> {
+async function waitRunning(rest: KubeRest, namespace: string, name: string, timeoutMs: number): Promise<Pod> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const pod = await rest.get<V1Pod>(`/api/v1/namespaces/${namespace}/pods/${name}`);
+    const pod = await rest.get<Pod>(`/api/v1/namespaces/${namespace}/pods/${name}`);
     const phase = pod.status?.phase;
     if (phase === 'Running' || phase === 'Succeeded') return pod;
     const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting;
@@ -229,11 +275,11 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const { namespace, name } = splitRef(opts.service);
   if (!Number.isInteger(opts.intervalMs) || opts.intervalMs < 1 || opts.intervalMs > 10_000) throw new Error(`--interval-ms ${opts.intervalMs}: use 1..10000`);
 
-  let svc: V1Service;
+  let svc: Service;
   try {
-    svc = await rest.get<V1Service>(`/api/v1/namespaces/${namespace}/services/${name}`);
+    svc = await rest.get<Service>(`/api/v1/namespaces/${namespace}/services/${name}`);
   } catch (err) {
-    if (isNotFound(err)) throw new Error(`--service ${opts.service}: no such service in context ${kc.getCurrentContext()}`);
+    if (isNotFound(err)) throw new Error(`--service ${opts.service}: no such service in context ${kc.getCurrentContext()}`, { cause: err });
     throw err;
   }
   const annotations = parseGlobalAnnotations(svc.metadata?.annotations);
@@ -246,6 +292,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
 
   const status = await fetchStatus(kc);
   if (!status.remotes.some((r) => r.connected && r.synced)) throw new Error(`cluster ${status.cluster} has no synced remote cluster to fail over to: run skein connect first (skein status shows the remotes)`);
+  await repairInterruptedDrills(rest, namespace, progress);
   const owners = await backendOwners(rest, namespace, svc, opts.service);
 
   // Bounded: the client stops on its own even if this process dies mid-drill.
@@ -255,6 +302,28 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const endpoints = new ReadyEndpoints(kc, rest, namespace, name);
   const stream = new OutcomeStream();
   let restored = false;
+  let renewal: NodeJS.Timeout | undefined;
+  let cleanup: Promise<void> | undefined;
+  // Whatever happens (an error, SIGINT, SIGTERM), the backends come back and the client goes — once.
+  const cleanUp = () =>
+    (cleanup ??= (async () => {
+      clearInterval(renewal);
+      for (const o of owners) {
+        if (!restored) await setReplicas(rest, o, o.replicas).catch((err: Error) => progress(`could not restore ${o.path} to ${o.replicas} replicas: ${err.message} — restore it by hand`));
+        await writeRecord(rest, o, null).catch((err: Error) => progress(`could not clear the drill record on ${o.path}: ${err.message}`));
+      }
+      stream.stop();
+      await endpoints.stop();
+      await rest.delete(`/api/v1/namespaces/${namespace}/pods/${pod}`, { gracePeriodSeconds: 0 }).catch((err) => {
+        if (!isNotFound(err)) progress(`could not delete the drill client pod ${namespace}/${pod}: ${(err as Error).message}`);
+      });
+    })());
+  const onSignal = (signal: NodeJS.Signals) => {
+    progress(`${signal}: restoring ${owners.map((o) => `${o.path.split('/').slice(-2).join('/')} to ${o.replicas}`).join(', ')} and removing the client pod`);
+    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const createdAt = Date.now();
   try {
     await endpoints.synced;
@@ -267,6 +336,9 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     await sleep(opts.phaseMs);
 
     progress(`scaling ${owners.map((o) => o.path.split('/').slice(-2).join('/')).join(', ')} in ${status.cluster} to 0`);
+    const vouch = () => Promise.all(owners.map((o) => writeRecord(rest, o, { replicas: o.replicas, pod, until: new Date(Date.now() + RECORD_TTL_MS).toISOString() })));
+    await vouch();
+    renewal = setInterval(() => void vouch().catch((err: Error) => progress(`could not renew the drill record: ${err.message}`)), RECORD_TTL_MS / 4);
     const takenAt = Date.now();
     for (const o of owners) await setReplicas(rest, o, 0);
     const lostAt = await endpoints.until((n) => n === 0, `the last local endpoint of ${opts.service} to stop being ready`, opts.stepTimeoutMs);
@@ -285,12 +357,8 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     checkClock(outcomes, createdAt, Date.now());
     return drillReport({ service: opts.service, cluster: status.cluster, affinity: annotations.spec.affinity, target, protocol: opts.protocol, intervalMs: opts.intervalMs, outcomes, events: { takenAt, lostAt, restoredAt, readyAt } });
   } finally {
-    // Whatever happened, the backends come back and the client goes.
-    if (!restored) for (const o of owners) await setReplicas(rest, o, o.replicas).catch((err: Error) => progress(`could not restore ${o.path} to ${o.replicas} replicas: ${err.message} — restore it by hand`));
-    stream.stop();
-    await endpoints.stop();
-    await rest.delete(`/api/v1/namespaces/${namespace}/pods/${pod}`, { gracePeriodSeconds: 0 }).catch((err) => {
-      if (!isNotFound(err)) progress(`could not delete the drill client pod ${namespace}/${pod}: ${(err as Error).message}`);
-    });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanUp();
   }
 }

@@ -81,7 +81,7 @@ function roundTrips(bed: Bed, target: string, port: number, n: number): Promise<
 }
 
 /** The nat table kube-proxy's iptables mode writes for `count` single-endpoint ClusterIP services. */
-export function kubeProxyRules(count: number, measured: number, measuredPort: number): string {
+function kubeProxyRules(count: number, measured: number, measuredPort: number): string {
   const chains = [':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]', ':KUBE-POSTROUTING - [0:0]'];
   const rules = [
     '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',

@@ -27,7 +27,7 @@ const { values } = parseArgs({
 const suites: Record<string, () => Promise<import('./report.js').Result[]>> = {
   export: () => exportBench({ changes: Number(values.changes), services: Number(values.services), backends: Number(values.backends) }),
   mesh: () => meshBench({ changes: Number(values.changes), remoteServices: Number(values['remote-services']), backends: Number(values.backends) }),
-  datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts']!.split(',').map(Number) }),
+  datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts'].split(',').map(Number) }),
   svid: () => svidBench({ issuances: Number(values.issuances), forgeIssuances: Number(values['forge-issuances']), pods: Number(values.pods) }),
   drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10 }),
 };

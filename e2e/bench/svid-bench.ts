@@ -4,7 +4,7 @@
 // creating the pod to the SVID in hand, and the Workload API call alone (attestation, node CA round trip).
 import { performance } from 'node:perf_hooks';
 import forge from 'node-forge';
-import type { V1Pod } from '@kubernetes/client-node';
+
 import { signX509Svid } from '../../mtls/svid.js';
 import { createCA, newKeyAndCsr } from '../../mtls/x509.js';
 import { workloadSocket } from '../../testbed/agents.js';
@@ -13,6 +13,7 @@ import { down, up } from '../../testbed/testbed.js';
 import { waitFor } from '../../testbed/daemon.js';
 import { clusterRest, tempStateDir, workloadProbe } from '../tests/helpers.js';
 import { distribution, type Result } from './report.js';
+import type { Pod } from '../../mesh/kube/objects.js';
 
 const ID = 'spiffe://bench.skein/ns/default/sa/default';
 
@@ -82,9 +83,9 @@ async function firstSvids(pods: number): Promise<{ createToSvid: number[]; fetch
       const name = `svid-${i}`;
       const t0 = performance.now();
       await rest.post('/api/v1/namespaces/default/pods', { metadata: { name, labels: { app: 'svid-bench' } }, spec: { containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] } });
-      let pod: V1Pod;
+      let pod: Pod;
       for (;;) {
-        pod = await rest.get<V1Pod>(`/api/v1/namespaces/default/pods/${name}`);
+        pod = await rest.get<Pod>(`/api/v1/namespaces/default/pods/${name}`);
         if (pod.status?.phase === 'Running') break;
         await new Promise((r) => setTimeout(r, 20));
       }

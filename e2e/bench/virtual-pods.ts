@@ -7,7 +7,7 @@ import { waitFor } from '../../testbed/daemon.js';
 
 export const VNODE = 'bench-virtual';
 
-export function readyStatus(ip: string, ready: boolean) {
+function readyStatus(ip: string, ready: boolean) {
   const at = new Date().toISOString();
   const c = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastTransitionTime: at });
   return { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [c('PodScheduled', true), c('Initialized', true), c('ContainersReady', ready), c('Ready', ready)] } };

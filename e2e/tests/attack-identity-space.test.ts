@@ -145,7 +145,7 @@ describe('attack: exhausting the security identity space', () => {
     expect(new Set(running.map((p) => JSON.stringify(p.metadata!.labels))).size).toBe(RUNS.length);
     const entries = await until('every tenant pod IP exported', async () => {
       const raw = await Promise.all(running.map((p) => etcd.get(keys.ip(CLUSTER, p.status!.podIP!)).string()));
-      return raw.every((r) => r !== null) ? raw.map((r) => IpEntry.parse(JSON.parse(r!))) : undefined;
+      return raw.every((r) => r !== null) ? raw.map((r) => IpEntry.parse(JSON.parse(r))) : undefined;
     });
     expect(new Set(entries.map((e) => e.identity)).size).toBe(1);
     const identities = await tenantIdentities();

@@ -71,10 +71,10 @@ function recordCached(key: string, raw: string): void {
     return;
   }
   if (parsed?.kind === 'services') for (const b of v.backends as { ip: string }[]) everCached.add(b.ip);
-  if (parsed?.kind === 'ips') everCached.add(v.ip as string).add(`identity:${v.identity}`);
-  if (parsed?.kind === 'identities') everCached.add(`identity:${v.id}`);
+  if (parsed?.kind === 'ips') everCached.add(v.ip as string).add(`identity:${v.identity as number}`);
+  if (parsed?.kind === 'identities') everCached.add(`identity:${v.id as number}`);
   if (parsed?.kind === 'nodes') for (const c of v.podCidrs as string[]) everCached.add(c);
-  if (parsed?.kind === 'config') everCached.add(`config-id:${v.id}`);
+  if (parsed?.kind === 'config') everCached.add(`config-id:${v.id as number}`);
 }
 
 async function sampleProgrammed(agentUrl: string): Promise<void> {
@@ -197,13 +197,13 @@ describe('a peer pointing local traffic anywhere (hole 2)', () => {
   });
 
   it.each([
-    ['loopback', () => '127.0.0.1', 'forbidden-address'],
-    ["east's node", () => eastNodeIp, 'outside-pinned-cidrs'],
-    ['cloud metadata', () => '169.254.169.254', 'forbidden-address'],
-    ["one of east's own pods", () => eastPod, 'local-cidr'],
-    ["one of east's own Services", () => eastEchoClusterIp, 'local-cidr'],
-    ["west's /16 outside its pinned /24", () => '10.72.200.9', 'outside-pinned-cidrs'],
-    ['no address at all (1.2.3.256)', () => '1.2.3.256', 'schema'],
+    ['loopback', (): string => '127.0.0.1', 'forbidden-address'],
+    ["east's node", (): string => eastNodeIp, 'outside-pinned-cidrs'],
+    ['cloud metadata', (): string => '169.254.169.254', 'forbidden-address'],
+    ["one of east's own pods", (): string => eastPod, 'local-cidr'],
+    ["one of east's own Services", (): string => eastEchoClusterIp, 'local-cidr'],
+    ["west's /16 outside its pinned /24", (): string => '10.72.200.9', 'outside-pinned-cidrs'],
+    ['no address at all (1.2.3.256)', (): string => '1.2.3.256', 'schema'],
   ] as const)('a backend at %s, next to a good one, is refused and the good value it replaced is dropped', async (_what, ip, reason) => {
     await serveLegit();
     await refused(keys.service(WEST, 'default', 'attack'), attackService(legit, ip()), reason);
@@ -234,11 +234,11 @@ describe('a peer pointing local traffic anywhere (hole 2)', () => {
     const original = (await westEtcd.get(configKey).string())!;
     try {
       // Informational only: the config itself is cached, and east's status says what west advertises beyond its pin.
-      await put(configKey, { ...JSON.parse(original), podCidrs: ['10.0.0.0/8'] });
+      await put(configKey, { ...(JSON.parse(original) as object), podCidrs: ['10.0.0.0/8'] });
       await waitFor('east to see west advertise beyond its pin', async () => ((await westSeenByEast())?.advertisedBeyondPin?.join() === '10.0.0.0/8' ? true : undefined), 30_000);
       await serveLegit();
       await refused(keys.service(WEST, 'default', 'attack'), attackService('10.72.50.5'), 'outside-pinned-cidrs');
-      await refused(configKey, { ...JSON.parse(original), id: 71 }, 'wrong-cluster-id');
+      await refused(configKey, { ...(JSON.parse(original) as object), id: 71 }, 'wrong-cluster-id');
     } finally {
       await put(configKey, original);
     }

@@ -143,7 +143,7 @@ describe('skein-apiserver export', () => {
     const unchanged = Object.keys(after).filter((k) => after[k]![0] === before[k]![0]);
     expect(unchanged.length).toBeGreaterThanOrEqual(Object.keys(after).length - 1);
     for (const k of unchanged) expect([k, after[k]![1]]).toEqual([k, before[k]![1]]);
-    for (const k of Object.keys(after).filter((x) => !unchanged.includes(x))) expect(JSON.parse(after[k]![0] as string).pod).toMatch(/^skein-apiserver-/);
+    for (const k of Object.keys(after).filter((x) => !unchanged.includes(x))) expect((JSON.parse(after[k]![0] as string) as { pod: unknown }).pod).toMatch(/^skein-apiserver-/);
     const status = await rest.get<ExportStatus>(skeinProxyPath('/v1/status'));
     expect(status.services.map((s) => s.name)).toEqual(['default/echo']);
     expect(status.services[0]).toMatchObject({ readyBackends: 2, backends: 2 });

@@ -3,6 +3,7 @@
 // none is left, back again when they return; `remote` and `none` affinities; UDP; an agent restart in the
 // middle of traffic loses nothing (programs and maps stay pinned, the new agent adopts them); `skein drill`
 // measures the same failover through the Kubernetes API only.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../mesh/kube/rest.js';
@@ -10,6 +11,7 @@ import { connect } from '../../deploy/cli/connect.js';
 import { startAgent } from '../../testbed/agents.js';
 import { destroyCgroup } from '../../testbed/cgroup.js';
 import { waitFor } from '../../testbed/daemon.js';
+import { distPath } from '../../testbed/repo.js';
 import { readState, statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import type { Outcome } from '../../deploy/images/outcome.js';
@@ -29,6 +31,17 @@ const kubeconfig = (c: string) => clusterKubeconfig(stateDir, c);
 const requests = (proto: 'http' | 'udp' | 'tcp', count: number, interval = 0): Promise<Outcome[]> =>
   clientRequests(stateDir, EAST, client, [proto, `${vip}:${proto === 'tcp' ? 9000 : 80}`, '--count', String(count), '--interval-ms', String(interval), '--timeout-ms', '500']);
 const clusters = (r: Outcome[]) => [...new Set(r.map((x) => x.cluster ?? 'failed'))].sort();
+const echoDeployment = '/apis/apps/v1/namespaces/default/deployments/echo';
+const echoReplicas = async () => (await east.get<{ spec: { replicas: number } }>(echoDeployment)).spec.replicas;
+const drillRecord = async () => (await east.get<{ metadata: { annotations?: Record<string, string> } }>(echoDeployment)).metadata.annotations?.['skein.io/drill'];
+/** `skein drill` as users run it, a child process that can be interrupted. */
+const drills = new Set<ChildProcess>();
+const drillCli = () => {
+  const child = spawn(process.execPath, [distPath('deploy', 'cli', 'skein.js'), 'drill', '--kubeconfig', statePaths(stateDir).kubeconfig, '--context', `skein-${EAST}`, '--service', 'default/echo', '--phase-ms', '30000'], { stdio: 'ignore' });
+  drills.add(child);
+  child.on('exit', () => drills.delete(child));
+  return child;
+};
 const setAffinity = (a: string) => east.patch('/api/v1/namespaces/default/services/echo', { metadata: { annotations: { 'skein.io/affinity': a } } });
 
 beforeAll(async () => {
@@ -40,6 +53,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const child of drills) child.kill('SIGKILL');
   await down(stateDir);
 });
 
@@ -94,6 +108,44 @@ describe('local-first failover through the BPF socket LB', () => {
       await readyPods(east, 'app=echo', 2);
     }
     expect(await pods(east, 'app.kubernetes.io/name=skein-drill')).toEqual([]);
+  });
+
+  it('an interrupted drill (SIGINT, SIGTERM) restores the replicas and removes its pod before it exits', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const child = drillCli();
+      await waitFor('the drill to scale echo to 0', async () => ((await echoReplicas()) === 0 ? true : undefined), 60_000);
+      child.kill(signal);
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      expect(code).toBe(signal === 'SIGINT' ? 130 : 143);
+      // Restored before it exited, not later by someone else.
+      expect(await echoReplicas()).toBe(2);
+      expect(await drillRecord()).toBeUndefined();
+      expect((await pods(east, 'app.kubernetes.io/name=skein-drill')).filter((p) => !p.metadata?.deletionTimestamp)).toEqual([]);
+      await readyPods(east, 'app=echo', 2);
+    }
+  });
+
+  it('a drill killed hard is repaired by the next drill, which then runs', async () => {
+    const child = drillCli();
+    await waitFor('the drill to scale echo to 0', async () => ((await echoReplicas()) === 0 ? true : undefined), 60_000);
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(await echoReplicas()).toBe(0);
+    expect(JSON.parse((await drillRecord())!)).toMatchObject({ replicas: 2 });
+    // While the killed drill's record is fresh, it still counts as a drill in progress.
+    const drill = (progress: (m: string) => void) => runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress });
+    await expect(drill(() => {})).rejects.toThrow(/another drill is in progress on default\/deployments\/echo/);
+    expect(await echoReplicas()).toBe(0);
+    // Once the record expires (the killed drill stopped renewing it), the next drill repairs and runs.
+    await new Promise((r) => setTimeout(r, 20_000));
+    const said: string[] = [];
+    const report = DrillReport.parse(await drill((m) => said.push(m)));
+    expect(said).toContain('repairing an interrupted drill: deployments/echo back to 2 replicas');
+    expect(report.phases[0]!.answeredBy).toEqual({ [EAST]: report.phases[0]!.requests });
+    expect(await echoReplicas()).toBe(2);
+    expect(await drillRecord()).toBeUndefined();
+    expect((await pods(east, 'app.kubernetes.io/name=skein-drill')).filter((p) => !p.metadata?.deletionTimestamp)).toEqual([]);
+    await readyPods(east, 'app=echo', 2);
   });
 
   it("serves a non-global service's ClusterIP from local backends only; skein status shows each node's datapath", async () => {

@@ -3,11 +3,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { KubeRest } from '../../mesh/kube/rest.js';
 import { waitFor } from '../../testbed/daemon.js';
 import type { Etcd3 } from 'etcd3';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
+import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { readState, statePaths } from '../../testbed/state.js';
 import { meshPki } from '../../testbed/skein-apiserver.js';
 import { exec } from '../../testbed/testbed.js';
@@ -36,11 +38,11 @@ export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<
   await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
 }
 
-export async function pods(rest: KubeRest, selector: string): Promise<V1Pod[]> {
-  return (await rest.get<{ items: V1Pod[] }>(`/api/v1/namespaces/default/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
+export async function pods(rest: KubeRest, selector: string): Promise<Pod[]> {
+  return (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/default/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
 }
 
-export async function readyPods(rest: KubeRest, selector: string, count: number, timeoutMs = 90_000): Promise<V1Pod[]> {
+export async function readyPods(rest: KubeRest, selector: string, count: number, timeoutMs = 90_000): Promise<Pod[]> {
   return waitFor(
     `${count} ready pods with ${selector}`,
     async () => {
@@ -63,7 +65,7 @@ export async function clientRequests(stateDir: string, cluster: string, pod: str
 }
 
 /** The pod's IP once it is running (for requests from other pods). */
-export const podIp = (p: V1Pod) => p.status!.podIP!;
+export const podIp = (p: Pod) => p.status!.podIP!;
 
 /** The cluster's mesh etcd as its root (the test bed's own identity, like the admin kubeconfig). */
 export function meshEtcd(stateDir: string, cluster: string): Etcd3 {
@@ -71,7 +73,7 @@ export function meshEtcd(stateDir: string, cluster: string): Etcd3 {
   const c = state?.clusters.find((x) => x.name === cluster);
   if (!c) throw new Error(`no cluster ${cluster} in ${stateDir}`);
   const pki = meshPki(statePaths(stateDir).cluster(cluster));
-  return connectMeshEtcd({ endpoints: [c.meshEtcdUrl], caFile: pki.ca, certFile: pki.rootCert, keyFile: pki.rootKey });
+  return connectMeshEtcd({ endpoints: [c.meshEtcdUrl], caFile: pki.ca, certFile: pki.rootCert, keyFile: pki.rootKey, serverName: meshEtcdServerName(cluster) });
 }
 
 /** One FetchX509SVID call with Skein's own client, from a pod (or, without one, from this process). */
@@ -91,7 +93,7 @@ export interface ProbeResult {
   details?: string;
 }
 
-export async function workloadProbe(stateDir: string, cluster: string, pod: V1Pod | undefined, socket: string, header = true): Promise<ProbeResult> {
+export async function workloadProbe(stateDir: string, cluster: string, pod: Pod | undefined, socket: string, header = true): Promise<ProbeResult> {
   const argv = ['node', '--input-type=module', '-e', probeScript(socket, header)];
   const out = pod
     ? (await exec({ stateDir, context: `skein-${cluster}`, pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, argv, stdio: 'pipe' })).stdout

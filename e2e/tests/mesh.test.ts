@@ -41,7 +41,7 @@ const remoteOf = async (viewer: string, remote: string) => (await status(viewer)
 /** The remote's export and the viewer's cache of it, keyed by the part after the prefix (heartbeat aside). */
 async function exportAndCache(viewer: string, remote: string) {
   const strip = (all: Record<string, string>, prefix: string) =>
-    Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat'));
+    Object.fromEntries(Object.entries(all).map(([k, v]): [string, string] => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat'));
   const [exp, cache] = await Promise.all([etcd[remote]!.getAll().prefix(exportPrefix(remote)).strings(), etcd[viewer]!.getAll().prefix(cachePrefix(remote)).strings()]);
   return { exported: strip(exp, exportPrefix(remote)), cached: strip(cache, cachePrefix(remote)) };
 }
@@ -161,8 +161,8 @@ describe('three connected clusters', () => {
         const raw = await etcd.m3!.get(keys.service('m3', 'default', 'echo')).string();
         return raw && GlobalService.parse(JSON.parse(raw)).backends.filter((b) => b.ready).length === 3 ? true : undefined;
       }, 60_000);
-      const head = (await etcd.m3!.get(keys.config('m3')).exec()).header.revision;
-      await etcd.m3!.kv.compact({ revision: head, physical: true });
+      const head = (await etcd.m3.get(keys.config('m3')).exec()).header.revision;
+      await etcd.m3.kv.compact({ revision: head, physical: true });
       const unchangedKey = `${cachePrefix('m3')}nodes/m3-node-1`;
       const nodeRevBefore = (await etcd.m1!.get(unchangedKey).exec()).kvs[0]!.mod_revision;
       await inNetns(podNs, 'iptables', ['-D', ...rule]);
@@ -193,7 +193,7 @@ describe('three connected clusters', () => {
     // Agents see it through the sync status key in the local mesh etcd (published every 2 s).
     const m3View = async () => (await mergedGlobalServices(etcd.m1!, 'm1')).get('default/echo')!.clusters.find((c) => c.cluster === 'm3');
     const staleView = await waitFor('the merged view to flag m3 stale', async () => ((await m3View())?.stale ? m3View() : undefined), 10_000);
-    expect(staleView!.service.backends.length).toBe(2);
+    expect(staleView.service.backends.length).toBe(2);
     await m3.patch(`${deploy}/scale`, { spec: { replicas: 1 } });
     await waitFor('m1 to see m3 fresh again', async () => ((await remoteOf('m1', 'm3'))?.stale === false ? true : undefined), 90_000);
     await waitFor('the merged view to clear the flag', async () => ((await m3View())?.stale === false ? true : undefined), 10_000);

@@ -143,7 +143,7 @@ describe('workload identities across clusters', () => {
     const bundle = JSON.parse(good) as { caPem: string };
     const b64 = bundle.caPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
     const der = Buffer.from(b64, 'base64');
-    der[der.length - 20] ^= 0xff; // inside the CA's signature
+    der[der.length - 20]! ^= 0xff; // inside the CA's signature
     const tampered = `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
     try {
       await etcd.put(key).value(JSON.stringify({ ...bundle, caPem: tampered }));

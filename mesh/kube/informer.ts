@@ -2,11 +2,13 @@
 // any other watch error (node-fetch's 30 s timeout, ECONNRESET, an apiserver restart), so we restart it with
 // capped, jittered backoff; it resumes from its last resourceVersion and relists only when that expired.
 import { ListWatch, Watch, type KubeConfig, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
+import type { KubeList, KubeObject } from './objects.js';
 
-export interface InformerOptions<T extends KubernetesObject> {
+/** T is an object as it arrives on the wire (mesh/kube/objects.ts): timestamps are strings. */
+export interface InformerOptions<T extends KubeObject> {
   kc: KubeConfig;
   path: string;
-  list: () => Promise<KubernetesListObject<T>>;
+  list: () => Promise<KubeList<T>>;
   labelSelector?: string;
   fieldSelector?: string;
   onEvent: (type: 'add' | 'update' | 'delete', obj: T) => void;
@@ -15,7 +17,7 @@ export interface InformerOptions<T extends KubernetesObject> {
   maxBackoffMs?: number;
 }
 
-export interface RunningInformer<T extends KubernetesObject> {
+export interface RunningInformer<T extends KubeObject> {
   /** Resolves once the first list has been delivered. */
   readonly synced: Promise<void>;
   list(): readonly T[];
@@ -23,8 +25,12 @@ export interface RunningInformer<T extends KubernetesObject> {
   readonly restarts: number;
 }
 
-export function startInformer<T extends KubernetesObject>(opts: InformerOptions<T>): RunningInformer<T> {
-  const lw = new ListWatch<T>(opts.path, new Watch(opts.kc), opts.list, false, opts.labelSelector, opts.fieldSelector);
+export function startInformer<T extends KubeObject>(opts: InformerOptions<T>): RunningInformer<T> {
+  // ListWatch is typed with client-node's models (Date timestamps) but passes on parsed JSON, where they are
+  // strings: the one place the two descriptions of the same objects meet.
+  const list = opts.list as unknown as () => Promise<KubernetesListObject<KubernetesObject>>;
+  const lw = new ListWatch<KubernetesObject>(opts.path, new Watch(opts.kc), list, false, opts.labelSelector, opts.fieldSelector);
+  const asWire = (o: KubernetesObject) => o as unknown as T;
   const minBackoff = opts.minBackoffMs ?? 200;
   const maxBackoff = opts.maxBackoffMs ?? 5_000;
   let stopped = false;
@@ -34,9 +40,9 @@ export function startInformer<T extends KubernetesObject>(opts: InformerOptions<
   let markSynced!: () => void;
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
 
-  lw.on('add', (o) => opts.onEvent('add', o));
-  lw.on('update', (o) => opts.onEvent('update', o));
-  lw.on('delete', (o) => opts.onEvent('delete', o));
+  lw.on('add', (o) => opts.onEvent('add', asWire(o)));
+  lw.on('update', (o) => opts.onEvent('update', asWire(o)));
+  lw.on('delete', (o) => opts.onEvent('delete', asWire(o)));
   lw.on('error', (err) => {
     if (stopped) return;
     attempt += 1;
@@ -63,7 +69,7 @@ export function startInformer<T extends KubernetesObject>(opts: InformerOptions<
 
   return {
     synced,
-    list: () => lw.list(),
+    list: () => lw.list().map(asWire),
     get restarts() {
       return restarts;
     },

@@ -4,6 +4,7 @@
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeList, KubeObject, Wire } from './objects.js';
 
 export class KubeApiError extends Error {
   constructor(
@@ -40,19 +41,19 @@ export class KubeRest {
   private async authOptions(): Promise<{ agent: unknown; headers: Record<string, string> }> {
     if (this.auth && Date.now() - this.auth.at < AUTH_REFRESH_MS) return this.auth;
     const opts: { agent?: unknown; headers?: Record<string, unknown>; auth?: string } = {};
-    await this.kc.applyToHTTPSOptions(opts as never);
+    await this.kc.applyToHTTPSOptions(opts);
     const headers = Object.fromEntries(Object.entries(opts.headers ?? {}).map(([k, v]) => [k, String(v)]));
     if (opts.auth) headers.Authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
     this.auth = { at: Date.now(), agent: this.auth?.agent ?? opts.agent, headers };
     return this.auth;
   }
 
-  async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Wire<T>> {
     const { agent, headers } = await this.authOptions();
     const url = new URL(this.server + path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const send = url.protocol === 'https:' ? request : httpRequest;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<Wire<T>>((resolve, reject) => {
       const req = send(
         url,
         {
@@ -74,7 +75,7 @@ export class KubeRest {
             } catch {
               parsed = text;
             }
-            if (status >= 200 && status < 300) return resolve(parsed as T);
+            if (status >= 200 && status < 300) return resolve(parsed as Wire<T>);
             const st = (typeof parsed === 'object' && parsed ? parsed : {}) as { reason?: string; message?: string };
             reject(new KubeApiError(status, st.reason ?? 'Unknown', `${method} ${path}: ${status} ${st.message ?? text.slice(0, 200)}`));
           });
@@ -86,19 +87,23 @@ export class KubeRest {
     });
   }
 
-  get<T>(path: string): Promise<T> {
+  /** A list of objects already in their wire form (mesh/kube/objects.ts), as informers take it. */
+  list<T extends KubeObject>(path: string): Promise<KubeList<T>> {
+    return this.request<unknown>('GET', path) as Promise<KubeList<T>>;
+  }
+  get<T>(path: string): Promise<Wire<T>> {
     return this.request<T>('GET', path);
   }
-  post<T>(path: string, body: unknown): Promise<T> {
+  post<T>(path: string, body: unknown): Promise<Wire<T>> {
     return this.request<T>('POST', path, body);
   }
-  put<T>(path: string, body: unknown): Promise<T> {
+  put<T>(path: string, body: unknown): Promise<Wire<T>> {
     return this.request<T>('PUT', path, body);
   }
-  patch<T>(path: string, body: unknown, type: PatchType = 'merge'): Promise<T> {
+  patch<T>(path: string, body: unknown, type: PatchType = 'merge'): Promise<Wire<T>> {
     return this.request<T>('PATCH', path, body, PATCH_TYPES[type]);
   }
-  delete<T>(path: string, body?: unknown): Promise<T> {
+  delete<T>(path: string, body?: unknown): Promise<Wire<T>> {
     return this.request<T>('DELETE', path, body);
   }
 }

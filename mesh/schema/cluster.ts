@@ -2,7 +2,7 @@
 // rules, so a ClusterMesh's names and IDs carry over.
 import { z } from 'zod';
 
-export const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+const CLUSTER_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
 export const ClusterName = z
   .string()

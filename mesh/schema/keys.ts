@@ -18,7 +18,7 @@
 //   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
 //   /skein/v1/sync/<remote>/status                            (sync/: the remote's health, for agents)
 //   /skein/v1/credentials/<issuer>/<peer>                     (a peer's renewed read identity, that peer only)
-export const SCHEMA_VERSION = 'v1';
+const SCHEMA_VERSION = 'v1';
 export const ROOT = `/skein/${SCHEMA_VERSION}`;
 
 export const EXPORT_KINDS = ['services', 'identities', 'ips', 'nodes'] as const;
@@ -26,11 +26,11 @@ export type ExportKind = (typeof EXPORT_KINDS)[number];
 
 export const exportPrefix = (cluster: string) => `${ROOT}/export/${cluster}/`;
 export const cachePrefix = (remote: string) => `${ROOT}/cache/${remote}/`;
-export const localPrefix = (cluster: string) => `${ROOT}/local/${cluster}/`;
+const localPrefix = (cluster: string) => `${ROOT}/local/${cluster}/`;
 
 /** Where every remote's cached export lives, and the sync engine's per-remote health. */
-export const CACHE_ROOT = `${ROOT}/cache/`;
-export const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
+const CACHE_ROOT = `${ROOT}/cache/`;
+const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
 
 export const keys = {
   config: (c: string) => `${exportPrefix(c)}config`,

@@ -122,43 +122,76 @@ export type SyncStatus = z.infer<typeof SyncStatus>;
 export const NodeCaEndpoint = z.object({ endpoint: z.string().regex(/^[^:/\s]+:\d+$/) });
 export type NodeCaEndpoint = z.infer<typeof NodeCaEndpoint>;
 
-export type ExportValue = ClusterConfig | GlobalService | IdentityValue | IpEntry | MeshNode | z.infer<typeof Heartbeat> | z.infer<typeof SyncedMarker>;
+export type Heartbeat = z.infer<typeof Heartbeat>;
+export type SyncedMarker = z.infer<typeof SyncedMarker>;
 
-const BY_KIND = {
-  config: ClusterConfig,
-  heartbeat: Heartbeat,
-  synced: SyncedMarker,
-  services: GlobalService,
-  identities: IdentityValue,
-  ips: IpEntry,
-  nodes: MeshNode,
-} as const;
+/** A decoded export value, tagged with its key's kind: callers narrow on `kind`, never cast. */
+export type Decoded =
+  | { kind: 'config'; value: ClusterConfig }
+  | { kind: 'heartbeat'; value: Heartbeat }
+  | { kind: 'synced'; value: SyncedMarker }
+  | { kind: 'services'; value: GlobalService }
+  | { kind: 'identities'; value: IdentityValue }
+  | { kind: 'ips'; value: IpEntry }
+  | { kind: 'nodes'; value: MeshNode };
+export type DecodeResult = ({ ok: true } & Decoded) | { ok: false; error: string };
+
+function fit<T>(schema: z.ZodType<T>, json: unknown): { ok: true; value: T } | { ok: false; error: string } {
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return { ok: true, value: parsed.data };
+  const issue = parsed.error.issues[0];
+  return { ok: false, error: `${issue?.path.join('.') || 'value'}: ${issue?.message}` };
+}
 
 /**
  * Decodes and checks a value against its key: the schema of its kind, and consistency with the key itself
  * (a service's cluster/namespace/name, an identity's id, an IP entry's ip, a node's name).
  */
-export function decodeValue(key: ParsedKey, raw: string): { ok: true; value: ExportValue } | { ok: false; error: string } {
+export function decodeValue(key: ParsedKey, raw: string): DecodeResult {
   let json: unknown;
   try {
     json = JSON.parse(raw);
   } catch {
     return { ok: false, error: 'value is not JSON' };
   }
-  const parsed = BY_KIND[key.kind].safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    return { ok: false, error: `${issue?.path.join('.') || 'value'}: ${issue?.message}` };
+  const mismatch = { ok: false as const, error: `value does not match its key (${key.kind} of cluster ${key.cluster})` };
+  switch (key.kind) {
+    case 'config': {
+      const r = fit(ClusterConfig, json);
+      if (!r.ok) return r;
+      return r.value.name === key.cluster ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
+    case 'heartbeat': {
+      const r = fit(Heartbeat, json);
+      if (!r.ok) return r;
+      return r.value.cluster === key.cluster ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
+    case 'synced': {
+      const r = fit(SyncedMarker, json);
+      return r.ok ? { ok: true, kind: key.kind, value: r.value } : r;
+    }
+    case 'services': {
+      const r = fit(GlobalService, json);
+      if (!r.ok) return r;
+      const v = r.value;
+      return v.cluster === key.cluster && v.namespace === key.namespace && v.name === key.name ? { ok: true, kind: key.kind, value: v } : mismatch;
+    }
+    case 'identities': {
+      const r = fit(IdentityValue, json);
+      if (!r.ok) return r;
+      return String(r.value.id) === key.id ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
+    case 'ips': {
+      const r = fit(IpEntry, json);
+      if (!r.ok) return r;
+      return r.value.ip === key.id ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
+    case 'nodes': {
+      const r = fit(MeshNode, json);
+      if (!r.ok) return r;
+      return r.value.name === key.id && r.value.cluster === key.cluster ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
   }
-  const v = parsed.data as Record<string, unknown>;
-  const mismatch =
-    (key.kind === 'services' && (v.cluster !== key.cluster || v.namespace !== key.namespace || v.name !== key.name)) ||
-    (key.kind === 'identities' && String(v.id) !== key.id) ||
-    (key.kind === 'ips' && v.ip !== key.id) ||
-    (key.kind === 'nodes' && (v.name !== key.id || v.cluster !== key.cluster)) ||
-    ((key.kind === 'config' || key.kind === 'heartbeat') && (v.name ?? v.cluster) !== key.cluster);
-  if (mismatch) return { ok: false, error: `value does not match its key (${key.kind} of cluster ${key.cluster})` };
-  return { ok: true, value: parsed.data as ExportValue };
 }
 
 /** JSON text checked against a schema: the value, or undefined when it is not JSON or does not fit. */

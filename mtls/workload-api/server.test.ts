@@ -38,7 +38,7 @@ const source: IdentitySource<string> = {
   x509Bundles: () => bundles,
   jwtSvids: async (_w, audience) => [{ spiffeId: ID, token: (await signJwtSvid(ca, { spiffeId: ID, audience })).token }],
   jwtBundles: () => new Map([['east.skein', { keys: [] }]]),
-  validateJwtSvid: async (token, audience) => validateJwtSvid(token, audience, new Map([['east.skein', await jwtBundleOf(ca.certPem)]])) as never,
+  validateJwtSvid: async (token, audience) => validateJwtSvid(token, audience, new Map([['east.skein', await jwtBundleOf(ca.certPem)]])),
   subscribe: (_w, l) => {
     listeners.add(l);
     return () => listeners.delete(l);
@@ -55,9 +55,10 @@ afterAll(async () => {
 const unary = <T>(method: string, req: object, md = securityHeader()) =>
   new Promise<T>((resolve, reject) => {
     const c = workloadApiClient(socket);
-    (c[method] as (r: object, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, v: T) => void) => void)(req, md, (err, v) => {
+    ((c as unknown as Record<string, unknown>)[method] as (r: object, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, v: T) => void) => void)(req, md, (err, v) => {
       c.close();
-      err ? reject(err) : resolve(v);
+      if (err) reject(err);
+      else resolve(v);
     });
   });
 
@@ -163,7 +164,7 @@ function rawStream(session: http2.ClientHttp2Session, method: string) {
   const endOf = (h: http2.IncomingHttpHeaders): GrpcEnd => ({ status: Number(h['grpc-status']), message: decodeURIComponent(String(h['grpc-message'] ?? '')) });
   const ended = new Promise<GrpcEnd>((resolve, reject) => {
     req.on('response', (h) => h['grpc-status'] !== undefined && resolve(endOf(h))); // trailers-only answer
-    req.on('trailers', (h) => resolve(endOf(h)));
+    req.on('trailers', (h: http2.IncomingHttpHeaders) => resolve(endOf(h)));
     req.on('error', reject);
   });
   const first = new Promise<Buffer>((resolve) => {

@@ -8,7 +8,7 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { JSONWebKeySet } from 'jose';
-import { loadWorkloadApi, SECURITY_HEADER } from './proto.js';
+import { loadWorkloadApi, SECURITY_HEADER, type SpiffeWorkloadAPIHandlers, type Struct, type Value, type X509SVIDResponse } from './proto.js';
 import { PeerProcess } from './peer-process.js';
 
 export interface Caller {
@@ -49,7 +49,7 @@ type GrpcError = Partial<grpc.StatusObject> & { code: grpc.status };
 const fail = (code: grpc.status, details: string): GrpcError => ({ code, details, metadata: new grpc.Metadata() });
 
 /** google.protobuf.Struct from plain JSON, as proto-loader expects it. */
-function toValue(v: unknown): object {
+function toValue(v: unknown): Value {
   if (v === null || v === undefined) return { nullValue: 'NULL_VALUE' };
   if (typeof v === 'number') return { numberValue: v };
   if (typeof v === 'string') return { stringValue: v };
@@ -57,7 +57,7 @@ function toValue(v: unknown): object {
   if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
   return { structValue: toStruct(v as Record<string, unknown>) };
 }
-const toStruct = (o: Record<string, unknown>) => ({ fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) });
+const toStruct = (o: Record<string, unknown>): Struct => ({ fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) });
 
 const tdId = (td: string) => `spiffe://${td}`;
 
@@ -73,14 +73,14 @@ export class WorkloadApiServer<W> {
     private readonly source: IdentitySource<W>,
     private readonly log: (msg: string) => void = () => {},
   ) {
-    const api = loadWorkloadApi() as unknown as { SpiffeWorkloadAPI: { service: grpc.ServiceDefinition } };
-    this.grpcServer.addService(api.SpiffeWorkloadAPI.service, {
-      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, true, (w) => this.x509Response(w!)),
-      FetchX509Bundles: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, false, async () => ({ bundles: this.x509BundleMap() })),
-      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => void this.stream(call, false, async () => ({ bundles: this.jwtBundleMap() })),
-      FetchJWTSVID: (call: grpc.ServerUnaryCall<{ audience: string[]; spiffe_id: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => void this.fetchJwt(call, cb),
-      ValidateJWTSVID: (call: grpc.ServerUnaryCall<{ audience: string; svid: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => void this.validateJwt(call, cb),
-    });
+    const handlers: SpiffeWorkloadAPIHandlers = {
+      FetchX509SVID: (call) => void this.stream(call, true, (w) => this.x509Response(w!)),
+      FetchX509Bundles: (call) => void this.stream(call, false, async () => ({ bundles: this.x509BundleMap() })),
+      FetchJWTBundles: (call) => void this.stream(call, false, async () => ({ bundles: this.jwtBundleMap() })),
+      FetchJWTSVID: (call, cb) => void this.fetchJwt(call, cb),
+      ValidateJWTSVID: (call, cb) => void this.validateJwt(call, cb),
+    };
+    this.grpcServer.addService(loadWorkloadApi().SpiffeWorkloadAPI.service, handlers);
   }
 
   /** Listens on `path` (any local process may connect: attestation decides what it gets). */
@@ -89,6 +89,7 @@ export class WorkloadApiServer<W> {
     if (existsSync(path)) rmSync(path);
     const injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     this.netServer = createServer((sock: Socket) => {
+      // Node exposes no public accessor for an accepted socket's fd; the addon needs it for SO_PEERPIDFD.
       const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
       let peer: PeerProcess;
       try {
@@ -150,7 +151,7 @@ export class WorkloadApiServer<W> {
     );
   }
 
-  private async stream(call: grpc.ServerWritableStream<unknown, unknown>, perWorkload: boolean, build: (w: W | undefined) => Promise<object>): Promise<void> {
+  private async stream<Res>(call: grpc.ServerWritableStream<unknown, Res>, perWorkload: boolean, build: (w: W | undefined) => Promise<Res>): Promise<void> {
     const admitted = await this.admit(call);
     if (!admitted.ok) return void call.emit('error', admitted.err);
     let last = '';
@@ -184,7 +185,7 @@ export class WorkloadApiServer<W> {
     await push();
   }
 
-  private async x509Response(w: W): Promise<object> {
+  private async x509Response(w: W): Promise<X509SVIDResponse> {
     const svids = await this.source.x509Svids(w);
     const own = new Set(svids.map((s) => s.spiffeId.split('/')[2]));
     const federated = Object.fromEntries([...this.source.x509Bundles()].filter(([td]) => !own.has(td)).map(([td, der]) => [tdId(td), der]));
@@ -203,7 +204,7 @@ export class WorkloadApiServer<W> {
     return Object.fromEntries([...this.source.jwtBundles()].map(([td, jwks]) => [tdId(td), Buffer.from(JSON.stringify(jwks))]));
   }
 
-  private async fetchJwt(call: grpc.ServerUnaryCall<{ audience: string[]; spiffe_id: string }, unknown>, cb: grpc.sendUnaryData<unknown>): Promise<void> {
+  private async fetchJwt(...[call, cb]: Parameters<SpiffeWorkloadAPIHandlers['FetchJWTSVID']>): Promise<void> {
     const admitted = await this.admit(call);
     if (!admitted.ok) return cb(admitted.err);
     if (!call.request.audience?.length) return cb(fail(grpc.status.INVALID_ARGUMENT, 'audience: at least one audience is required'));
@@ -216,7 +217,7 @@ export class WorkloadApiServer<W> {
     }
   }
 
-  private async validateJwt(call: grpc.ServerUnaryCall<{ audience: string; svid: string }, unknown>, cb: grpc.sendUnaryData<unknown>): Promise<void> {
+  private async validateJwt(...[call, cb]: Parameters<SpiffeWorkloadAPIHandlers['ValidateJWTSVID']>): Promise<void> {
     const admitted = await this.admit(call);
     if (!admitted.ok) return cb(admitted.err);
     if (!call.request.audience) return cb(fail(grpc.status.INVALID_ARGUMENT, 'audience: required'));

@@ -4,7 +4,7 @@ import { distPath } from '../repo.js';
 
 const imagesDir = distPath('deploy', 'images');
 
-export const BUILTIN_IMAGES: Record<string, string> = {
+const BUILTIN_IMAGES: Record<string, string> = {
   'skein-echo': `${imagesDir}/echo.js`,
   'skein-client': `${imagesDir}/client.js`,
   'skein-apiserver': distPath('apiserver', 'main.js'),

@@ -5,7 +5,7 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { ServerResponse } from 'node:http';
 
-export interface ContainerLog {
+interface ContainerLog {
   file: string;
   running: () => boolean;
 }

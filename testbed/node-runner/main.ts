@@ -2,7 +2,7 @@
 // status, and cleans up sandboxes it no longer has pods for. Pods keep running if the runner restarts.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { startInformer } from '../../mesh/kube/informer.js';
 import { isConflict, KubeRest } from '../../mesh/kube/rest.js';
 import { destroyCgroup } from '../cgroup.js';
@@ -12,6 +12,7 @@ import { loadConfig, type NodeRunnerConfig } from './config.js';
 import { IpAllocator, PodWorker, type RunnerContext } from './pod-worker.js';
 import { startKubeletApi } from './kubelet-api.js';
 import { SA_MOUNT } from './service-account.js';
+import type { Pod } from '../../mesh/kube/objects.js';
 
 const log = (msg: string) => console.log(`${new Date().toISOString()} ${msg}`);
 
@@ -68,7 +69,7 @@ async function registerNode(rest: KubeRest, cfg: NodeRunnerConfig, kubeletPort: 
 
 /** Sandboxes on this node that belong to no pod the API server still binds here. */
 async function removeOrphans(cfg: NodeRunnerConfig, live: Set<string>): Promise<void> {
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = readdirSync(cfg.cgroup).filter((e) => e.startsWith('pod-'));
   } catch {
@@ -116,11 +117,11 @@ async function main(): Promise<void> {
   }, 20_000).unref();
 
   const fieldSelector = `spec.nodeName=${cfg.node.name}`;
-  const informer = startInformer<V1Pod>({
+  const informer = startInformer<Pod>({
     kc,
     path: '/api/v1/pods',
     fieldSelector,
-    list: () => rest.get(`/api/v1/pods?fieldSelector=${encodeURIComponent(fieldSelector)}`),
+    list: () => rest.list(`/api/v1/pods?fieldSelector=${encodeURIComponent(fieldSelector)}`),
     onEvent: (type, pod) => {
       const uid = pod.metadata?.uid;
       if (!uid) return;

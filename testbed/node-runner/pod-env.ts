@@ -1,7 +1,8 @@
 // Container environment as the kubelet builds it: literal values and the downward-API fields pods use.
-import type { V1Container, V1Pod } from '@kubernetes/client-node';
+import type { V1Container } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 
-export function containerEnv(pod: V1Pod, container: V1Container, podIp: string, hostIp: string, apiserver: { host: string; port: number }, warn: (msg: string) => void): Record<string, string> {
+export function containerEnv(pod: Pod, container: V1Container, podIp: string, hostIp: string, apiserver: { host: string; port: number }, warn: (msg: string) => void): Record<string, string> {
   const fields: Record<string, string | undefined> = {
     'metadata.name': pod.metadata?.name,
     'metadata.namespace': pod.metadata?.namespace,

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition } from '@kubernetes/client-node';
+import type { V1Container, V1ContainerStatus, V1PodCondition } from '@kubernetes/client-node';
 import { isConflict, isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
 import { cgroupPids, destroyCgroup, ensureCgroup } from '../cgroup.js';
 import { createPodNetwork, deletePodNetwork } from '../network.js';
@@ -13,6 +13,8 @@ import { containerArgv } from './images.js';
 import { containerEnv } from './pod-env.js';
 import { runProbe } from './probe.js';
 import { TOKEN_REFRESH_MS, withServiceAccountMount, writeServiceAccount } from './service-account.js';
+import type { Pod } from '../../mesh/kube/objects.js';
+import type { Wire } from '../../mesh/kube/objects.js';
 
 export interface RunnerContext {
   cfg: NodeRunnerConfig;
@@ -64,11 +66,11 @@ interface ContainerRun {
 const now = () => new Date().toISOString();
 
 // As the kubelet names them (namespace_name_uid): a pod recreated under the same name starts a new log.
-const containerLogFile = (logDir: string, pod: V1Pod, container: string) => join(logDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${pod.metadata?.uid}_${container}.log`);
+const containerLogFile = (logDir: string, pod: Pod, container: string) => join(logDir, `${pod.metadata?.namespace}_${pod.metadata?.name}_${pod.metadata?.uid}_${container}.log`);
 
 export class PodWorker {
   readonly uid: string;
-  private pod: V1Pod;
+  private pod: Pod;
   private readonly netns: string;
   private readonly cgroup: string;
   private ip = '';
@@ -82,7 +84,7 @@ export class PodWorker {
 
   constructor(
     private readonly ctx: RunnerContext,
-    pod: V1Pod,
+    pod: Pod,
   ) {
     this.pod = pod;
     this.uid = pod.metadata!.uid!;
@@ -106,7 +108,7 @@ export class PodWorker {
     return { file: containerLogFile(this.ctx.cfg.logDir, this.pod, name), running: () => this.containers.some((c) => c.spec.name === name && c.state === 'running') };
   }
 
-  sync(pod: V1Pod): void {
+  sync(pod: Pod): void {
     this.pod = pod;
     if (pod.metadata?.deletionTimestamp) {
       void this.terminate(true);
@@ -132,7 +134,7 @@ export class PodWorker {
         }, TOKEN_REFRESH_MS);
         this.saTimer.unref();
       }
-      this.startTime = (this.pod.status?.startTime as unknown as string | undefined) ?? now();
+      this.startTime = this.pod.status?.startTime ?? now();
       ensureCgroup(this.cgroup);
       this.containers = (this.pod.spec?.containers ?? []).map((spec) => ({
         spec,
@@ -174,7 +176,7 @@ export class PodWorker {
     return this.pod.status?.containerStatuses?.find((s) => s.name === name)?.restartCount ?? 0;
   }
   private previousStartedAt(name: string): string | undefined {
-    return this.pod.status?.containerStatuses?.find((s) => s.name === name)?.state?.running?.startedAt as unknown as string | undefined;
+    return this.pod.status?.containerStatuses?.find((s) => s.name === name)?.state?.running?.startedAt;
   }
 
   private runContainer(c: ContainerRun): void {
@@ -254,17 +256,17 @@ export class PodWorker {
     this.scheduleProbe(c, p ? (p.periodSeconds ?? 10) * 1000 : 1000);
   }
 
-  private condition(type: string, ok: boolean): V1PodCondition {
+  private condition(type: string, ok: boolean): Wire<V1PodCondition> {
     const status = ok ? 'True' : 'False';
     const prev = this.transitions.get(type);
     if (!prev || prev.status !== status) this.transitions.set(type, { status, at: now() });
-    return { type, status, lastTransitionTime: this.transitions.get(type)!.at as unknown as Date, lastProbeTime: null as unknown as Date };
+    return { type, status, lastTransitionTime: this.transitions.get(type)!.at };
   }
 
   private statusBody(): unknown {
     const allReady = this.containers.length > 0 && this.containers.every((c) => c.ready);
     const allRunning = this.containers.length > 0 && this.containers.every((c) => c.state === 'running');
-    const statuses: V1ContainerStatus[] = this.containers.map((c) => ({
+    const statuses: Wire<V1ContainerStatus>[] = this.containers.map((c) => ({
       name: c.spec.name,
       image: c.spec.image ?? '',
       imageID: `skein-local://${c.spec.image}`,
@@ -274,10 +276,10 @@ export class PodWorker {
       restartCount: c.restarts,
       state:
         c.state === 'running'
-          ? { running: { startedAt: c.startedAt as unknown as Date } }
+          ? { running: { startedAt: c.startedAt } }
           : c.state === 'waiting'
             ? { waiting: { reason: c.reason ?? 'ContainerCreating', message: c.message } }
-            : { terminated: { exitCode: c.exitCode ?? 0, reason: c.exitCode === 0 ? 'Completed' : 'Error', startedAt: c.startedAt as unknown as Date, finishedAt: c.finishedAt as unknown as Date } },
+            : { terminated: { exitCode: c.exitCode ?? 0, reason: c.exitCode === 0 ? 'Completed' : 'Error', startedAt: c.startedAt, finishedAt: c.finishedAt } },
     }));
     return {
       status: {

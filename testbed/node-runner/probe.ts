@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
 
-export function resolvePort(container: V1Container, port: number | string | undefined): number | undefined {
+function resolvePort(container: V1Container, port: number | string | undefined): number | undefined {
   if (typeof port === 'number') return port;
   if (port === undefined) return undefined;
   if (/^\d+$/.test(port)) return Number(port);
@@ -14,7 +14,7 @@ export function resolvePort(container: V1Container, port: number | string | unde
 export function runProbe(probe: V1Probe, container: V1Container, podIp: string, podNetns: string): Promise<boolean> {
   const timeoutMs = (probe.timeoutSeconds ?? 1) * 1000;
   if (probe.tcpSocket) {
-    const port = resolvePort(container, probe.tcpSocket.port as number | string);
+    const port = resolvePort(container, probe.tcpSocket.port);
     return new Promise((resolve) => {
       const sock = connect({ host: podIp, port: port ?? 0, timeout: timeoutMs });
       const end = (ok: boolean) => {
@@ -27,7 +27,7 @@ export function runProbe(probe: V1Probe, container: V1Container, podIp: string, 
     });
   }
   if (probe.httpGet) {
-    const port = resolvePort(container, probe.httpGet.port as number | string);
+    const port = resolvePort(container, probe.httpGet.port);
     return new Promise((resolve) => {
       const req = request({ host: podIp, port, path: probe.httpGet!.path ?? '/', timeout: timeoutMs, agent: false }, (res) => {
         res.resume();

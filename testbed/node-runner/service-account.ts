@@ -3,13 +3,14 @@
 // path through a bind mount in its own mount namespace (so client libraries' in-cluster config just works).
 import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Pod } from '@kubernetes/client-node';
+
 import type { KubeRest } from '../../mesh/kube/rest.js';
+import type { Pod } from '../../mesh/kube/objects.js';
 
 export const SA_MOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
 const TOKEN_SECONDS = 3600;
 
-export async function writeServiceAccount(rest: KubeRest, pod: V1Pod, dir: string, caFile: string): Promise<void> {
+export async function writeServiceAccount(rest: KubeRest, pod: Pod, dir: string, caFile: string): Promise<void> {
   const ns = pod.metadata!.namespace!;
   const sa = pod.spec?.serviceAccountName ?? 'default';
   const res = await rest.post<{ status: { token: string } }>(`/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`, {

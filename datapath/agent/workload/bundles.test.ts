@@ -7,7 +7,7 @@ const raw = (caPem: string, trustDomain = 'west.skein') => JSON.stringify({ trus
 
 function tamper(pem: string): string {
   const der = Buffer.from(pem.split('\n').filter((l) => l && !l.startsWith('-----')).join(''), 'base64');
-  der[der.length - 20] ^= 0xff;
+  der[der.length - 20]! ^= 0xff;
   return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
 }
 

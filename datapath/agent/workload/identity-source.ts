@@ -2,7 +2,7 @@
 // this node, for attestation) and the local mesh etcd (trust bundles, where the node CA is). SVID keys are
 // made here and never leave the node; the apiserver's node CA signs them. Each SVID is renewed at half its
 // lifetime and pushed to the streams of its pod.
-import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { JSONWebKeySet } from 'jose';
 import { startInformer, type RunningInformer } from '../../../mesh/kube/informer.js';
@@ -16,6 +16,7 @@ import type { Caller, IdentitySource, X509SvidEntry } from '../../../mtls/worklo
 import { newKeyAndCsr } from '../../../mtls/x509.js';
 import { podUidOfPid } from './attest.js';
 import { acceptBundle, type AcceptedBundle } from './bundles.js';
+import type { Pod } from '../../../mesh/kube/objects.js';
 
 export interface PodIdentity {
   namespace: string;
@@ -32,14 +33,14 @@ interface CachedSvid {
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
 export class AgentIdentitySource implements IdentitySource<PodIdentity> {
-  private readonly pods = new Map<string, V1Pod>();
+  private readonly pods = new Map<string, Pod>();
   private readonly svids = new Map<string, CachedSvid>();
   private readonly inflight = new Map<string, Promise<CachedSvid>>();
   private readonly bundles = new Map<string, AcceptedBundle>();
   private jwks = new Map<string, JSONWebKeySet>();
   private readonly podListeners = new Map<string, Set<() => void>>();
   private readonly bundleListeners = new Set<() => void>();
-  private informer?: RunningInformer<V1Pod>;
+  private informer?: RunningInformer<Pod>;
   private watcher?: Watcher;
   private nodeCa?: { endpoint: string; client: NodeCaClient };
   private endpoint?: string;
@@ -53,11 +54,11 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
 
   async start(): Promise<void> {
     const fieldSelector = `spec.nodeName=${this.o.node}`;
-    this.informer = startInformer<V1Pod>({
+    this.informer = startInformer<Pod>({
       kc: this.o.kc,
       path: '/api/v1/pods',
       fieldSelector,
-      list: () => this.o.rest.get(`/api/v1/pods?fieldSelector=${encodeURIComponent(fieldSelector)}`),
+      list: () => this.o.rest.list(`/api/v1/pods?fieldSelector=${encodeURIComponent(fieldSelector)}`),
       onEvent: (type, pod) => {
         const uid = pod.metadata?.uid;
         if (!uid) return;
@@ -152,7 +153,8 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     clearTimeout(this.svids.get(w.uid)?.timer);
     if (!this.pods.has(w.uid)) return cached; // the pod went away while this was being signed
     this.svids.set(w.uid, cached);
-    renewal ? this.stats.renewed++ : this.stats.issued++;
+    if (renewal) this.stats.renewed++;
+    else this.stats.issued++;
     // Renew at half-life; streams of this pod get the new SVID as soon as it is signed.
     cached.timer = setTimeout(() => void this.renew(w), Math.max(1000, (cached.expiresAt - Date.now()) / 2));
     cached.timer.unref();

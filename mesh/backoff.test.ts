@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { backoffDelay } from './backoff.js';
+
+describe('backoffDelay', () => {
+  it('doubles from minMs per attempt and stops at maxMs', () => {
+    const o = { minMs: 200, maxMs: 5_000 };
+    expect([0, 1, 2, 3, 4, 5, 6, 50].map((a) => backoffDelay(a, o))).toEqual([200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000]);
+  });
+
+  it('matches the formulas it replaced', () => {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      expect(backoffDelay(attempt, { minMs: 200, maxMs: 5_000 })).toBe(Math.min(200 * 2 ** Math.min(attempt, 5), 5_000));
+      expect(backoffDelay(attempt, { minMs: 250, maxMs: 5_000 })).toBe(Math.min(250 * 2 ** Math.min(attempt, 5), 5_000));
+    }
+  });
+
+  it('treats a huge, negative or non-finite attempt sanely', () => {
+    const o = { minMs: 100, maxMs: 1_000 };
+    expect(backoffDelay(10_000, o)).toBe(1_000);
+    expect(backoffDelay(-3, o)).toBe(100);
+    expect(backoffDelay(Number.NaN, o)).toBe(100);
+    expect(backoffDelay(Number.POSITIVE_INFINITY, o)).toBe(1_000);
+  });
+
+  it('jitter shortens a delay by up to that fraction, never lengthens it', () => {
+    const o = { minMs: 1_000, maxMs: 8_000, jitter: 0.5 };
+    expect(backoffDelay(3, o, () => 0)).toBe(8_000);
+    expect(backoffDelay(3, o, () => 1)).toBe(4_000);
+    expect(backoffDelay(0, o, () => 0.5)).toBe(750);
+    for (let i = 0; i < 100; i++) {
+      const d = backoffDelay(2, o);
+      expect(d).toBeGreaterThanOrEqual(2_000);
+      expect(d).toBeLessThanOrEqual(4_000);
+    }
+  });
+
+  it('without jitter it never draws a random number', () => {
+    expect(backoffDelay(1, { minMs: 10, maxMs: 100, jitter: 0 }, () => { throw new Error('drew'); })).toBe(20);
+  });
+});

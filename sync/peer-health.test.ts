@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import { cachePrefix, keys } from '../mesh/schema/keys.js';
+import { StateWriter } from '../mesh/state-writer.js';
+import { PeerHealth } from './peer-health.js';
+import { MemoryKv } from './test-fakes.js';
+
+const REMOTE = 'west';
+const T0 = Date.parse('2030-01-01T00:00:00Z');
+
+async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) {
+  const local = new MemoryKv();
+  const cache = new StateWriter(local);
+  await cache.load([cachePrefix(REMOTE)]);
+  cache.resume();
+  const clock = { now: T0 };
+  const replication = { connected: true, synced: true };
+  const logs: string[] = [];
+  let revived = 0;
+  const health = new PeerHealth({
+    remote: REMOTE,
+    cache,
+    local,
+    replication,
+    log: { info: (_o, m) => logs.push(m), warn: (_o, m) => logs.push(m) },
+    ...o,
+    onRevived: () => revived++,
+    now: () => clock.now,
+  });
+  const status = (): unknown => {
+    const raw = local.data.get(keys.syncStatus(REMOTE));
+    return raw === undefined ? undefined : JSON.parse(raw);
+  };
+  return { health, cache, local, clock, replication, logs, status, revived: () => revived };
+}
+
+/** A heartbeat as the peer stamps it, `skewMs` off the local clock. */
+const beat = (clock: { now: number }, skewMs = 0) => new Date(clock.now + skewMs).toISOString();
+
+describe('PeerHealth', () => {
+  it('is stale once synced until a heartbeat arrives, then after staleAfterMs without a new one (local clock)', async () => {
+    const { health, clock, replication } = await setup({ staleAfterMs: 5_000 });
+    replication.synced = false;
+    expect(health.stale).toBe(false); // not judged before the first sync
+    replication.synced = true;
+    expect(health.stale).toBe(true);
+
+    health.heartbeat(beat(clock));
+    expect(health.stale).toBe(false);
+    clock.now += 5_000;
+    expect(health.stale).toBe(false);
+    clock.now += 1;
+    expect(health.stale).toBe(true);
+    health.heartbeat(beat(clock));
+    expect(health.stale).toBe(false);
+  });
+
+  it('judges on the local clock: a peer clock far behind or ahead changes nothing', async () => {
+    const { health, clock } = await setup({ staleAfterMs: 5_000 });
+    health.heartbeat(beat(clock, -3_600_000)); // an hour behind, yet just heard
+    expect(health.stale).toBe(false);
+    expect(health.lastHeartbeat).toBe(new Date(T0 - 3_600_000).toISOString()); // status shows the peer's own time
+
+    health.heartbeat(beat(clock, +3_600_000)); // an hour ahead, then silent
+    clock.now += 6_000;
+    expect(health.stale).toBe(true);
+  });
+
+  it('the same heartbeat seen again (a relist re-reading it) does not count as a new one', async () => {
+    const { health, clock } = await setup({ staleAfterMs: 5_000 });
+    const at = beat(clock);
+    health.heartbeat(at);
+    clock.now += 4_000;
+    health.heartbeat(at);
+    clock.now += 2_000;
+    expect(health.stale).toBe(true);
+  });
+
+  it('publishes the sync status agents act on, and only when it changes', async () => {
+    const { health, clock, local, replication, status } = await setup({ staleAfterMs: 5_000 });
+    health.heartbeat(beat(clock));
+    await health.publish();
+    await health.publish();
+    expect(status()).toEqual({ cluster: REMOTE, connected: true, synced: true, stale: false });
+    expect(local.batches).toHaveLength(1);
+
+    replication.connected = false;
+    clock.now += 10_000;
+    await health.publish();
+    expect(status()).toEqual({ cluster: REMOTE, connected: false, synced: true, stale: true });
+    expect(local.batches).toHaveLength(2);
+
+    await health.unpublish();
+    expect(status()).toBeUndefined();
+  });
+
+  it('retries publishing at the next tick when the local etcd fails', async () => {
+    const { health, clock, local, status } = await setup();
+    health.heartbeat(beat(clock));
+    const apply = local.apply.bind(local);
+    local.apply = () => Promise.reject(new Error('local etcd down'));
+    await health.publish();
+    expect(status()).toBeUndefined();
+    local.apply = apply;
+    await health.publish();
+    expect(status()).toMatchObject({ stale: false });
+  });
+
+  it('counts cached keys per kind', async () => {
+    const { health, cache } = await setup();
+    const c = cachePrefix(REMOTE);
+    for (const k of ['services/default/a', 'services/default/b', 'nodes/n1', 'identities/458852', 'ips/10.7.1.5', 'config', 'heartbeat']) cache.set(c + k, '{}');
+    expect(health.counts()).toEqual({ services: 2, identities: 1, ips: 1, nodes: 1 });
+  });
+
+  it('removes the cached state once stale past the grace, keeps it before, and asks for a relist when the peer is back', async () => {
+    const { health, cache, local, clock, logs, revived } = await setup({ staleAfterMs: 5_000, removeAfterMs: 60_000 });
+    const key = `${cachePrefix(REMOTE)}services/default/echo`;
+    cache.set(key, '{}');
+    await cache.idle();
+    health.heartbeat(beat(clock));
+
+    clock.now += 30_000;
+    await health.publish();
+    await cache.idle();
+    expect(health.stale).toBe(true);
+    expect(local.data.has(key)).toBe(true); // stale: kept, flagged
+
+    clock.now += 30_001;
+    await health.publish();
+    await cache.idle();
+    expect(local.data.has(key)).toBe(false);
+    await health.publish();
+    expect(logs.filter((m) => m === 'remote stale past the grace: its cached state removed')).toHaveLength(1);
+
+    health.heartbeat(beat(clock));
+    expect(health.stale).toBe(false);
+    expect(revived()).toBe(1);
+    health.heartbeat(beat(clock, 1));
+    expect(revived()).toBe(1);
+  });
+
+  it('never removes without a grace, nor a peer never heard from', async () => {
+    const never = await setup({ staleAfterMs: 5_000, removeAfterMs: 0 });
+    never.cache.set(`${cachePrefix(REMOTE)}nodes/n1`, '{}');
+    never.health.heartbeat(beat(never.clock));
+    never.clock.now += 86_400_000;
+    await never.health.publish();
+    await never.cache.idle();
+    expect(never.local.data.size).toBe(2); // the node and the status
+
+    const silent = await setup({ staleAfterMs: 5_000, removeAfterMs: 10_000 });
+    silent.cache.set(`${cachePrefix(REMOTE)}nodes/n1`, '{}');
+    silent.clock.now += 86_400_000;
+    await silent.health.publish();
+    await silent.cache.idle();
+    expect(silent.health.stale).toBe(true);
+    expect(silent.local.data.has(`${cachePrefix(REMOTE)}nodes/n1`)).toBe(true);
+  });
+});

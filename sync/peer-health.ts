@@ -1,0 +1,119 @@
+// One peer's health as this cluster sees it: the stale flag, how much of it is cached, the sync status the
+// node agents act on, and removal of its cached state once it stayed stale past the grace.
+//
+// Staleness is judged on the local clock alone: a heartbeat counts when its value advances, timed by when it
+// arrived. The peer's own timestamp only tells one heartbeat from the next, so a peer whose clock is skewed
+// is neither stale forever (clock behind) nor fresh long after it stopped (clock ahead).
+import { cachePrefix, EXPORT_KINDS, keys, type ExportKind } from '../mesh/schema/keys.js';
+import { encodeValue, SyncStatus } from '../mesh/schema/values.js';
+import type { KvBackend, StateWriter } from '../mesh/state-writer.js';
+
+type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+
+export interface PeerHealthOptions {
+  remote: string;
+  /** The local cache of the peer's export (counted; emptied after the grace). */
+  cache: StateWriter;
+  /** The local mesh etcd, where the sync status goes. */
+  local: KvBackend;
+  /** The replication's state: a peer is judged stale only once it synced. */
+  replication: { readonly connected: boolean; readonly synced: boolean };
+  log: Log;
+  /** A peer whose heartbeat has not advanced for this long is stale (kept, flagged). Default 20 s. */
+  staleAfterMs?: number;
+  /** A peer stale for this long has its cached state removed (0, the default: never). */
+  removeAfterMs?: number;
+  /** A heartbeat advanced after the cached state was removed: the cache must be relisted. */
+  onRevived?: () => void;
+  now?: () => number;
+}
+
+export class PeerHealth {
+  /** The peer's timestamp of its latest heartbeat, and when (local clock) it arrived. */
+  private heartbeatAt?: string;
+  private heardAt?: number;
+  private removed = false;
+  private published = '';
+  private timer?: NodeJS.Timeout;
+  private readonly cachePfx: string;
+  private readonly now: () => number;
+
+  constructor(private readonly o: PeerHealthOptions) {
+    this.cachePfx = cachePrefix(o.remote);
+    this.now = o.now ?? Date.now;
+  }
+
+  /** An accepted heartbeat value's timestamp; the same one again (a relist re-reading it) is no news. */
+  heartbeat(at: string): void {
+    if (at === this.heartbeatAt) return;
+    this.heartbeatAt = at;
+    this.heardAt = this.now();
+    if (this.removed) {
+      this.removed = false;
+      // The watch brings changes only: what was removed while the peer was silent comes back with a relist.
+      this.o.log.info({ remote: this.o.remote }, 'remote heartbeat is back after its cached state was removed: relisting');
+      this.o.onRevived?.();
+    }
+  }
+
+  get stale(): boolean {
+    return this.o.replication.synced && (this.heardAt === undefined || this.silentMs > (this.o.staleAfterMs ?? 20_000));
+  }
+
+  /** The peer's own time of its latest heartbeat (status shows what the peer said). */
+  get lastHeartbeat(): string | undefined {
+    const t = this.heartbeatAt === undefined ? Number.NaN : Date.parse(this.heartbeatAt);
+    return Number.isNaN(t) ? undefined : new Date(t).toISOString();
+  }
+
+  /** Cached keys per exported kind. */
+  counts(): Record<ExportKind, number> {
+    const counts = Object.fromEntries(EXPORT_KINDS.map((k) => [k, 0])) as Record<ExportKind, number>;
+    for (const key of this.o.cache.desiredKeys(this.cachePfx)) {
+      const kind = key.slice(this.cachePfx.length).split('/', 1)[0] as ExportKind;
+      if (kind in counts) counts[kind]++;
+    }
+    return counts;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.publish(), 2_000);
+    this.timer.unref();
+  }
+
+  /** Removes the peer's cached state if it stayed stale past the grace; publishes the sync status if it changed. */
+  async publish(): Promise<void> {
+    const stale = this.stale;
+    const removeAfter = this.o.removeAfterMs ?? 0;
+    if (removeAfter > 0 && stale && this.heardAt !== undefined && this.silentMs > removeAfter) {
+      if (!this.removed) this.o.log.warn({ remote: this.o.remote, silentMs: this.silentMs }, 'remote stale past the grace: its cached state removed');
+      this.removed = true;
+      this.o.cache.replaceUnder(this.cachePfx, new Map());
+    }
+    // Only what the datapath acts on, and only when it changes: every write wakes every agent of the cluster.
+    const { connected, synced } = this.o.replication;
+    const value = encodeValue(SyncStatus, { cluster: this.o.remote, connected, synced, stale });
+    if (value === this.published) return;
+    try {
+      await this.o.local.apply([{ key: keys.syncStatus(this.o.remote), value }]);
+      this.published = value;
+    } catch {
+      /* the local etcd is down: published stays behind, the next tick retries */
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Deletes the sync status (disconnect). */
+  async unpublish(): Promise<void> {
+    await this.o.local.apply([{ key: keys.syncStatus(this.o.remote), value: null }]).catch(() => {
+      /* the local etcd is down: the status stays behind; it only flags that peer's cached entries */
+    });
+  }
+
+  private get silentMs(): number {
+    return this.now() - (this.heardAt ?? 0);
+  }
+}
