@@ -7,7 +7,7 @@ export async function retryUntilDone<T>(what: string, fn: () => Promise<T>, log:
     } catch (err) {
       onError?.(err);
       if (attempt === 1 || attempt % 10 === 0) log.warn({ err: (err as Error).message, attempt }, `${what} failed, retrying`);
-      await new Promise((r) => setTimeout(r, Math.min(250 * attempt, 5_000)));
+      await new Promise((r) => setTimeout(r, backoffDelay(attempt - 1, { minMs: 250, maxMs: 5_000 })));
     }
   }
 }

@@ -5,6 +5,7 @@
 // onNewLease to put its keys again. Bound to an EtcdRef: move() re-homes it on a replaced client.
 import type { Lease } from 'etcd3';
 import type { EtcdRef } from './etcd.js';
+import { backoffDelay } from './backoff.js';
 
 interface LeaseSessionOptions {
   etcd: EtcdRef;
@@ -90,7 +91,7 @@ export class LeaseSession {
 
   private scheduleRegrant(): void {
     const base = this.o.retryMs ?? 500;
-    const delay = Math.min(base * 2 ** Math.min(this.failedRegrants, 10), this.o.maxRetryMs ?? 5_000);
+    const delay = backoffDelay(this.failedRegrants, { minMs: base, maxMs: this.o.maxRetryMs ?? 5_000 });
     this.regrantTimer = setTimeout(() => {
       this.replace().catch((err: Error) => {
         this.failedRegrants++;

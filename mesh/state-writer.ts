@@ -1,6 +1,7 @@
 // Keeps an etcd prefix equal to a desired key/value set while writing as little as possible: unchanged keys
 // are never rewritten, changes are coalesced per key and committed in transactions of up to 128 operations
 // (etcd's default --max-txn-ops), and a failed batch is retried with backoff without losing newer changes.
+import { backoffDelay } from './backoff.js';
 export interface KvOp {
   key: string;
   /** null deletes the key. */
@@ -122,7 +123,7 @@ export class StateWriter {
       } catch (err) {
         this.attempt += 1;
         this.hooks.onError?.(err, this.attempt);
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** Math.min(this.attempt, 6), 5_000)));
+        await new Promise((r) => setTimeout(r, backoffDelay(this.attempt, { minMs: 100, maxMs: 5_000 })));
         continue;
       }
       this.attempt = 0;

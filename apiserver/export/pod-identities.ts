@@ -10,6 +10,7 @@ import { nsName, type ExportContext } from './context.js';
 import { DEFAULT_IDENTITY_GC_GRACE_MS, IdentityAllocator, IdentitySpaceExhaustedError, identityLabels, type ReleasableIdentityStore } from './identity.js';
 import type { WarningEvents } from './warning-events.js';
 import type { Namespace, Pod } from '../../mesh/kube/objects.js';
+import { backoffDelay } from '../../mesh/backoff.js';
 
 /**
  * Backoff of a pod whose identity allocation failed: 1 s doubling, up to 5 s for a mesh etcd error (back
@@ -191,7 +192,7 @@ export class PodIdentities {
     this.updateGauges();
     if (!exhausted) this.o.onEtcdError(err);
     const cap = IDENTITY_RETRY_MAX_MS[exhausted ? 'exhausted' : 'store'];
-    const retryInMs = Math.round(Math.min(IDENTITY_RETRY_BASE_MS * 2 ** Math.min(retry.attempts - 1, 16), cap) * (0.8 + 0.4 * Math.random()));
+    const retryInMs = Math.round(backoffDelay(retry.attempts - 1, { minMs: IDENTITY_RETRY_BASE_MS * 1.2, maxMs: cap * 1.2, jitter: 1 / 3 }));
     this.o.log.warn({ pod: nsName(pod), attempt: retry.attempts, retryInMs, err: err.message }, 'security identity allocation failed, pod not exported; retrying');
     if (exhausted && !retry.reported) {
       retry.reported = true;

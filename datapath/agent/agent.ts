@@ -10,6 +10,7 @@ import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values
 import { loadMergedView, type MergedView } from './merged-view.js';
 import type { Programmed, SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
+import { backoffDelay } from '../../mesh/backoff.js';
 
 const fkey = (p: Programmed) => `${p.frontend.proto}/${p.frontend.ip}:${p.frontend.port}`;
 const bkey = (p: Programmed) => p.backends.map((b) => `${b.ip}:${b.port}`).sort().join(',');
@@ -69,7 +70,7 @@ export class NodeAgent {
         return;
       } catch (err) {
         this.o.log.warn({ err: (err as Error).message, attempt }, 'listing the mesh etcd failed, retrying');
-        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, { minMs: 200, maxMs: 5_000 })));
       }
     }
   }

@@ -3,6 +3,7 @@
 // capped, jittered backoff; it resumes from its last resourceVersion and relists only when that expired.
 import { ListWatch, Watch, type KubeConfig, type KubernetesObject, type KubernetesListObject } from '@kubernetes/client-node';
 import type { KubeList, KubeObject } from './objects.js';
+import { backoffDelay } from '../backoff.js';
 
 /** T is an object as it arrives on the wire (mesh/kube/objects.ts): timestamps are strings. */
 export interface InformerOptions<T extends KubeObject> {
@@ -48,8 +49,7 @@ export function startInformer<T extends KubeObject>(opts: InformerOptions<T>): R
     attempt += 1;
     restarts += 1;
     opts.onRestart?.(err, attempt);
-    const base = Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempt - 1, 10));
-    timer = setTimeout(() => void begin(), base / 2 + Math.random() * (base / 2));
+    timer = setTimeout(() => void begin(), backoffDelay(attempt - 1, { minMs: minBackoff, maxMs: maxBackoff, jitter: 0.5 }));
   });
 
   async function begin(): Promise<void> {
