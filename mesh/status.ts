@@ -5,7 +5,7 @@ import type { Etcd3 } from 'etcd3';
 import { z } from 'zod';
 import { REJECT_REASONS } from './address-policy.js';
 import { keys } from './schema/keys.js';
-import { AgentView } from './schema/values.js';
+import { AgentView, decodeJson } from './schema/values.js';
 
 export const ExportStatus = z.object({
   cluster: z.string(),
@@ -69,13 +69,6 @@ export type ApiserverStatus = z.infer<typeof ApiserverStatus>;
 export async function agentViews(etcd: Etcd3, cluster: string): Promise<AgentView[]> {
   const raw = await etcd.getAll().prefix(keys.agentsPrefix(cluster)).strings();
   return Object.values(raw)
-    .flatMap((v) => {
-      try {
-        const parsed = AgentView.safeParse(JSON.parse(v));
-        return parsed.success ? [parsed.data] : [];
-      } catch {
-        return [];
-      }
-    })
+    .flatMap((v) => decodeJson(AgentView, v) ?? [])
     .sort((a, b) => a.node.localeCompare(b.node));
 }

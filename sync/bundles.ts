@@ -5,7 +5,7 @@
 // cluster or of another peer, whatever trust domain it claims.
 import type { Etcd3 } from 'etcd3';
 import { keys } from '../mesh/schema/keys.js';
-import { encodeValue, TrustBundle } from '../mesh/schema/values.js';
+import { decodeJson, encodeValue, TrustBundle } from '../mesh/schema/values.js';
 
 export class BundleOwnershipError extends Error {}
 
@@ -13,8 +13,7 @@ async function ownerOf(etcd: Etcd3, key: string): Promise<{ bundle?: TrustBundle
   const res = await etcd.get(key).exec();
   const kv = res.kvs[0];
   if (!kv) return { modRevision: '0' };
-  const parsed = TrustBundle.safeParse(JSON.parse(kv.value.toString()));
-  return { bundle: parsed.success ? parsed.data : undefined, modRevision: kv.mod_revision };
+  return { bundle: decodeJson(TrustBundle, kv.value.toString()), modRevision: kv.mod_revision };
 }
 
 /** Writes `bundle` unless its trust domain's bundle belongs to another cluster (then throws). */
@@ -45,8 +44,7 @@ export async function pruneBundles(etcd: Etcd3, localCluster: string, keep: Set<
   for (const [key, raw] of Object.entries(await etcd.getAll().prefix(prefix).strings())) {
     const td = key.slice(prefix.length);
     if (keep.has(td)) continue;
-    const parsed = TrustBundle.safeParse(JSON.parse(raw));
-    if (parsed.success && parsed.data.own) continue;
+    if (decodeJson(TrustBundle, raw)?.own) continue;
     await etcd.delete().key(key);
     gone.push(td);
   }

@@ -3,6 +3,7 @@
 // user can read; the peer's sync watches the key and switches to the new identity without a relist.
 import { Credential, credentialKey, needsRenewal } from '../mesh/credentials.js';
 import type { EtcdRef } from '../mesh/etcd.js';
+import { decodeJson } from '../mesh/schema/values.js';
 import type { ClusterCA } from '../mtls/cluster-ca.js';
 import { issueRemoteClient } from '../mtls/mesh-identities.js';
 
@@ -29,8 +30,9 @@ export class CredentialIssuer {
     for (const peer of this.peers) {
       const key = credentialKey(this.o.cluster, peer);
       const raw = await this.o.etcd().get(key).string();
-      const current = raw ? Credential.safeParse(JSON.parse(raw)) : undefined;
-      if (current?.success && !needsRenewal(current.data.certPem, this.o.ttlMs)) continue;
+      // An unreadable credential is renewed like an expiring one.
+      const current = raw ? decodeJson(Credential, raw) : undefined;
+      if (current && !needsRenewal(current.certPem, this.o.ttlMs)) continue;
       const cert = await issueRemoteClient(this.o.ca, peer, this.o.ttlMs);
       await this.o.etcd().put(key).value(JSON.stringify(Credential.parse(cert)));
     }

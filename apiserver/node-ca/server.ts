@@ -10,7 +10,8 @@ import { issueCertificate } from '../../mtls/x509.js';
 import { nodeUri } from '../../mtls/mesh-identities.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
-import { Dns1123Subdomain, firstIssue, podPath, PodRef } from '../../mesh/kube/names.js';
+import { Dns1123Subdomain, podPath, PodRef } from '../../mesh/kube/names.js';
+import { firstIssue } from '../../mesh/schema/issue.js';
 import { loadNodeCaApi, NODE_CA_NAME, type NodeCAHandlers } from '../../mesh/node-ca/proto.js';
 import type { Pod } from '../../mesh/kube/objects.js';
 

@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ApiserverStatus } from '../../mesh/status.js';
+import { firstIssue } from '../../mesh/schema/issue.js';
 import { KubeApiError, KubeRest } from '../../mesh/kube/rest.js';
 import { skeinProxyPath } from '../../mesh/service-ref.js';
 
@@ -42,8 +43,7 @@ export async function fetchStatus(kc: KubeConfig): Promise<ApiserverStatus> {
   }
   const parsed = ApiserverStatus.safeParse(raw);
   if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new Error(`skein-apiserver in context ${kc.getCurrentContext()} answered a status this skein cannot read (${i?.path.join('.') || 'status'}: ${i?.message}): use a skein CLI of the same version as the installed Skein`);
+    throw new Error(`skein-apiserver in context ${kc.getCurrentContext()} answered a status this skein cannot read (${firstIssue(parsed.error, '', 'status')}): use a skein CLI of the same version as the installed Skein`);
   }
   return parsed.data;
 }

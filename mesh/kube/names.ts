@@ -16,12 +16,6 @@ const ObjectUid = z.string().regex(UID, 'a lowercase RFC 4122 UID such as 0f8fad
 export const PodRef = z.object({ namespace: Dns1123Label, name: Dns1123Subdomain, uid: ObjectUid });
 export type PodRef = z.infer<typeof PodRef>;
 
-/** The first problem with a value, as `field: message` (for InvalidArgument replies and CLI errors). */
-export function firstIssue(err: z.ZodError, prefix = ''): string {
-  const i = err.issues[0];
-  return `${prefix}${i?.path.join('.') || 'value'}: ${i?.message ?? 'invalid'}`;
-}
-
 /** `/api/v1/namespaces/<ns>/pods/<name>` from names that are validated and escaped (throws otherwise). */
 export function podPath(namespace: string, name: string): string {
   return `/api/v1/namespaces/${encodeURIComponent(Dns1123Label.parse(namespace))}/pods/${encodeURIComponent(Dns1123Subdomain.parse(name))}`;

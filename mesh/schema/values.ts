@@ -2,6 +2,7 @@
 // writer (a bug, an old version, a hostile remote) cannot get a malformed value into anyone's datapath.
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+import { firstIssue } from './issue.js';
 import type { ParsedKey } from './keys.js';
 import { ClusterId, ClusterName } from './cluster.js';
 
@@ -138,9 +139,7 @@ export type DecodeResult = ({ ok: true } & Decoded) | { ok: false; error: string
 
 function fit<T>(schema: z.ZodType<T>, json: unknown): { ok: true; value: T } | { ok: false; error: string } {
   const parsed = schema.safeParse(json);
-  if (parsed.success) return { ok: true, value: parsed.data };
-  const issue = parsed.error.issues[0];
-  return { ok: false, error: `${issue?.path.join('.') || 'value'}: ${issue?.message}` };
+  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, error: firstIssue(parsed.error) };
 }
 
 /**

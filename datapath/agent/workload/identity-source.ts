@@ -10,7 +10,7 @@ import { retryUntilDone } from '../../../mesh/backoff.js';
 import type { KubeRest } from '../../../mesh/kube/rest.js';
 import { NodeCaClient } from '../../../mesh/node-ca/client.js';
 import { keys } from '../../../mesh/schema/keys.js';
-import { NodeCaEndpoint } from '../../../mesh/schema/values.js';
+import { decodeJson, NodeCaEndpoint } from '../../../mesh/schema/values.js';
 import { jwtBundleOf, validateJwtSvid } from '../../../mtls/svid.js';
 import type { Caller, IdentitySource, X509SvidEntry } from '../../../mtls/workload-api/server.js';
 import { newKeyAndCsr } from '../../../mtls/x509.js';
@@ -112,13 +112,13 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   /** The node CA client for the endpoint the apiserver last published (it moves when its pod does). */
   private async client(): Promise<NodeCaClient> {
     const raw = (await this.o.etcd.get(keys.nodeCa(this.o.cluster)).string()) ?? undefined;
-    const parsed = raw ? NodeCaEndpoint.safeParse(JSON.parse(raw)) : undefined;
-    if (!parsed?.success) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
-    if (this.nodeCa?.endpoint !== parsed.data.endpoint) {
+    const published = raw ? decodeJson(NodeCaEndpoint, raw) : undefined;
+    if (!published) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
+    if (this.nodeCa?.endpoint !== published.endpoint) {
       this.nodeCa?.client.close();
       // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
-      this.nodeCa = { endpoint: parsed.data.endpoint, client: new NodeCaClient(parsed.data.endpoint, this.o.nodeTls) };
-      this.endpoint = parsed.data.endpoint;
+      this.nodeCa = { endpoint: published.endpoint, client: new NodeCaClient(published.endpoint, this.o.nodeTls) };
+      this.endpoint = published.endpoint;
     }
     return this.nodeCa.client;
   }
