@@ -11,6 +11,11 @@ describe('apiserver configuration', () => {
     expect(parseConfig([...base, '--identity-gc-grace=2'], {}).identityGcGraceMs).toBe(2_000);
     expect(parseConfig(base, { SKEIN_IDENTITY_GC_GRACE: '90' }).identityGcGraceMs).toBe(90_000);
   });
+  it('compacts the mesh etcd every 300 s and defragments above 32 MiB free by default; 0 turns compaction off', () => {
+    expect(parseConfig(base, {})).toMatchObject({ meshCompactionIntervalMs: 300_000, meshDefragMinFreeBytes: 32 * 1024 * 1024 });
+    expect(parseConfig([...base, '--mesh-compaction-interval=0', '--mesh-defrag-min-free=1Gi'], {})).toMatchObject({ meshCompactionIntervalMs: 0, meshDefragMinFreeBytes: 1024 ** 3 });
+    expect(parseConfig(base, { SKEIN_MESH_COMPACTION_INTERVAL: '60' }).meshCompactionIntervalMs).toBe(60_000);
+  });
   it('falls back to SKEIN_* environment variables', () => {
     expect(parseConfig([], { SKEIN_CLUSTER_NAME: 'west', SKEIN_CLUSTER_ID: '7', SKEIN_MESH_ETCD: 'https://a:1,https://b:2' })).toMatchObject({ clusterName: 'west', clusterId: 7, meshEtcd: ['https://a:1', 'https://b:2'] });
   });
@@ -27,6 +32,26 @@ describe('apiserver configuration', () => {
     [[...base, '--identity-gc-grace=10m'], /^--identity-gc-grace "10m": give whole seconds, for example 30$/],
     [[...base, '--identity-gc-grace=0'], /^--identity-gc-grace "0": --identity-gc-grace must be at least 1 second$/],
     [[...base, '--identity-gc-grace=999999999'], /^--identity-gc-grace "999999999": --identity-gc-grace must be at most 604800 seconds/],
+    [[...base, '--mesh-compaction-interval=5'], /^--mesh-compaction-interval "5": --mesh-compaction-interval must be 0 \(off\) or at least 10 seconds/],
+    [[...base, '--mesh-compaction-interval=5m'], /^--mesh-compaction-interval "5m": give whole seconds, for example 30$/],
+    [[...base, '--mesh-defrag-min-free=32MB'], /^--mesh-defrag-min-free "32MB": give bytes as a whole number, optionally with Ki, Mi or Gi/],
+  ])('refuses %j naming the flag and the fix', (argv, msg) => {
+    expect(() => parseConfig(argv, {})).toThrow(msg);
+  });
+});
+
+describe('remote quota flags', () => {
+  it('defaults to REMOTE_QUOTA and takes bytes with Ki/Mi/Gi', () => {
+    expect(parseConfig(base, {})).toMatchObject({ remoteMaxKeys: 200_000, remoteMaxBytes: 128 * 1024 * 1024, remoteMaxValueBytes: 512 * 1024 });
+    expect(parseConfig([...base, '--remote-max-keys=1000', '--remote-max-bytes=2Gi', '--remote-max-value-bytes=64Ki'], {})).toMatchObject({ remoteMaxKeys: 1000, remoteMaxBytes: 2 * 1024 ** 3, remoteMaxValueBytes: 64 * 1024 });
+    expect(parseConfig(base, { SKEIN_REMOTE_MAX_BYTES: '3000000' }).remoteMaxBytes).toBe(3_000_000);
+  });
+  it.each([
+    [[...base, '--remote-max-keys=lots'], /^--remote-max-keys "lots": give a whole number of keys/],
+    [[...base, '--remote-max-keys=0'], /^--remote-max-keys "0": --remote-max-keys must be at least 1$/],
+    [[...base, '--remote-max-bytes=128MB'], /^--remote-max-bytes "128MB": give bytes as a whole number, optionally with Ki, Mi or Gi/],
+    [[...base, '--remote-max-bytes=1Ki'], /^--remote-max-bytes "1Ki": --remote-max-bytes must be at least 1Mi$/],
+    [[...base, '--remote-max-value-bytes=1Mi'], /^--remote-max-value-bytes "1Mi": --remote-max-value-bytes must be below 1Mi: a value must fit one write batch/],
   ])('refuses %j naming the flag and the fix', (argv, msg) => {
     expect(() => parseConfig(argv, {})).toThrow(msg);
   });

@@ -4,8 +4,11 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ClusterId, ClusterName } from '../mesh/schema/cluster.js';
 import { parseCidr } from '../mesh/schema/values.js';
+import { REMOTE_QUOTA } from '../mesh/address-policy.js';
+import { WRITE_LIMITS } from '../mesh/state-writer.js';
 
 const SECONDS_HINT = 'give whole seconds, for example 30';
+const BYTES_HINT = 'give bytes as a whole number, optionally with Ki, Mi or Gi, for example 128Mi';
 
 export const ApiserverConfig = z.object({
   clusterName: ClusterName,
@@ -44,11 +47,34 @@ export const ApiserverConfig = z.object({
     .int()
     .min(1_000, '--identity-gc-grace must be at least 1 second')
     .max(7 * 86_400_000, '--identity-gc-grace must be at most 604800 seconds (7 days): unused identities hold IDs of a finite space'),
+  /** The mesh etcd is compacted every interval to the revision seen one interval earlier (0: never, leave it to etcd's --auto-compaction). */
+  meshCompactionIntervalMs: z
+    .number({ error: SECONDS_HINT })
+    .int()
+    .refine((ms) => ms === 0 || ms >= 10_000, '--mesh-compaction-interval must be 0 (off) or at least 10 seconds: watchers more than one interval behind must relist'),
+  /** The mesh etcd is defragmented when more than half its file and more than this many bytes are free. */
+  meshDefragMinFreeBytes: z.number({ error: BYTES_HINT }).int().min(0),
+  /** Per peer: cached keys beyond this are refused (`over-quota`) and the peer is flagged. */
+  remoteMaxKeys: z.number({ error: 'give a whole number of keys, for example 200000' }).int().min(1, '--remote-max-keys must be at least 1'),
+  /** Per peer: the bytes (key + value) its cached keys may take in the local mesh etcd. */
+  remoteMaxBytes: z.number({ error: BYTES_HINT }).int().min(1024 * 1024, '--remote-max-bytes must be at least 1Mi'),
+  /** Per key: a larger value from a peer is refused (`too-large`). */
+  remoteMaxValueBytes: z
+    .number({ error: BYTES_HINT })
+    .int()
+    .min(1024, '--remote-max-value-bytes must be at least 1Ki')
+    .max(WRITE_LIMITS.maxBatchBytes - 1, `--remote-max-value-bytes must be below ${WRITE_LIMITS.maxBatchBytes / 1024 / 1024}Mi: a value must fit one write batch of the local mesh etcd`),
 });
 export type ApiserverConfig = z.infer<typeof ApiserverConfig>;
 
 /** Whole seconds, or NaN (which the schema then refuses, naming the flag). */
 const seconds = (v: string) => (/^\d+$/.test(v) ? Number(v) : NaN);
+const UNIT = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 } as const;
+/** Bytes with an optional binary unit (128Mi), or NaN. */
+const bytes = (v: string) => {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(v);
+  return m ? Number(m[1]) * UNIT[(m[2] ?? '') as keyof typeof UNIT] : NaN;
+};
 
 const FLAG_OF: Record<string, string> = {
   remoteStaleAfterMs: '--remote-stale-after',
@@ -65,6 +91,11 @@ const FLAG_OF: Record<string, string> = {
   svidTtlMs: '--svid-ttl',
   jwtSvidTtlMs: '--jwt-svid-ttl',
   identityGcGraceMs: '--identity-gc-grace',
+  meshCompactionIntervalMs: '--mesh-compaction-interval',
+  meshDefragMinFreeBytes: '--mesh-defrag-min-free',
+  remoteMaxKeys: '--remote-max-keys',
+  remoteMaxBytes: '--remote-max-bytes',
+  remoteMaxValueBytes: '--remote-max-value-bytes',
 };
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ApiserverConfig {
@@ -90,6 +121,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'svid-ttl': { type: 'string' },
       'jwt-svid-ttl': { type: 'string' },
       'identity-gc-grace': { type: 'string' },
+      'mesh-compaction-interval': { type: 'string' },
+      'mesh-defrag-min-free': { type: 'string' },
+      'remote-max-keys': { type: 'string' },
+      'remote-max-bytes': { type: 'string' },
+      'remote-max-value-bytes': { type: 'string' },
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
@@ -100,8 +136,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const svidTtlText = values['svid-ttl'] ?? env.SKEIN_SVID_TTL ?? '3600';
   const jwtTtlText = values['jwt-svid-ttl'] ?? env.SKEIN_JWT_SVID_TTL ?? '300';
   const identityGcText = values['identity-gc-grace'] ?? env.SKEIN_IDENTITY_GC_GRACE ?? '600';
+  const compactionText = values['mesh-compaction-interval'] ?? env.SKEIN_MESH_COMPACTION_INTERVAL ?? '300';
+  const defragFreeText = values['mesh-defrag-min-free'] ?? env.SKEIN_MESH_DEFRAG_MIN_FREE ?? '32Mi';
+  const maxKeysText = values['remote-max-keys'] ?? env.SKEIN_REMOTE_MAX_KEYS ?? String(REMOTE_QUOTA.maxKeys);
+  const maxBytesText = values['remote-max-bytes'] ?? env.SKEIN_REMOTE_MAX_BYTES ?? String(REMOTE_QUOTA.maxBytes);
+  const maxValueText = values['remote-max-value-bytes'] ?? env.SKEIN_REMOTE_MAX_VALUE_BYTES ?? String(REMOTE_QUOTA.maxValueBytes);
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText, identityGcGraceMs: identityGcText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText, identityGcGraceMs: identityGcText, meshCompactionIntervalMs: compactionText, meshDefragMinFreeBytes: defragFreeText, remoteMaxKeys: maxKeysText, remoteMaxBytes: maxBytesText, remoteMaxValueBytes: maxValueText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -122,6 +163,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     svidTtlMs: seconds(svidTtlText) * 1000,
     jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
     identityGcGraceMs: seconds(identityGcText) * 1000,
+    meshCompactionIntervalMs: seconds(compactionText) * 1000,
+    meshDefragMinFreeBytes: bytes(defragFreeText),
+    remoteMaxKeys: seconds(maxKeysText), // a whole number: the same digits-only parse
+    remoteMaxBytes: bytes(maxBytesText),
+    remoteMaxValueBytes: bytes(maxValueText),
   };
   const parsed = ApiserverConfig.safeParse(raw);
   if (!parsed.success) {

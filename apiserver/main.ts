@@ -18,8 +18,9 @@ import { meshEtcdServerName } from '../mtls/mesh-identities.js';
 import { EtcdReleasableIdentityStore } from './export/identity-etcd.js';
 import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
+import { etcdMaintenanceTarget, MeshMaintenance } from './mesh-maintenance.js';
 import { retryUntilDone } from '../mesh/backoff.js';
-import { agentViews } from '../mesh/status.js';
+import { agentViews, type ExportStatus } from '../mesh/status.js';
 import { NodeCaServer } from './node-ca/server.js';
 import { NodeUsers } from './node-users.js';
 import { publishBundle } from '../sync/bundles.js';
@@ -46,6 +47,11 @@ async function startNodeCa(cfg: ApiserverConfig, ca: ClusterCA, rest: KubeRest, 
   }, log);
   log.info({ endpoint }, 'node CA serving');
   return server;
+}
+
+/** The export's status with the writes its writer refused (the first 20 keys of them). */
+function withRefusedWrites(s: ExportStatus, writer: StateWriter): ExportStatus {
+  return { ...s, etcd: { ...s.etcd, refused: writer.refused, refusedWrites: writer.refusedWrites().slice(0, 20) } };
 }
 
 function configOrExit(): ApiserverConfig {
@@ -91,6 +97,10 @@ async function main(): Promise<void> {
       exporter?.noteEtcdError(err);
       if (attempt === 1 || attempt % 20 === 0) log.warn({ err: (err as Error).message, attempt }, 'mesh etcd write failed, retrying');
     },
+    onRefused: (key, bytes, limit, why) => {
+      metrics.etcdRefusedWrites.inc();
+      log.warn({ key, bytes, limit, why }, 'refused an export write that can never fit an etcd request: etcd keeps its previous value');
+    },
   });
   exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
   identity?.onRenewed(() => exporter.moveLease());
@@ -101,17 +111,35 @@ async function main(): Promise<void> {
     staleAfterMs: cfg.remoteStaleAfterMs, removeAfterMs: cfg.remoteRemoveAfterMs,
     serviceCidr: cfg.serviceCidr,
     onRemoteRejected: (remote, reason) => metrics.remoteRejectedKeys.inc({ remote, reason }),
+    remoteQuota: { maxKeys: cfg.remoteMaxKeys, maxBytes: cfg.remoteMaxBytes, maxValueBytes: cfg.remoteMaxValueBytes },
   });
+  metrics.followRemotes(() => sync.status());
+  identity?.onRenewed(() => sync.moveLease());
+  // Compaction and defragmentation here, not in etcd's flags: it works however the mesh etcd is launched.
+  const maintenance =
+    cfg.meshCompactionIntervalMs > 0
+      ? new MeshMaintenance({
+          target: etcdMaintenanceTarget(etcdRef),
+          cluster: cfg.clusterName,
+          intervalMs: cfg.meshCompactionIntervalMs,
+          defragMinFreeBytes: cfg.meshDefragMinFreeBytes,
+          defrag: cfg.meshEtcd.length === 1,
+          metrics,
+          log,
+        })
+      : undefined;
+  if (maintenance && cfg.meshEtcd.length > 1) log.warn({ endpoints: cfg.meshEtcd }, 'several mesh etcd endpoints: compacting, but not defragmenting (each member must be defragmented on its own)');
   if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
   const http = buildHttp(exporter, metrics, async () => ({
-    ...exporter.status(),
+    ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     remotes: sync.status(),
     refusedLinks: sync.refusedLinks(),
-    agents: await agentViews(etcdRef(), cfg.clusterName),
+    // The mesh etcd down must not take the whole status with it (the export's etcd error says why it is empty).
+    agents: await agentViews(etcdRef(), cfg.clusterName).catch(() => []),
   }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
@@ -124,6 +152,7 @@ async function main(): Promise<void> {
     await http.close();
     await nodeCa?.close();
     await sync.stop().catch(() => {});
+    await maintenance?.stop();
     await nodeUsers?.stop();
     await exporter.stop().catch(() => {});
     identity?.close();
@@ -139,6 +168,7 @@ async function main(): Promise<void> {
   }
   sync.start();
   issuer?.start();
+  maintenance?.start();
   // The initial sync waits out a dead etcd or API server (retrying inside); readiness says when it is done.
   await exporter.start();
 }

@@ -48,7 +48,7 @@ export class NodeUsers {
       do {
         this.again = false;
         const names = (this.informer?.list() ?? []).map((n) => n.metadata?.name ?? '').filter((n) => Dns1123Subdomain.safeParse(n).success);
-        await retryUntilDone('syncing node etcd users', () => (this.stopped ? Promise.resolve() : syncNodeUsers(this.o.etcd(), this.o.cluster, names)), this.o.log);
+        await retryUntilDone('syncing node etcd users', () => syncNodeUsers(this.o.etcd(), this.o.cluster, names), this.o.log, { stopped: () => this.stopped });
       } while (this.again && !this.stopped);
       this.running = false;
     })();

@@ -1,7 +1,9 @@
 // The BPF socket load balancer from TypeScript: loads datapath/build/sock_lb.o through the native addon,
 // attaches its four cgroup programs, and programs services. Map layouts mirror bpf/sock_lb.c exactly.
 // Updates are ordered so a concurrent connect() never sees a half-written service: new slots first, the
-// master's count last, stale slots removed after the count no longer reaches them.
+// master's count last, stale slots removed after the count no longer reaches them. A service that cannot be
+// programmed (too many backends, a full map, a bad address) is refused with a ProgramError before any map
+// is touched where that can be known, and otherwise rolled back, so its previous programming stays whole.
 import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +19,8 @@ export interface BackendAddr {
   port: number;
 }
 
-interface NativeBpfObject {
+/** The native addon's BPF object (datapath/native/skein_bpf.cc); map errors carry `errno`. */
+export interface NativeBpfObject {
   programs(): string[];
   maps(): string[];
   attachCgroup(program: string, cgroup: string): number;
@@ -27,13 +30,101 @@ interface NativeBpfObject {
   lookup(map: string, key: Buffer): Buffer | null;
   remove(map: string, key: Buffer): boolean;
   keys(map: string): Buffer[];
+  maxEntries(map: string): number;
   close(): void;
 }
 
 /** From datapath/ (source) or dist/datapath/ (compiled): the build output lives in the source tree. */
 const buildDir = () => join(sourceDir(import.meta.url), 'build');
 
-const native = createRequire(import.meta.url)(join(buildDir(), 'skein_bpf.node')) as { BpfObject: new (path: string, pinDir?: string) => NativeBpfObject };
+type NativeModule = { BpfObject: new (path: string, pinDir?: string) => NativeBpfObject };
+let native: NativeModule | undefined;
+/** Loaded on first use, so the validation below works (and is unit-tested) without the built addon. */
+function openNative(pinDir?: string): NativeBpfObject {
+  native ??= createRequire(import.meta.url)(join(buildDir(), 'skein_bpf.node')) as NativeModule;
+  return new native.BpfObject(join(buildDir(), 'sock_lb.o'), pinDir);
+}
+
+/**
+ * The datapath's fixed limits, as declared in bpf/sock_lb.c (a loaded SocketLb reads the map sizes from the
+ * kernel: `limits`). A frontend takes 1 + its backend count entries of skein_services (master + slots); each
+ * distinct backend address one entry of skein_backends, shared by every frontend that uses it.
+ */
+export const SOCK_LB_LIMITS = {
+  servicesMapEntries: 262_144,
+  backendsMapEntries: 262_144,
+  /** struct svc_key's slot is a __u16 and slot 0 is the master: slots 1..65535. */
+  maxBackendsPerFrontend: 0xffff,
+} as const;
+
+export type ProgramErrorReason = 'too-many-backends' | 'map-full' | 'bad-address' | 'kernel';
+
+/** Why one frontend could not be programmed; nothing of this call is left in the maps. */
+export class ProgramError extends Error {
+  override readonly name = 'ProgramError';
+  constructor(
+    readonly reason: ProgramErrorReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const frontendName = (f: Frontend) => `${f.proto}/${f.ip}:${f.port}`;
+
+/**
+ * Refuses what the maps cannot hold, before anything is written: a bad frontend or backend address, port or
+ * protocol (`bad-address`) and more backends than a frontend's slot table holds (`too-many-backends`).
+ */
+export function validateService(frontend: Frontend, backends: BackendAddr[], maxBackends: number = SOCK_LB_LIMITS.maxBackendsPerFrontend): void {
+  const f = frontendName(frontend);
+  if (frontend.proto !== 'TCP' && frontend.proto !== 'UDP') throw new ProgramError('bad-address', `${f}: protocol ${String(frontend.proto)} is not supported by the socket LB (only TCP and UDP)`);
+  const bad = (what: string, err: unknown) => new ProgramError('bad-address', `${f}: ${what}: ${(err as Error).message}`, { cause: err });
+  try {
+    ipBytes(frontend.ip);
+    portBytes(frontend.port);
+  } catch (err) {
+    throw bad('frontend', err);
+  }
+  if (backends.length > maxBackends) {
+    throw new ProgramError(
+      'too-many-backends',
+      `${f} has ${backends.length} active backends; a frontend holds at most ${maxBackends} (the 16-bit slot of struct svc_key in datapath/bpf/sock_lb.c): reduce the service's endpoints or split it into several services`,
+    );
+  }
+  backends.forEach((b, i) => {
+    try {
+      ipBytes(b.ip);
+      portBytes(b.port);
+    } catch (err) {
+      throw bad(`backend ${i} (${b.ip}:${b.port})`, err);
+    }
+  });
+}
+
+/** Refuses a write that would take a map past its size: `used` entries now, `adding` more, `max` in all. */
+export function checkRoom(map: 'skein_services' | 'skein_backends', used: number, adding: number, max: number, frontend: Frontend): void {
+  if (used + adding <= max) return;
+  const unit = map === 'skein_services' ? 'a frontend takes 1 + its backend count' : 'one per distinct backend address';
+  throw new ProgramError(
+    'map-full',
+    `${frontendName(frontend)} needs ${adding} more entries in BPF map ${map}, which holds ${used} of ${max} (${unit}): remove services or backends, or raise max_entries in datapath/bpf/sock_lb.c (and unpin the maps so they are recreated)`,
+  );
+}
+
+/** A map write the kernel refused, as a ProgramError: E2BIG is a full hash map. */
+export function programErrorOf(err: unknown, frontend: Frontend): ProgramError {
+  if (err instanceof ProgramError) return err;
+  const e = err as Error & { errno?: number };
+  const f = frontendName(frontend);
+  if (e.errno === 7 /* E2BIG */) return new ProgramError('map-full', `${f}: ${e.message}: a BPF map of datapath/bpf/sock_lb.c is full; remove services or backends, or raise its max_entries`, { cause: err });
+  if (err instanceof RangeError) return new ProgramError('bad-address', `${f}: a value does not fit its BPF map field: ${e.message}`, { cause: err });
+  return new ProgramError('kernel', `${f}: ${e.message ?? String(err)}`, { cause: err });
+}
+
+/** What the node agent drives (a fake in unit tests). */
+export type ServiceProgrammer = Pick<SocketLb, 'adopt' | 'setService' | 'deleteService'>;
 
 export interface Programmed {
   frontend: Frontend;
@@ -87,17 +178,32 @@ const u32 = (n: number) => {
   return b;
 };
 
+const addrKey = (b: BackendAddr) => `${b.ip}:${b.port}`;
+const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+
 export class SocketLb {
   private readonly obj: NativeBpfObject;
   private readonly backendIds = new Map<string, { id: number; refs: number }>();
   private readonly services = new Map<string, BackendAddr[]>();
   private nextBackendId = 1;
   private links: number[] = [];
+  /** Entries of skein_services written through this object (masters + slots), to refuse what cannot fit. */
+  private serviceEntries = 0;
+  /** The limits of the maps as loaded (a reused pin keeps the size it was created with). */
+  readonly limits: { servicesMapEntries: number; backendsMapEntries: number; maxBackendsPerFrontend: number };
 
-  /** With `pinDir`, maps are pinned there and reused: a restarted agent adopts what the kernel still uses. */
-  constructor(pinDir?: string) {
+  /**
+   * With `pinDir`, maps are pinned there and reused: a restarted agent adopts what the kernel still uses.
+   * `open` stands in for the native addon in unit tests.
+   */
+  constructor(pinDir?: string, open: (pinDir?: string) => NativeBpfObject = openNative) {
     if (pinDir) mkdirSync(pinDir, { recursive: true });
-    this.obj = new native.BpfObject(join(buildDir(), 'sock_lb.o'), pinDir);
+    this.obj = open(pinDir);
+    this.limits = {
+      servicesMapEntries: this.obj.maxEntries('skein_services'),
+      backendsMapEntries: this.obj.maxEntries('skein_backends'),
+      maxBackendsPerFrontend: SOCK_LB_LIMITS.maxBackendsPerFrontend,
+    };
   }
 
   /**
@@ -130,68 +236,165 @@ export class SocketLb {
    */
   adopt(): Programmed[] {
     const addrOf = new Map<number, BackendAddr>();
-    for (const k of this.obj.keys('skein_backends')) {
+    const backendKeys = this.obj.keys('skein_backends');
+    for (const k of backendKeys) {
       const v = this.obj.lookup('skein_backends', k);
       if (!v) continue;
       const id = k.readUInt32LE(0);
       addrOf.set(id, { ip: [...v.subarray(0, 4)].join('.'), port: v.readUInt16BE(4) });
       this.nextBackendId = Math.max(this.nextBackendId, id + 1);
     }
+    const serviceKeys = this.obj.keys('skein_services');
+    const frontendOf = (k: Buffer): Frontend => ({ ip: [...k.subarray(0, 4)].join('.'), port: k.readUInt16BE(4), proto: k[6] === 6 ? 'TCP' : 'UDP' });
+    const countOf = new Map<string, number>();
+    const used = new Set<number>();
     const out: Programmed[] = [];
-    for (const k of this.obj.keys('skein_services')) {
+    for (const k of serviceKeys) {
       if (k.readUInt16LE(8) !== 0) continue;
-      const frontend: Frontend = { ip: [...k.subarray(0, 4)].join('.'), port: k.readUInt16BE(4), proto: k[6] === 6 ? 'TCP' : 'UDP' };
+      const frontend = frontendOf(k);
       const count = this.obj.lookup('skein_services', k)?.readUInt32LE(0) ?? 0;
+      countOf.set(frontendName(frontend), count);
       const backends: BackendAddr[] = [];
       for (let slot = 1; slot <= count; slot++) {
         const id = this.obj.lookup('skein_services', serviceKey(frontend, slot))?.readUInt32LE(4);
         const addr = id === undefined ? undefined : addrOf.get(id);
         if (!addr || id === undefined) continue;
+        used.add(id);
         backends.push(addr);
-        const key = `${addr.ip}:${addr.port}`;
+        const key = addrKey(addr);
         const e = this.backendIds.get(key) ?? { id, refs: 0 };
         e.refs++;
         this.backendIds.set(key, e);
       }
-      this.services.set(`${frontend.proto}/${frontend.ip}:${frontend.port}`, backends);
+      this.services.set(frontendName(frontend), backends);
       out.push({ frontend, backends });
     }
+    // Slots no count reaches (an agent that died between a service's slots and its count) and backends no
+    // live slot uses would hold map entries forever; no connect can read them, so they go.
+    this.serviceEntries = 0;
+    for (const k of serviceKeys) {
+      const slot = k.readUInt16LE(8);
+      if (slot === 0 || slot <= (countOf.get(frontendName(frontendOf(k))) ?? 0)) this.serviceEntries++;
+      else this.obj.remove('skein_services', k);
+    }
+    for (const id of addrOf.keys()) if (!used.has(id)) this.obj.remove('skein_backends', u32(id));
     return out;
   }
 
+  /** Entries in use of the two maps a service takes room in (what this object wrote or adopted). */
+  usage(): { servicesMapEntries: number; backendsMapEntries: number } {
+    return { servicesMapEntries: this.serviceEntries, backendsMapEntries: this.backendIds.size };
+  }
+
   private backendId(b: BackendAddr): number {
-    const key = `${b.ip}:${b.port}`;
+    const key = addrKey(b);
     let e = this.backendIds.get(key);
     if (!e) {
+      // Recorded only once the kernel took it, so a full map leaves no phantom ID behind.
+      this.obj.update('skein_backends', u32(this.nextBackendId), backendValue(b));
       e = { id: this.nextBackendId++, refs: 0 };
       this.backendIds.set(key, e);
-      this.obj.update('skein_backends', u32(e.id), backendValue(b));
     }
     e.refs++;
     return e.id;
   }
 
   private releaseBackend(b: BackendAddr): void {
-    const key = `${b.ip}:${b.port}`;
+    const key = addrKey(b);
     const e = this.backendIds.get(key);
     if (!e || --e.refs > 0) return;
     this.backendIds.delete(key);
     this.obj.remove('skein_backends', u32(e.id));
   }
 
-  /** Makes `frontend` balance over exactly `backends` (none: connects pass through untranslated). */
+  /**
+   * Makes `frontend` balance over exactly `backends` (none: connects pass through untranslated). Throws a
+   * ProgramError when it cannot; the frontend then keeps exactly what it had (or stays absent).
+   */
   setService(frontend: Frontend, backends: BackendAddr[]): void {
-    const fkey = `${frontend.proto}/${frontend.ip}:${frontend.port}`;
-    const previous = this.services.get(fkey) ?? [];
-    const ids = backends.map((b) => this.backendId(b));
-    ids.forEach((id, i) => this.obj.update('skein_services', serviceKey(frontend, i + 1), serviceValue(0, id)));
-    this.obj.update('skein_services', serviceKey(frontend, 0), serviceValue(ids.length, 0));
-    for (let slot = ids.length + 1; slot <= previous.length; slot++) this.obj.remove('skein_services', serviceKey(frontend, slot));
-    for (const b of previous) this.releaseBackend(b);
-    if (backends.length === 0) {
-      this.obj.remove('skein_services', serviceKey(frontend, 0));
-      this.services.delete(fkey);
-    } else this.services.set(fkey, [...backends]);
+    validateService(frontend, backends, this.limits.maxBackendsPerFrontend);
+    const fkey = frontendName(frontend);
+    const had = this.services.get(fkey);
+    if (backends.length === 0) return this.clear(frontend, had);
+    const previous = had ?? [];
+    const prevIds = previous.map((b) => this.backendIds.get(addrKey(b))!.id);
+    checkRoom('skein_backends', this.backendIds.size, new Set(backends.map(addrKey).filter((k) => !this.backendIds.has(k))).size, this.limits.backendsMapEntries, frontend);
+    checkRoom('skein_services', this.serviceEntries, Math.max(0, backends.length - previous.length) + (had ? 0 : 1), this.limits.servicesMapEntries, frontend);
+
+    // What this call did, to undo when the kernel still refuses a write (the map filled by others, say).
+    const acquired: BackendAddr[] = [];
+    const written: number[] = [];
+    try {
+      const ids = backends.map((b) => {
+        const id = this.backendId(b);
+        acquired.push(b);
+        return id;
+      });
+      // Inserts (the only writes a full map refuses) before overwriting slots the live count still reaches.
+      for (const slot of [...range(previous.length + 1, ids.length), ...range(1, Math.min(ids.length, previous.length))]) {
+        this.obj.update('skein_services', serviceKey(frontend, slot), serviceValue(0, ids[slot - 1]!));
+        written.push(slot);
+        if (slot > previous.length) this.serviceEntries++;
+      }
+      this.obj.update('skein_services', serviceKey(frontend, 0), serviceValue(ids.length, 0));
+    } catch (err) {
+      const failed = programErrorOf(err, frontend);
+      const undo = this.rollback(frontend, written, prevIds, acquired);
+      if (undo) failed.message += `; undoing the partial write failed too (${(undo as Error).message}), so the frontend may be half-programmed until the next attempt`;
+      throw failed;
+    }
+    if (!had) this.serviceEntries++;
+    this.services.set(fkey, [...backends]);
+    // The count no longer reaches stale slots, and no slot points to a released backend.
+    this.cleanUp(frontend, range(backends.length + 1, previous.length), previous);
+  }
+
+  private clear(frontend: Frontend, had: BackendAddr[] | undefined): void {
+    // The master first: connects pass through from this moment, whatever the slots hold.
+    if (this.obj.remove('skein_services', serviceKey(frontend, 0)) && had) this.serviceEntries--;
+    this.services.delete(frontendName(frontend));
+    this.cleanUp(frontend, range(1, had?.length ?? 0), had ?? []);
+  }
+
+  /** Removes slots and releases backends; a failure does not stop the rest (it is thrown at the end). */
+  private cleanUp(frontend: Frontend, slots: number[], release: BackendAddr[]): void {
+    let failure: unknown;
+    for (const slot of slots) {
+      try {
+        if (this.obj.remove('skein_services', serviceKey(frontend, slot))) this.serviceEntries--;
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    for (const b of release) {
+      try {
+        this.releaseBackend(b);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure) throw programErrorOf(failure, frontend);
+  }
+
+  /** Restores overwritten slots, removes inserted ones, then releases backends no slot points to any more. */
+  private rollback(frontend: Frontend, written: number[], prevIds: number[], acquired: BackendAddr[]): unknown {
+    let failure: unknown;
+    const step = (fn: () => void) => {
+      try {
+        fn();
+      } catch (err) {
+        failure ??= err;
+      }
+    };
+    for (const slot of written.reverse()) {
+      if (slot <= prevIds.length) step(() => this.obj.update('skein_services', serviceKey(frontend, slot), serviceValue(0, prevIds[slot - 1]!)));
+      else
+        step(() => {
+          if (this.obj.remove('skein_services', serviceKey(frontend, slot))) this.serviceEntries--;
+        });
+    }
+    for (const b of acquired) step(() => this.releaseBackend(b));
+    return failure;
   }
 
   deleteService(frontend: Frontend): void {

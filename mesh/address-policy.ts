@@ -6,10 +6,33 @@
 // Addresses are parsed strictly by node:net's isIPv4 before any range arithmetic.
 import { isIPv4 } from 'node:net';
 import { parseCidr, type ClusterConfig, type Decoded } from './schema/values.js';
+import { WRITE_LIMITS } from './state-writer.js';
 
-/** Why a remote key was refused; counted per reason in status and metrics. */
-export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs'] as const;
+/**
+ * Why a remote key was refused; counted per reason in status and metrics. `too-large`: a value over the
+ * size limit per value; `over-quota`: beyond the peer's quota of cached keys and bytes (sync/peer-quota.ts).
+ */
+export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs', 'too-large', 'over-quota'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** How much of the local mesh etcd one peer may take (enforced at import: sync/peer-quota.ts). */
+export interface RemoteQuota {
+  /** Cached keys of one peer (health keys not counted). */
+  maxKeys: number;
+  /** Their key + value bytes. */
+  maxBytes: number;
+  /** One value larger than this is refused whatever the quota (`too-large`); below the writer's batch size. */
+  maxValueBytes: number;
+}
+
+/**
+ * The largest cluster Kubernetes supports (150,000 pods, 10,000 services, 5,000 nodes) exports about
+ * 170,000 keys (one per pod IP, service, identity and node) in about 50 MiB: 200,000 keys and 128 MiB let it
+ * through with room. A few peers at their quota still hold a fraction of etcd's default 2 GiB backend quota
+ * (4 × 128 MiB = 512 MiB of live data), leaving room for the history kept until compaction. The value limit
+ * is the one the local writer enforces anyway (mesh/state-writer.ts WRITE_LIMITS).
+ */
+export const REMOTE_QUOTA: Readonly<RemoteQuota> = { maxKeys: 200_000, maxBytes: 128 * 1024 * 1024, maxValueBytes: WRITE_LIMITS.maxValueBytes };
 
 export interface Rejection {
   reason: RejectReason;

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { backoffDelay } from './backoff.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { backoffDelay, retryUntilDone } from './backoff.js';
 
 describe('backoffDelay', () => {
   it('doubles from minMs per attempt and stops at maxMs', () => {
@@ -36,5 +36,51 @@ describe('backoffDelay', () => {
 
   it('without jitter it never draws a random number', () => {
     expect(backoffDelay(1, { minMs: 10, maxMs: 100, jitter: 0 }, () => { throw new Error('drew'); })).toBe(20);
+  });
+});
+
+describe('retryUntilDone', () => {
+  afterEach(() => vi.useRealTimers());
+  const quiet = () => {
+    const warned: unknown[] = [];
+    return { warned, log: { warn: (o: object, m: string) => void warned.push([o, m]) } };
+  };
+
+  it('retries a failing step with growing delays until it succeeds, logging the first failure', async () => {
+    vi.useFakeTimers();
+    const { warned, log } = quiet();
+    const seen: unknown[] = [];
+    let calls = 0;
+    const done = retryUntilDone('a step', async () => {
+      if (++calls < 4) throw new Error(`transient ${calls}`);
+      return 'ok';
+    }, log, { onError: (err) => seen.push((err as Error).message) });
+    await vi.advanceTimersByTimeAsync(249);
+    expect(calls).toBe(1);
+    await vi.advanceTimersByTimeAsync(1 + 500 + 1000);
+    await expect(done).resolves.toBe('ok');
+    expect(calls).toBe(4);
+    expect(seen).toEqual(['transient 1', 'transient 2', 'transient 3']);
+    expect(warned).toEqual([[{ err: 'transient 1', attempt: 1 }, 'a step failed, retrying']]);
+  });
+
+  it('rethrows a final error at once, and stops retrying when its owner stops', async () => {
+    vi.useFakeTimers();
+    const { log } = quiet();
+    class Refused extends Error {}
+    await expect(retryUntilDone('a step', () => Promise.reject(new Refused('never')), log, { isFinal: (e) => e instanceof Refused })).rejects.toThrow('never');
+    let stopped = false;
+    let calls = 0;
+    const done = retryUntilDone('a step', async () => {
+      calls++;
+      throw new Error('down');
+    }, log, { stopped: () => stopped });
+    await vi.advanceTimersByTimeAsync(250 + 500);
+    stopped = true;
+    await vi.advanceTimersByTimeAsync(5_000);
+    await expect(done).resolves.toBeUndefined();
+    const after = calls;
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(calls).toBe(after);
   });
 });

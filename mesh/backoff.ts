@@ -1,15 +1,30 @@
 // Waits out an unavailable dependency (the mesh etcd, the API server) instead of crashing: capped backoff,
 // with a log line on the first failure and every tenth after it.
-export async function retryUntilDone<T>(what: string, fn: () => Promise<T>, log: { warn: (o: object, m: string) => void }, onError?: (err: unknown) => void): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+export interface RetryOptions {
+  /** Sees every failure (counting, showing the last error). */
+  onError?: (err: unknown) => void;
+  /** Stops retrying (resolving undefined) once this holds: the owner is shutting down. */
+  stopped?: () => boolean;
+  /** A failure no retry can fix: rethrown at once instead of retried. */
+  isFinal?: (err: unknown) => boolean;
+}
+
+const RETRY_DELAYS: BackoffOptions = { minMs: 250, maxMs: 5_000 };
+
+export async function retryUntilDone<T>(what: string, fn: () => Promise<T>, log: { warn: (o: object, m: string) => void }, o: RetryOptions & { stopped: () => boolean }): Promise<T | undefined>;
+export async function retryUntilDone<T>(what: string, fn: () => Promise<T>, log: { warn: (o: object, m: string) => void }, o?: RetryOptions): Promise<T>;
+export async function retryUntilDone<T>(what: string, fn: () => Promise<T>, log: { warn: (o: object, m: string) => void }, o: RetryOptions = {}): Promise<T | undefined> {
+  for (let attempt = 1; !o.stopped?.(); attempt++) {
     try {
       return await fn();
     } catch (err) {
-      onError?.(err);
+      if (o.isFinal?.(err)) throw err;
+      o.onError?.(err);
       if (attempt === 1 || attempt % 10 === 0) log.warn({ err: (err as Error).message, attempt }, `${what} failed, retrying`);
-      await new Promise((r) => setTimeout(r, backoffDelay(attempt - 1, { minMs: 250, maxMs: 5_000 })));
+      await new Promise((r) => setTimeout(r, backoffDelay(attempt - 1, RETRY_DELAYS)));
     }
   }
+  return undefined;
 }
 
 export interface BackoffOptions {

@@ -2,9 +2,9 @@
 // deadline on every unary call so a dead etcd surfaces as an error instead of a hang, paged consistent
 // listings, and the KV adapter the state writer works through.
 import { readFileSync } from 'node:fs';
-import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, Range, type IKeyValue, type IOptions } from 'etcd3';
-import type { KvBackend, KvOp } from './state-writer.js';
+import { BatchTooLargeError, type KvBackend, type KvOp } from './state-writer.js';
 
 export interface MeshEtcdOptions {
   endpoints: string[];
@@ -30,7 +30,25 @@ export type EtcdRef = () => Etcd3;
  * goes, so every client retries that, as it retries an unreachable member.
  */
 const isAuthRevisionRace = (err: Error) => /revision of auth store is old/.test(err.message);
-const retryPolicy = retry(handleWhen((err) => isRecoverableError(err) || isAuthRevisionRace(err)), { maxAttempts: 3, backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 500 }) });
+
+/**
+ * etcd or gRPC refusing one request or response for its size: etcd's --max-request-bytes ("request is too
+ * large", GRPCInvalidArgumentError), --max-txn-ops ("too many operations in txn request"), or a message past
+ * a gRPC size limit ("Received/Sent message larger than max", RESOURCE_EXHAUSTED). Permanent for that
+ * request: only a smaller one helps. Matched on the message because RESOURCE_EXHAUSTED also means NOSPACE
+ * ("database space exceeded"), which is not about this request and is retried like any outage.
+ */
+export const isTooLargeError = (err: unknown): boolean => err instanceof Error && /request is too large|too many operations in txn request|message larger than max/i.test(err.message);
+
+/**
+ * etcd3 counts RESOURCE_EXHAUSTED as recoverable: it would send an oversized request three more times and
+ * then open the host's circuit for 5 s, failing every other call of this client meanwhile. A size error
+ * is handed straight back instead (the caller makes the request smaller); everything else as etcd3's
+ * defaults (the host breaker below is its default with that one exception).
+ */
+const isTransient = (err: Error) => isRecoverableError(err) && !isTooLargeError(err);
+const retryPolicy = retry(handleWhen((err) => isTransient(err) || isAuthRevisionRace(err)), { maxAttempts: 3, backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 500 }) });
+const hostPolicy = () => circuitBreaker(handleWhen(isTransient), { halfOpenAfter: 5_000, breaker: new ConsecutiveBreaker(3) });
 
 export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
   const timeout = o.callTimeoutMs ?? 5_000;
@@ -38,7 +56,7 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
     hosts: o.endpoints,
     dialTimeout: timeout,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + timeout) }),
-    faultHandling: { global: retryPolicy },
+    faultHandling: { global: retryPolicy, host: hostPolicy },
     ...(o.serverName ? { grpcOptions: { 'grpc.ssl_target_name_override': o.serverName, 'grpc.default_authority': o.serverName } } : {}),
   };
   if (o.tls) {
@@ -54,23 +72,92 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
 }
 
 /**
- * Every key under `prefix` as one consistent snapshot: pages of `pageSize` keys (a single response is capped
- * by gRPC's 4 MiB message limit), all read at the revision of the first page (or at `atRevision`).
+ * Bytes one list page aims at: half of gRPC's default 4 MiB receive limit, so a page whose values run up to
+ * twice the size the limit was estimated from still arrives.
  */
-export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500, atRevision?: number): Promise<{ kvs: IKeyValue[]; revision: number }> {
-  const end = Range.prefix(prefix).end;
+export const PAGE_BUDGET_BYTES = 2 * 1024 * 1024;
+/** Per key on the wire besides key and value: revisions, version, lease and protobuf framing. */
+const KV_OVERHEAD_BYTES = 48;
+
+const kvBytes = (kv: IKeyValue) => kv.key.length + kv.value.length + KV_OVERHEAD_BYTES;
+
+/**
+ * How many keys the next page asks for: as many as fit `budgetBytes` at the size per key seen so far, at
+ * least 1 and at most `maxKeys`. The size per key is the larger of the running average and the last page's,
+ * so a run of large values shrinks the next page at once instead of being averaged away.
+ */
+export function nextPageLimit(seen: { keys: number; bytes: number; lastKeys: number; lastBytes: number }, maxKeys: number, budgetBytes = PAGE_BUDGET_BYTES): number {
+  const perKey = Math.max(seen.keys ? seen.bytes / seen.keys : 0, seen.lastKeys ? seen.lastBytes / seen.lastKeys : 0);
+  if (perKey <= 0) return maxKeys;
+  return Math.max(1, Math.min(maxKeys, Math.floor(budgetBytes / perKey)));
+}
+
+/** One page read of a range: up to `limit` keys from `start` on, at `revision` (undefined: the current one). */
+interface PagedRange {
+  page(start: Buffer, limit: number, revision: number | undefined): Promise<{ kvs: IKeyValue[]; more: boolean; revision: number }>;
+  /** The first key from `start` on (keys only, so it is readable however large its value). */
+  firstKey(start: Buffer, revision: number | undefined): Promise<string | undefined>;
+}
+
+/**
+ * Every key of `range` from `start` on, page by page, all at one revision (the first page's, or
+ * `atRevision`). Pages are bounded by keys (`maxKeys`) and by bytes (`budgetBytes`, see nextPageLimit); a
+ * page that still exceeds a gRPC size limit is read again with half the keys, down to one key, and one key
+ * too large to be read at all is an error naming it.
+ */
+async function listPaged(range: PagedRange, start: Buffer, o: { maxKeys: number; budgetBytes?: number; atRevision?: number }): Promise<{ kvs: IKeyValue[]; revision: number }> {
   const kvs: IKeyValue[] = [];
-  let start: Buffer = Buffer.from(prefix);
-  let revision: number | undefined = atRevision;
+  const seen = { keys: 0, bytes: 0, lastKeys: 0, lastBytes: 0 };
+  let revision = o.atRevision;
   for (;;) {
-    let q = client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(pageSize);
-    if (revision !== undefined) q = q.revision(revision);
-    const res = await q.exec();
-    revision ??= Number(res.header.revision);
+    let limit = nextPageLimit(seen, o.maxKeys, o.budgetBytes);
+    let res: Awaited<ReturnType<PagedRange['page']>>;
+    for (;;) {
+      try {
+        res = await range.page(start, limit, revision);
+        break;
+      } catch (err) {
+        if (!isTooLargeError(err)) throw err;
+        if (limit > 1) {
+          limit = Math.floor(limit / 2);
+          continue;
+        }
+        const key = await range.firstKey(start, revision);
+        throw new Error(`etcd key ${key ?? `from ${start.toString()}`} cannot be read: its value alone exceeds gRPC's message size limit (${(err as Error).message}); delete or shrink that value`, { cause: err });
+      }
+    }
+    revision ??= res.revision;
     kvs.push(...res.kvs);
+    seen.lastKeys = res.kvs.length;
+    seen.lastBytes = res.kvs.reduce((n, kv) => n + kvBytes(kv), 0);
+    seen.keys += seen.lastKeys;
+    seen.bytes += seen.lastBytes;
     if (!res.more || res.kvs.length === 0) return { kvs, revision };
     start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
   }
+}
+
+/**
+ * Every key under `prefix` as one consistent snapshot: pages of at most `pageSize` keys and about
+ * PAGE_BUDGET_BYTES (a response is capped by gRPC's 4 MiB receive limit), all read at the revision of the
+ * first page (or at `atRevision`).
+ */
+export async function listPrefix(client: Etcd3, prefix: string, pageSize = 500, atRevision?: number): Promise<{ kvs: IKeyValue[]; revision: number }> {
+  const end = Range.prefix(prefix).end;
+  const range: PagedRange = {
+    page: async (start, limit, revision) => {
+      let q = client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(limit);
+      if (revision !== undefined) q = q.revision(revision);
+      const res = await q.exec();
+      return { kvs: res.kvs, more: res.more, revision: Number(res.header.revision) };
+    },
+    firstKey: async (start, revision) => {
+      let q = client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(1);
+      if (revision !== undefined) q = q.revision(revision);
+      return (await q.keys())[0];
+    },
+  };
+  return listPaged(range, Buffer.from(prefix), { maxKeys: pageSize, atRevision });
 }
 
 /** Several prefixes as one consistent snapshot (all read at the first one's revision). */
@@ -97,9 +184,15 @@ export class EtcdKv implements KvBackend {
     if (ops.length === 0) return;
     // Version > -1 holds for every key, present or not: an unconditional multi-op transaction.
     const c = this.etcd();
-    await c
-      .if(ops[0]!.key, 'Version', '>', -1)
-      .then(...ops.map((op) => (op.value === null ? c.delete().key(op.key) : c.put(op.key).value(op.value))))
-      .commit();
+    try {
+      await c
+        .if(ops[0]!.key, 'Version', '>', -1)
+        .then(...ops.map((op) => (op.value === null ? c.delete().key(op.key) : c.put(op.key).value(op.value))))
+        .commit();
+    } catch (err) {
+      // The writer splits such a batch (or refuses its single op) instead of retrying it as it is.
+      if (isTooLargeError(err)) throw new BatchTooLargeError((err as Error).message);
+      throw err;
+    }
   }
 }

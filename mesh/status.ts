@@ -12,11 +12,29 @@ export const ExportStatus = z.object({
   clusterId: z.number().int(),
   synced: z.boolean(),
   podCidrs: z.array(z.string()),
-  services: z.array(z.object({ name: z.string(), shared: z.boolean(), affinity: z.string(), backends: z.number().int(), readyBackends: z.number().int() })),
+  services: z.array(
+    z.object({
+      name: z.string(),
+      shared: z.boolean(),
+      affinity: z.string(),
+      backends: z.number().int(),
+      readyBackends: z.number().int(),
+      /** Exported, but kept at its last good annotations (a bad one), or programming nothing (headless, no ports): why, and the fix. */
+      warning: z.string().optional(),
+    }),
+  ),
   identities: z.number().int(),
   ips: z.number().int(),
   nodes: z.number().int(),
-  etcd: z.object({ backlog: z.number().int(), writes: z.number().int(), lastError: z.string().optional() }),
+  etcd: z.object({
+    backlog: z.number().int(),
+    writes: z.number().int(),
+    lastError: z.string().optional(),
+    /** Writes refused since start: too large to ever fit a request (mesh/state-writer.ts). */
+    refused: z.number().int().optional(),
+    /** Keys whose latest value is refused now (etcd keeps what it had for them). */
+    refusedWrites: z.array(z.object({ key: z.string(), bytes: z.number().int(), why: z.string() })).optional(),
+  }),
   watchRestarts: z.number().int(),
   /** From process start to the initial export written. */
   initialSyncMs: z.number().optional(),
@@ -41,6 +59,21 @@ export const RemoteStatus = z.object({
   rejected: z.number().int(),
   /** Rejections per reason (see address-policy.ts REJECT_REASONS). */
   rejectedByReason: z.partialRecord(z.enum(REJECT_REASONS), z.number().int()),
+  /**
+   * The peer's import quota (sync/peer-quota.ts): its cached keys and their bytes against the limits;
+   * overQuota while `refusedKeys` keys beyond it are refused.
+   */
+  quota: z
+    .object({
+      keys: z.number().int(),
+      bytes: z.number().int(),
+      maxKeys: z.number().int(),
+      maxBytes: z.number().int(),
+      maxValueBytes: z.number().int(),
+      overQuota: z.boolean(),
+      refusedKeys: z.number().int(),
+    })
+    .optional(),
   /** The pod CIDRs pinned at connect time. */
   pinnedPodCidrs: z.array(z.string()),
   /** Pod CIDRs the peer advertises beyond its pin (informational: run skein connect again to re-pin). */

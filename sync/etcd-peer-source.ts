@@ -1,32 +1,11 @@
 // PeerSource over etcd3: a peer's mesh etcd reached over mTLS with the identity it issued us.
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { connectMeshEtcd, listPrefix } from '../mesh/etcd.js';
+import { openWatch } from '../mesh/etcd-watch.js';
 import { meshEtcdServerName } from '../mtls/mesh-identities.js';
 import type { PeerKv, PeerSource, PeerWatch, PrefixWatchHandlers } from './peer-source.js';
 
 const toPeerKv = (kv: IKeyValue): PeerKv => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) });
-
-/**
- * A watch the server already dropped (compaction) may never confirm its cancellation, and whoever cancels
- * (a relist, a rotation) must not wait on it.
- */
-function cancellable(w: Watcher): PeerWatch {
-  return {
-    cancel: async () => {
-      w.removeAllListeners();
-      // An EventEmitter with no 'error' listener throws: a late error of a cancelled watch must not.
-      w.on('error', () => {
-        /* cancelled: nobody cares any more */
-      });
-      await Promise.race([
-        w.cancel().catch(() => {
-          /* already gone: nothing to cancel */
-        }),
-        new Promise((r) => setTimeout(r, 1_000).unref()),
-      ]);
-    },
-  };
-}
 
 class EtcdPeerSource implements PeerSource {
   constructor(private readonly client: Etcd3) {}
@@ -37,14 +16,15 @@ class EtcdPeerSource implements PeerSource {
   }
 
   async watch(prefix: string, fromRevision: number, h: PrefixWatchHandlers): Promise<PeerWatch> {
-    const w = await this.client.watch().prefix(prefix).startRevision(String(fromRevision)).create();
+    const watch = await openWatch(this.client, { prefix }, fromRevision);
+    const w = watch.watcher;
     w.on('connected', () => h.link(true));
     w.on('disconnected', () => h.link(false));
     w.on('data', (res) => h.progress(Number(res.header.revision)));
     w.on('put', (kv) => h.put(toPeerKv(kv)));
     w.on('delete', (kv) => h.delete(toPeerKv(kv)));
     w.on('error', (err) => h.failed(err));
-    return cancellable(w);
+    return watch;
   }
 
   get(key: string): Promise<string | null> {
@@ -52,12 +32,12 @@ class EtcdPeerSource implements PeerSource {
   }
 
   async watchKey(key: string, onPut: (value: string) => void): Promise<PeerWatch> {
-    const w = await this.client.watch().key(key).create();
-    w.on('put', (kv) => onPut(kv.value.toString()));
-    w.on('error', () => {
+    const watch = await openWatch(this.client, { key });
+    watch.watcher.on('put', (kv) => onPut(kv.value.toString()));
+    watch.watcher.on('error', () => {
       /* replaced by the next relist's; the export watch reports the outage */
     });
-    return cancellable(w);
+    return watch;
   }
 
   close(): void {

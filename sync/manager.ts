@@ -2,7 +2,7 @@
 // Secret changes, stopped with its cache removed when the Secret goes), and etcd users for the peers allowed
 // to read our export. No restart is needed for a connect or a disconnect.
 import type { KubeConfig } from '@kubernetes/client-node';
-import { backoffDelay } from '../mesh/backoff.js';
+import { retryUntilDone } from '../mesh/backoff.js';
 import { EtcdKv, type EtcdRef } from '../mesh/etcd.js';
 import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
 import type { KubeRest } from '../mesh/kube/rest.js';
@@ -15,16 +15,14 @@ import { decodeSecretData, type KubeSecrets } from '../mesh/kube/secrets.js';
 import type { CredentialIssuer } from './credential-issuer.js';
 import type { RemoteStatus } from '../mesh/status.js';
 import { RemoteSync } from './remote-sync.js';
-import { LocalNetworks, parsePin, type RejectReason } from '../mesh/address-policy.js';
+import { LeasedSyncStatus } from './sync-status.js';
+import { LocalNetworks, parsePin, type RejectReason, type RemoteQuota } from '../mesh/address-policy.js';
 import { keys, parseExportKey } from '../mesh/schema/keys.js';
 import { decodeValue } from '../mesh/schema/values.js';
 import { remoteSecretName } from '../mesh/link-secrets.js';
 import type { Secret } from '../mesh/kube/objects.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
-
-/** Delays between attempts of a failed change: 250 ms doubling to 5 s. */
-const RETRY = { minMs: 250, maxMs: 5_000 };
 
 export class SyncManager {
   private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string }>();
@@ -33,6 +31,8 @@ export class SyncManager {
   private stopped = false;
   private informers: RunningInformer<Secret>[] = [];
   private chain: Promise<unknown> = Promise.resolve();
+  /** Every remote's sync status, on one lease of this process: it expires with a dead importer. */
+  private readonly syncStatus: LeasedSyncStatus;
 
   constructor(
     private readonly o: {
@@ -54,8 +54,12 @@ export class SyncManager {
       serviceCidr?: string;
       /** Called once per remote key rejected (metrics). */
       onRemoteRejected?: (remote: string, reason: RejectReason) => void;
+      /** What each peer may keep cached (default REMOTE_QUOTA, mesh/address-policy.ts). */
+      remoteQuota?: Partial<RemoteQuota>;
     },
-  ) {}
+  ) {
+    this.syncStatus = new LeasedSyncStatus({ etcd: o.local, log: o.log });
+  }
 
   /** Serializes all changes: a Secret updated twice quickly never runs two syncs for one remote. */
   private enqueue(fn: () => Promise<void>): void {
@@ -68,14 +72,10 @@ export class SyncManager {
    * A refusal on trust grounds is final and only logged.
    */
   private async retrying(fn: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; !this.stopped; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (err instanceof BundleOwnershipError) return void this.o.log.warn({ err: err.message }, 'refused a trust bundle');
-        if (attempt === 1 || attempt % 10 === 0) this.o.log.warn({ err: (err as Error).message, attempt }, 'sync manager change failed, retrying');
-        await new Promise((r) => setTimeout(r, backoffDelay(attempt - 1, RETRY)));
-      }
+    try {
+      await retryUntilDone('sync manager change', fn, this.o.log, { stopped: () => this.stopped, isFinal: (err) => err instanceof BundleOwnershipError });
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'refused a trust bundle');
     }
   }
 
@@ -186,10 +186,12 @@ export class SyncManager {
     await existing?.sync.stop(false);
     const sync = new RemoteSync({
       local: new EtcdKv(this.o.local),
+      status: this.syncStatus,
       localCluster: this.o.localCluster,
       remote: { name: r.cluster, id: Number(r.id), endpoint: r.endpoint, caPem: r['ca.crt'], certPem: r['tls.crt'], keyPem: r['tls.key'], podCidrs: parsePin(r['pod-cidrs']) },
       localNetworks: this.localNetworks,
       onRejected: (reason) => this.o.onRemoteRejected?.(r.cluster, reason),
+      quota: this.o.remoteQuota,
       onCredentials: (cred) =>
         this.enqueue(async () => {
           await this.o.secrets.put(remoteSecretName(r.cluster), { ...r, 'tls.crt': cred.certPem, 'tls.key': cred.keyPem }, { [REMOTE_LABEL]: r.cluster });
@@ -248,10 +250,17 @@ export class SyncManager {
     return [...this.remotes.values()].map((r) => r.sync.status()).sort((a, b) => a.cluster.localeCompare(b.cluster));
   }
 
+  /** After the local etcd client was replaced (identity renewal): the sync statuses move to a lease there. */
+  moveLease(): Promise<void> {
+    return this.syncStatus.move();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.networksTimer) clearInterval(this.networksTimer);
     await Promise.all(this.informers.map((i) => i.stop()));
     await Promise.all([...this.remotes.values()].map((r) => r.sync.stop(false)));
+    // Nobody keeps the caches current any more: agents must read them as stale, not fresh.
+    await this.syncStatus.close();
   }
 }

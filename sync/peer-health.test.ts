@@ -1,14 +1,16 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { cachePrefix, keys } from '../mesh/schema/keys.js';
 import { StateWriter } from '../mesh/state-writer.js';
 import { PeerHealth } from './peer-health.js';
-import { MemoryKv } from './test-fakes.js';
+import { LeasedSyncStatus } from './sync-status.js';
+import { MemoryKv, MemoryLeaseEtcd } from './test-fakes.js';
 
 const REMOTE = 'west';
 const T0 = Date.parse('2030-01-01T00:00:00Z');
 
 async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) {
   const local = new MemoryKv();
+  const etcd = new MemoryLeaseEtcd(local);
   const cache = new StateWriter(local);
   await cache.load([cachePrefix(REMOTE)]);
   cache.resume();
@@ -16,12 +18,14 @@ async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) 
   const replication = { connected: true, synced: true };
   const logs: string[] = [];
   let revived = 0;
+  const log = { info: (_o: object, m: string) => logs.push(m), warn: (_o: object, m: string) => logs.push(m) };
+  const store = new LeasedSyncStatus({ etcd: etcd.ref, log, retryMs: 10 });
   const health = new PeerHealth({
     remote: REMOTE,
     cache,
-    local,
+    status: store,
     replication,
-    log: { info: (_o, m) => logs.push(m), warn: (_o, m) => logs.push(m) },
+    log,
     ...o,
     onRevived: () => revived++,
     now: () => clock.now,
@@ -30,7 +34,7 @@ async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) 
     const raw = local.data.get(keys.syncStatus(REMOTE));
     return raw === undefined ? undefined : JSON.parse(raw);
   };
-  return { health, cache, local, clock, replication, logs, status, revived: () => revived };
+  return { health, cache, local, etcd, store, clock, replication, logs, status, revived: () => revived };
 }
 
 /** A heartbeat as the peer stamps it, `skewMs` off the local clock. */
@@ -76,33 +80,75 @@ describe('PeerHealth', () => {
   });
 
   it('publishes the sync status agents act on, and only when it changes', async () => {
-    const { health, clock, local, replication, status } = await setup({ staleAfterMs: 5_000 });
+    const { health, clock, etcd, replication, status } = await setup({ staleAfterMs: 5_000 });
     health.heartbeat(beat(clock));
     await health.publish();
     await health.publish();
     expect(status()).toEqual({ cluster: REMOTE, connected: true, synced: true, stale: false });
-    expect(local.batches).toHaveLength(1);
+    expect(etcd.puts).toHaveLength(1);
 
     replication.connected = false;
     clock.now += 10_000;
     await health.publish();
     expect(status()).toEqual({ cluster: REMOTE, connected: false, synced: true, stale: true });
-    expect(local.batches).toHaveLength(2);
+    expect(etcd.puts).toHaveLength(2);
 
     await health.unpublish();
     expect(status()).toBeUndefined();
   });
 
   it('retries publishing at the next tick when the local etcd fails', async () => {
-    const { health, clock, local, status } = await setup();
+    const { health, clock, etcd, status } = await setup();
     health.heartbeat(beat(clock));
-    const apply = local.apply.bind(local);
-    local.apply = () => Promise.reject(new Error('local etcd down'));
+    etcd.down = true;
     await health.publish();
     expect(status()).toBeUndefined();
-    local.apply = apply;
+    etcd.down = false;
     await health.publish();
     expect(status()).toMatchObject({ stale: false });
+  });
+
+  it('keeps the status on a lease: gone when the importer stops or dies, put again on a new lease while it lives', async () => {
+    const { health, clock, etcd, store, status, logs } = await setup();
+    const key = keys.syncStatus(REMOTE);
+    health.heartbeat(beat(clock));
+    await health.publish();
+    const first = etcd.leaseOf(key)!;
+    expect(first).toBeDefined();
+    expect(etcd.puts).toHaveLength(1); // the first lease carries it once
+
+    // The lease expired under a live importer (etcd unreachable for its TTL): a new lease carries the status again.
+    first.lose();
+    expect(status()).toBeUndefined();
+    await vi.waitFor(() => expect(status()).toMatchObject({ stale: false }));
+    expect(etcd.leaseOf(key)).not.toBe(first);
+    expect(logs).toContain('sync status lease lost, granting a new one');
+
+    // Identity renewal: the status moves to a lease on the new client, never missing in between.
+    const second = etcd.leaseOf(key)!;
+    await store.move();
+    expect(etcd.leaseOf(key)).not.toBe(second);
+    expect(second.revoked()).toBe(true);
+    expect(status()).toMatchObject({ stale: false });
+
+    // A dead importer: nothing renews its lease and etcd lets it expire, taking the status along.
+    etcd.leaseOf(key)!.expire();
+    expect(status()).toBeUndefined();
+  });
+
+  it('revokes every status when the sync stops, and a disconnected remote is not put back by a new lease', async () => {
+    const { health, clock, etcd, store, status } = await setup();
+    health.heartbeat(beat(clock));
+    await health.publish();
+    await store.put('south', JSON.stringify({ cluster: 'south', connected: true, synced: true, stale: false }));
+    await health.unpublish();
+    expect(status()).toBeUndefined();
+    etcd.leaseOf(keys.syncStatus('south'))!.lose();
+    await vi.waitFor(() => expect(etcd.leaseOf(keys.syncStatus('south'))).toBeDefined());
+    expect(status()).toBeUndefined();
+
+    await store.close();
+    expect(etcd.kv.data.has(keys.syncStatus('south'))).toBe(false);
   });
 
   it('counts cached keys per kind', async () => {

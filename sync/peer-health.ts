@@ -4,9 +4,10 @@
 // Staleness is judged on the local clock alone: a heartbeat counts when its value advances, timed by when it
 // arrived. The peer's own timestamp only tells one heartbeat from the next, so a peer whose clock is skewed
 // is neither stale forever (clock behind) nor fresh long after it stopped (clock ahead).
-import { cachePrefix, EXPORT_KINDS, keys, type ExportKind } from '../mesh/schema/keys.js';
+import { cachePrefix, EXPORT_KINDS, type ExportKind } from '../mesh/schema/keys.js';
 import { encodeValue, SyncStatus } from '../mesh/schema/values.js';
-import type { KvBackend, StateWriter } from '../mesh/state-writer.js';
+import type { StateWriter } from '../mesh/state-writer.js';
+import type { SyncStatusStore } from './sync-status.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
@@ -14,8 +15,8 @@ export interface PeerHealthOptions {
   remote: string;
   /** The local cache of the peer's export (counted; emptied after the grace). */
   cache: StateWriter;
-  /** The local mesh etcd, where the sync status goes. */
-  local: KvBackend;
+  /** Where the sync status goes: the local mesh etcd, on this process's lease (sync-status.ts). */
+  status: SyncStatusStore;
   /** The replication's state: a peer is judged stale only once it synced. */
   replication: { readonly connected: boolean; readonly synced: boolean };
   log: Log;
@@ -95,7 +96,7 @@ export class PeerHealth {
     const value = encodeValue(SyncStatus, { cluster: this.o.remote, connected, synced, stale });
     if (value === this.published) return;
     try {
-      await this.o.local.apply([{ key: keys.syncStatus(this.o.remote), value }]);
+      await this.o.status.put(this.o.remote, value);
       this.published = value;
     } catch {
       /* the local etcd is down: published stays behind, the next tick retries */
@@ -108,7 +109,7 @@ export class PeerHealth {
 
   /** Deletes the sync status (disconnect). */
   async unpublish(): Promise<void> {
-    await this.o.local.apply([{ key: keys.syncStatus(this.o.remote), value: null }]).catch(() => {
+    await this.o.status.remove(this.o.remote).catch(() => {
       /* the local etcd is down: the status stays behind; it only flags that peer's cached entries */
     });
   }

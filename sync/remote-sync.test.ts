@@ -1,12 +1,13 @@
 // RemoteSync and its units (connection, replicator, judge, health) on in-memory fakes (test-fakes.ts): a peer
-// behind PeerSource and the local mesh etcd behind KvBackend.
+// behind PeerSource and the local mesh etcd behind KvBackend (its leases: MemoryLeaseEtcd).
 import { describe, expect, it, vi } from 'vitest';
 import { LocalNetworks, type RejectReason } from '../mesh/address-policy.js';
 import { credentialKey } from '../mesh/credentials.js';
 import { cachePrefix, exportPrefix, keys } from '../mesh/schema/keys.js';
 import type { RemoteSpec } from './peer-connection.js';
 import { RemoteSync } from './remote-sync.js';
-import { COMPACTED, MemoryKv, MemoryPeer } from './test-fakes.js';
+import { LeasedSyncStatus } from './sync-status.js';
+import { COMPACTED, MemoryKv, MemoryLeaseEtcd, MemoryPeer } from './test-fakes.js';
 
 const REMOTE = 'west';
 const LOCAL = 'east';
@@ -51,6 +52,7 @@ function setup(peer: MemoryPeer, extra: { local?: MemoryKv; removeAfterMs?: numb
   networks.setPodCidrs(['10.1.0.0/16']);
   const sync = new RemoteSync({
     local,
+    status: new LeasedSyncStatus({ etcd: new MemoryLeaseEtcd(local).ref, log }),
     localCluster: LOCAL,
     remote: spec,
     log,

@@ -6,7 +6,7 @@
 //   peer-health.ts      the stale flag, counts, the sync status agents act on, removal after the grace
 // and shows them as one RemoteStatus.
 import type { Credential } from '../mesh/credentials.js';
-import { LocalNetworks, PeerPolicy, type RejectReason } from '../mesh/address-policy.js';
+import { LocalNetworks, PeerPolicy, REMOTE_QUOTA, type RejectReason, type RemoteQuota } from '../mesh/address-policy.js';
 import { cachePrefix } from '../mesh/schema/keys.js';
 import type { RemoteStatus } from '../mesh/status.js';
 import { StateWriter, type KvBackend } from '../mesh/state-writer.js';
@@ -16,10 +16,13 @@ import { PeerHealth } from './peer-health.js';
 import { peerJudge } from './peer-judge.js';
 import type { PeerSource } from './peer-source.js';
 import { Replicator } from './replicator.js';
+import type { SyncStatusStore } from './sync-status.js';
 
 export interface RemoteSyncOptions {
-  /** The local mesh etcd (the cache and the sync status go there). */
+  /** The local mesh etcd (the cache goes there). */
   local: KvBackend;
+  /** Where the sync status agents act on goes (one lease for every remote of this process: sync-status.ts). */
+  status: SyncStatusStore;
   localCluster: string;
   remote: RemoteSpec;
   /** Called after switching to a renewed identity, so it can be stored for the next start. */
@@ -33,6 +36,10 @@ export interface RemoteSyncOptions {
   localNetworks?: LocalNetworks;
   /** Called once per rejected key (for metrics). */
   onRejected?: (reason: RejectReason) => void;
+  /** What the peer may keep cached (default REMOTE_QUOTA, mesh/address-policy.ts). */
+  quota?: Partial<RemoteQuota>;
+  /** Coalesces the relists that admit keys refused for the quota once space frees (default 10 s). */
+  quotaRelistDelayMs?: number;
   /** Reaches the peer's mesh etcd (default: etcd3 over mTLS; tests pass an in-memory peer). */
   connect?: (remote: RemoteSpec) => PeerSource;
   /** The local clock (default Date.now). */
@@ -50,7 +57,16 @@ export class RemoteSync {
   constructor(private readonly o: RemoteSyncOptions) {
     const remote = o.remote.name;
     const policy = new PeerPolicy(o.remote, o.localNetworks ?? new LocalNetworks(o.localCluster));
-    this.cache = new StateWriter(o.local, { onError: (err) => (this.lastError = `local etcd: ${(err as Error).message}`) });
+    const quota = { ...REMOTE_QUOTA, ...o.quota };
+    this.cache = new StateWriter(
+      o.local,
+      {
+        onError: (err) => (this.lastError = `local etcd: ${(err as Error).message}`),
+        // The replicator refuses larger values first; this is the local etcd refusing one on its own.
+        onRefused: (key, _bytes, _limit, why) => this.replicator.refusedLocally(key, why),
+      },
+      { maxValueBytes: quota.maxValueBytes },
+    );
     this.replicator = new Replicator({
       remote,
       cache: this.cache,
@@ -63,11 +79,14 @@ export class RemoteSync {
       },
       onRecovered: () => (this.lastError = undefined),
       onSynced: () => this.health.publish(),
+      quota,
+      relist: () => this.connection.relist(),
+      quotaRelistDelayMs: o.quotaRelistDelayMs,
     });
     this.health = new PeerHealth({
       remote,
       cache: this.cache,
-      local: o.local,
+      status: o.status,
       replication: this.replicator,
       log: o.log,
       staleAfterMs: o.staleAfterMs,
@@ -124,6 +143,7 @@ export class RemoteSync {
       ...this.health.counts(),
       rejected: r.rejected,
       rejectedByReason: { ...r.rejectedByReason },
+      quota: r.quotaUsage,
       pinnedPodCidrs: spec.podCidrs,
       advertisedBeyondPin: this.advertisedBeyondPin?.length ? this.advertisedBeyondPin : undefined,
       relists: r.relists,
@@ -136,6 +156,7 @@ export class RemoteSync {
   /** Stops replicating; with `removeCache` (disconnect) the remote's cached state is deleted too. */
   async stop(removeCache: boolean): Promise<void> {
     this.health.stop();
+    this.replicator.stop();
     await this.connection.stop();
     if (!removeCache) return;
     this.cache.resume();

@@ -56,7 +56,7 @@ export class Exporter {
     const { cluster, clusterId, writer, metrics, log } = o;
     const health = (this.etcdHealth = new EtcdHealth(metrics.etcdErrors));
     const events = new WarningEvents(o.rest, cluster, log);
-    this.services = new ServiceExport({ cluster, writer, metrics, log, events });
+    this.services = new ServiceExport({ cluster, writer, metrics, log, events, lastExported: async (key) => (await o.etcd().get(key).string()) ?? undefined });
     this.pods = new PodIdentities({
       cluster,
       clusterId,
@@ -87,9 +87,9 @@ export class Exporter {
 
   async start(): Promise<void> {
     const { writer } = this.o;
-    await retryUntilDone('loading the export from the mesh etcd', () => writer.load([exportPrefix(this.o.cluster), keys.localServicesPrefix(this.o.cluster)]), this.o.log, (err) =>
-      this.etcdHealth.failed(err),
-    );
+    await retryUntilDone('loading the export from the mesh etcd', () => writer.load([exportPrefix(this.o.cluster), keys.localServicesPrefix(this.o.cluster)]), this.o.log, {
+      onError: (err) => this.etcdHealth.failed(err),
+    });
     this.informers = [
       this.watch<Namespace>('namespaces', '/api/v1/namespaces', (t, ns) => this.pods.onNamespace(t, ns)),
       this.watch<KubeNode>('nodes', '/api/v1/nodes', (t, n) => this.nodes.onNode(t, n)),
@@ -99,6 +99,8 @@ export class Exporter {
     ];
     await Promise.all(this.informers.map((i) => i.synced));
     await this.pods.settled();
+    // Last good exports of services whose annotation turned bad while this process was down: kept, not pruned.
+    await this.services.settled();
     this.nodes.writeConfig();
     // Everything Kubernetes has is now desired; whatever else the prefix holds is stale from an earlier run.
     let pruned = 0;

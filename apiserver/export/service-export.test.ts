@@ -136,3 +136,157 @@ describe('service export', () => {
     await vi.waitFor(() => expect(log.warn).toHaveBeenCalledWith({ err: 'forbidden', reason: 'InvalidSkeinAnnotation' }, 'could not record the Event'));
   });
 });
+
+describe('global services that program nothing', () => {
+  it('posts one SkeinNotProgrammed Event for a headless global service, exports its endpoints, and says so in status', async () => {
+    const t = serviceExport();
+    const headless = service('db', { 'skein.io/global': 'true' }, { clusterIP: 'None', clusterIPs: ['None'] });
+    t.services.onService('add', headless);
+    t.services.onSlice('add', slice('db-a', 'db', [{ addresses: ['10.1.0.7'] }]));
+    t.services.onService('update', headless); // a resync
+    t.services.onSlice('update', slice('db-a', 'db', [{ addresses: ['10.1.0.7'] }, { addresses: ['10.1.0.8'] }]));
+    await t.writer.idle();
+    expect(t.events.map((e) => [e.reason, e.type, e.involvedObject.name])).toEqual([['SkeinNotProgrammed', 'Warning', 'db']]);
+    expect(t.events[0]!.message).toMatch(/^global service is headless \(clusterIP: None\).*nothing is programmed.*recreate it without clusterIP: None/);
+    // Still exported: other clusters' twins with a ClusterIP may use its endpoints; nothing here has a frontend.
+    expect(t.read(keys.service(CLUSTER, 'shop', 'db'))).toMatchObject({ clusterIps: [], backends: [{ ip: '10.1.0.7' }, { ip: '10.1.0.8' }] });
+    expect(t.services.status()[0]!.warning).toMatch(/^global service is headless/);
+    expect(t.log.warn).toHaveBeenCalledWith({ service: 'shop/db', cause: 'headless' }, expect.stringContaining('headless'));
+  });
+
+  it('posts one Event for a port-less global service, none once it has ports, and one again if it loses them', async () => {
+    const t = serviceExport();
+    const portless = service('cart', { 'skein.io/global': 'true' }, { ports: [] });
+    t.services.onService('add', portless);
+    t.services.onService('update', portless);
+    expect(t.events.map((e) => e.reason)).toEqual(['SkeinNotProgrammed']);
+    expect(t.events[0]!.message).toMatch(/has no ports \(spec.ports is empty\).*Add the ports clients connect to under spec.ports/);
+
+    t.services.onService('update', service('cart', { 'skein.io/global': 'true' }));
+    expect(t.services.status()[0]!.warning).toBeUndefined();
+    t.services.onService('update', portless);
+    expect(t.events.map((e) => e.reason)).toEqual(['SkeinNotProgrammed', 'SkeinNotProgrammed']);
+
+    // Not global: no Event (it is not Skein's to program).
+    t.services.onService('add', service('other', {}, { ports: [] }));
+    t.services.onService('add', service('sctp', { 'skein.io/global': 'true' }, { ports: [{ name: 's', port: 9, protocol: 'SCTP' }] }));
+    expect(t.events.map((e) => e.message).slice(2)).toEqual([expect.stringMatching(/only SCTP ports/)]);
+  });
+});
+
+describe('a bad annotation on a service already exported', () => {
+  const good = { 'skein.io/global': 'true', 'skein.io/affinity': 'local' };
+
+  it('keeps the last good export with one Event naming annotation, value and accepted values; a fix resumes the export', async () => {
+    const t = serviceExport();
+    t.services.onService('add', service('cart', good));
+    t.services.onSlice('add', slice('cart-a', 'cart', [{ addresses: ['10.1.0.2'] }]));
+    await t.writer.idle();
+    const key = keys.service(CLUSTER, 'shop', 'cart');
+    const before = t.kv.data.get(key);
+    const writes = t.writer.writes;
+
+    const typo = service('cart', { ...good, 'skein.io/affinity': 'locl' });
+    t.services.onService('update', typo);
+    t.services.onService('update', typo); // a resync: no second Event
+    await t.writer.idle();
+    expect(t.kv.data.get(key)).toBe(before); // not deleted, not changed
+    expect(t.writer.writes).toBe(writes);
+    expect(t.kv.data.has(keys.localService(CLUSTER, 'shop', 'cart'))).toBe(false);
+    expect(t.events).toHaveLength(1);
+    expect(t.events[0]).toMatchObject({ reason: 'InvalidSkeinAnnotation', type: 'Warning', involvedObject: { name: 'cart', uid: 'uid-cart' } });
+    expect(t.events[0]!.message).toBe(
+      'still exported to the mesh with its last good annotations (shared "true", affinity "local") until this is fixed: skein.io/affinity: "locl" is not allowed; use "local", "remote" or "none". ' +
+        'To withdraw the service from the mesh instead, remove the global annotation or set it to "false"',
+    );
+    expect(t.services.status()[0]).toMatchObject({ affinity: 'local', warning: expect.stringContaining('skein.io/affinity: "locl"') });
+    expect((await t.metrics.invalidAnnotations.get()).values[0]?.value).toBe(1);
+
+    // The kept export still follows its endpoints: it must not point at pods long gone.
+    t.services.onSlice('update', slice('cart-a', 'cart', [{ addresses: ['10.1.0.9'] }]));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ affinity: 'local', backends: [{ ip: '10.1.0.9' }] });
+
+    // A typo in the global annotation itself is a typo too.
+    t.services.onService('update', service('cart', { ...good, 'skein.io/global': 'ture' }));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ affinity: 'local' });
+    expect(t.events.map((e) => e.message)).toEqual([expect.anything(), expect.stringContaining('skein.io/global: "ture" is not allowed; use "true" or "false"')]);
+
+    // Fixed: the new settings apply, no Event, no warning.
+    t.services.onService('update', service('cart', { ...good, 'skein.io/affinity': 'remote' }));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ affinity: 'remote', backends: [{ ip: '10.1.0.9' }] });
+    expect(t.events).toHaveLength(2);
+    expect(t.services.status()[0]!.warning).toBeUndefined();
+  });
+
+  it('still unexports when the global annotation is removed or "false", whatever else is bad', async () => {
+    const t = serviceExport();
+    t.services.onService('add', service('cart', good));
+    t.services.onService('add', service('web', good));
+    await t.writer.idle();
+    t.services.onService('update', service('cart', { 'skein.io/affinity': 'locl' }));
+    t.services.onService('update', service('web', { 'skein.io/global': 'false', 'skein.io/shared': 'maybe' }));
+    await t.writer.idle();
+    expect(t.kv.data.has(keys.service(CLUSTER, 'shop', 'cart'))).toBe(false);
+    expect(t.kv.data.has(keys.service(CLUSTER, 'shop', 'web'))).toBe(false);
+    expect(t.kv.data.has(keys.localService(CLUSTER, 'shop', 'cart'))).toBe(true); // served locally, as any non-global service
+    expect(t.events.map((e) => e.message)).toEqual([expect.stringMatching(/^not exported to the mesh: skein.io\/affinity/), expect.stringMatching(/^not exported to the mesh: skein.io\/shared/)]);
+    expect(t.services.count).toBe(0);
+  });
+
+  it('after a restart keeps the last good export the mesh etcd holds instead of pruning it; a service never exported stays out', async () => {
+    const before = serviceExport();
+    before.services.onService('add', service('cart', good));
+    before.services.onSlice('add', slice('cart-a', 'cart', [{ addresses: ['10.1.0.2'] }]));
+    before.services.onService('add', service('gone', good));
+    await before.writer.idle();
+    const key = keys.service(CLUSTER, 'shop', 'cart');
+    const lastGood = before.kv.data.get(key);
+
+    // A new process over the same etcd, while cart's annotation turned bad and gone stopped being global.
+    const kv = before.kv;
+    const writer = new StateWriter(kv);
+    await writer.load([keys.kindPrefix(CLUSTER, 'services'), keys.localServicesPrefix(CLUSTER)]);
+    const log = { info: vi.fn(), warn: vi.fn() };
+    const { rest, events } = recordingEventsApi();
+    const reads: string[] = [];
+    const services = new ServiceExport({
+      cluster: CLUSTER,
+      writer,
+      metrics: createMetrics(),
+      log,
+      events: new WarningEvents(rest, CLUSTER, log),
+      lastExported: async (k) => (reads.push(k), kv.data.get(k)),
+    });
+    services.onService('add', service('cart', { ...good, 'skein.io/affinity': 'locl' }));
+    services.onSlice('add', slice('cart-a', 'cart', [{ addresses: ['10.1.0.2'] }]));
+    services.onService('add', service('gone', {}));
+    services.onService('add', service('new', { 'skein.io/global': 'true', 'skein.io/affinity': 'locl' }));
+    expect(events).toEqual([]); // not before it is known whether a last good export survives
+    await services.settled();
+    writer.pruneUnder(keys.kindPrefix(CLUSTER, 'services'));
+    writer.pruneUnder(keys.localServicesPrefix(CLUSTER));
+    writer.resume();
+    await writer.idle();
+
+    expect(kv.data.get(key)).toBe(lastGood);
+    expect(kv.data.has(keys.service(CLUSTER, 'shop', 'gone'))).toBe(false);
+    expect(kv.data.has(keys.service(CLUSTER, 'shop', 'new'))).toBe(false);
+    expect(services.count).toBe(1);
+    expect(events.map((e) => [e.involvedObject.name, e.message.slice(0, 40)])).toEqual([
+      ['cart', 'still exported to the mesh with its last'],
+      ['new', 'not exported to the mesh: skein.io/affin'],
+    ]);
+    expect(reads.sort()).toEqual([key, keys.service(CLUSTER, 'shop', 'new')]);
+
+    // After the initial sync every export is this process's own: a later typo needs no read.
+    services.onService('add', service('late', { 'skein.io/global': 'ture' }));
+    expect(reads).toHaveLength(2);
+    // And the fix resumes the normal export.
+    services.onService('update', service('cart', good));
+    await writer.idle();
+    expect(JSON.parse(kv.data.get(key)!)).toMatchObject({ affinity: 'local' });
+  });
+});

@@ -3,30 +3,55 @@
 // the difference. It lists the mesh prefix once (paginated), then follows a watch from that revision into
 // an in-memory merged view; a change recomputes only the services it touched, and bursts are coalesced.
 // A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
-import type { Etcd3, Lease, Watcher } from 'etcd3';
+// A frontend the datapath refuses (a full map, too many backends, a bad value) fails alone: it is recorded,
+// logged once per distinct error, published and retried on its own backoff while the pass goes on.
+import type { Etcd3, Lease } from 'etcd3';
+import { openWatch, type MeshWatch } from '../../mesh/etcd-watch.js';
 import { LeaseSession } from '../../mesh/lease-session.js';
 import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values.js';
 import { loadMergedView, type MergedView } from './merged-view.js';
-import type { Programmed, SocketLb } from '../socket-lb.js';
+import { ProgramError, type Programmed, type ServiceProgrammer } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
-import { backoffDelay } from '../../mesh/backoff.js';
+import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
 const fkey = (p: Programmed) => `${p.frontend.proto}/${p.frontend.ip}:${p.frontend.port}`;
 const bkey = (p: Programmed) => p.backends.map((b) => `${b.ip}:${b.port}`).sort().join(',');
+
+/** A frontend the datapath refused, as published (AgentView.failing) and exported as a metric. */
+export interface Failure {
+  /** The service whose frontend it is (namespace/name); '' for a leftover frontend that could not be removed. */
+  service: string;
+  reason: string;
+  error: string;
+  /** When it first failed for the backends it wants now (ISO). */
+  since: string;
+  attempts: number;
+}
+/** Retries of one failing service: the first after RETRY.minMs, doubling to RETRY.maxMs. */
+const RETRY = { minMs: 500, maxMs: 30_000, jitter: 0.2 };
+/** A failed removal is retried by a full pass, whose cleanup finds every unclaimed frontend. */
+const REMOVALS = '';
+/** Errors are published and logged; a longer message is cut (the view is bounded). */
+const ERROR_MAX = 500;
+const shape = (error: string) => error.replace(/\d+/g, '#');
 
 export class NodeAgent {
   private readonly programmed = new Map<string, Programmed>();
   /** Service id → the frontends it programmed, so a service that goes or changes ClusterIP is cleaned up. */
   private readonly frontendsOf = new Map<string, Set<string>>();
   private view?: MergedView;
-  private watchers: Watcher[] = [];
+  private watchers: MeshWatch[] = [];
   private running = false;
   private dirty = false;
   /** Services to recompute; `all` after a (re)listing. */
   private pending: Set<string> | 'all' = 'all';
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
+  /** Frontend key → why the datapath refused it; `want` is the backend set that failed. */
+  private readonly failing = new Map<string, Failure & { want: string }>();
+  /** Service id (or REMOVALS) → its pending retry. */
+  private readonly retries = new Map<string, NodeJS.Timeout>();
   syncs = 0;
   updates = 0;
   lastSyncMs = 0;
@@ -42,7 +67,19 @@ export class NodeAgent {
   private publishTimer?: NodeJS.Timeout;
   private published = '';
 
-  constructor(private readonly o: { etcd: Etcd3; cluster: string; node: string; lb: SocketLb; log: { warn: (o: object, m: string) => void } }) {}
+  constructor(
+    private readonly o: {
+      etcd: Etcd3;
+      cluster: string;
+      node: string;
+      lb: ServiceProgrammer;
+      log: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void };
+      /** The listing (unit tests hand in a view; the watch still comes from `etcd`). */
+      loadView?: typeof loadMergedView;
+      /** Backoff of a failing service's retries (default RETRY). */
+      retry?: BackoffOptions;
+    },
+  ) {}
 
   async start(): Promise<void> {
     for (const p of this.o.lb.adopt()) this.programmed.set(fkey(p), p);
@@ -54,10 +91,10 @@ export class NodeAgent {
   private async follow(): Promise<void> {
     for (let attempt = 1; !this.stopped; attempt++) {
       try {
-        const { view, revision } = await loadMergedView(this.o.etcd, this.o.cluster);
+        const { view, revision } = await (this.o.loadView ?? loadMergedView)(this.o.etcd, this.o.cluster);
         // One watch per prefix the node's etcd role may read (a watch of the whole mesh prefix is refused).
-        const watchers = await Promise.all(datapathPrefixes(this.o.cluster).map((p) => this.o.etcd.watch().prefix(p).startRevision(String(revision + 1)).create()));
-        for (const watcher of watchers) {
+        const watchers = await Promise.all(datapathPrefixes(this.o.cluster).map((prefix) => openWatch(this.o.etcd, { prefix }, revision + 1)));
+        for (const { watcher } of watchers) {
           watcher.on('put', (kv) => this.onChange(view, kv.key.toString(), kv.value.toString()));
           watcher.on('delete', (kv) => this.onChange(view, kv.key.toString(), undefined));
           watcher.on('error', (err) => void this.restart(watchers, err));
@@ -75,7 +112,7 @@ export class NodeAgent {
     }
   }
 
-  private async restart(watchers: Watcher[], err: Error): Promise<void> {
+  private async restart(watchers: MeshWatch[], err: Error): Promise<void> {
     if (watchers !== this.watchers || this.stopped) return;
     this.o.log.warn({ err: err.message }, 'mesh etcd watch broke; listing again');
     await this.cancelWatchers();
@@ -85,7 +122,7 @@ export class NodeAgent {
   private async cancelWatchers(): Promise<void> {
     const old = this.watchers;
     this.watchers = [];
-    await Promise.all(old.map((w) => w.cancel().catch(() => {})));
+    await Promise.all(old.map((w) => w.cancel()));
   }
 
   private onChange(view: MergedView, key: string, value: string | undefined): void {
@@ -146,23 +183,102 @@ export class NodeAgent {
     for (const id of ids) {
       const m = view.get(id);
       const desired = new Map((m ? activeBackends(m) : []).map((p) => [fkey(p), p] as const));
+      let attempts = 0; // the most of any frontend of this service still failing: its retry's backoff
       for (const [k, p] of desired) {
         const have = this.programmed.get(k);
-        if (have && bkey(have) === bkey(p)) continue;
-        this.o.lb.setService(p.frontend, p.backends);
+        if (have && bkey(have) === bkey(p)) {
+          this.succeeded(k);
+          continue;
+        }
+        try {
+          this.o.lb.setService(p.frontend, p.backends);
+        } catch (err) {
+          // The datapath keeps what it had for this frontend (socket-lb rolls back); the others go on.
+          attempts = Math.max(attempts, this.failed(k, id, bkey(p), err));
+          this.degrade(k, have, p, err);
+          continue;
+        }
         this.programmed.set(k, p);
         this.updates++;
+        this.succeeded(k);
       }
       // A ClusterIP can pass from a deleted service to a new one in the same pass: keep what another claims.
-      for (const k of this.frontendsOf.get(id) ?? []) if (!desired.has(k) && !this.claimedByOther(id, k)) this.unprogram(k);
+      for (const k of this.frontendsOf.get(id) ?? []) {
+        if (desired.has(k) || this.claimedByOther(id, k)) continue;
+        if (this.failing.get(k)?.service === id) this.failing.delete(k);
+        this.unprogram(k, id);
+      }
       if (desired.size) this.frontendsOf.set(id, new Set(desired.keys()));
       else this.frontendsOf.delete(id);
+      this.scheduleRetry(id, attempts);
     }
     // After a full pass, whatever no service claims (adopted from a previous agent, or gone) is removed.
     if (all) {
       const claimed = new Set([...this.frontendsOf.values()].flatMap((s) => [...s]));
-      for (const k of [...this.programmed.keys()]) if (!claimed.has(k)) this.unprogram(k);
+      for (const k of [...this.programmed.keys()]) if (!claimed.has(k)) this.unprogram(k, REMOVALS);
+      for (const k of [...this.failing.keys()]) if (!claimed.has(k) && !this.programmed.has(k)) this.failing.delete(k);
+      if (![...this.failing.values()].some((f) => f.service === REMOVALS)) this.scheduleRetry(REMOVALS, 0);
     }
+  }
+
+  /**
+   * A full map must not pin a service that fails over to its old, maybe dead, backends: the slots it already
+   * has take as many of the wanted ones (it stays failing until all fit).
+   */
+  private degrade(k: string, have: Programmed | undefined, want: Programmed, err: unknown): void {
+    if (!(err instanceof ProgramError) || err.reason !== 'map-full' || !have?.backends.length || want.backends.length <= have.backends.length) return;
+    const partial: Programmed = { frontend: want.frontend, backends: want.backends.slice(0, have.backends.length) };
+    if (bkey(partial) === bkey(have)) return;
+    try {
+      this.o.lb.setService(partial.frontend, partial.backends);
+    } catch {
+      return; // no room even for that (new backend addresses need skein_backends): it keeps what it had
+    }
+    this.programmed.set(k, partial);
+    this.updates++;
+  }
+
+  /** Records a refusal and returns its attempts; logs only a new failure or a different error. */
+  private failed(k: string, service: string, want: string, err: unknown): number {
+    const reason = err instanceof ProgramError ? err.reason : 'error';
+    const error = ((err as Error)?.message ?? String(err)).slice(0, ERROR_MAX);
+    const prev = this.failing.get(k);
+    // A new backend set starts over (attempts, since), but the same error is still not logged again.
+    const same = prev?.want === want;
+    const attempts = same ? prev.attempts + 1 : 1;
+    this.failing.set(k, { service, reason, error, want, since: same ? prev.since : new Date().toISOString(), attempts });
+    // Counts in a message (entries in use, say) move with every retry; only a different text is news.
+    if (prev?.reason !== reason || shape(prev.error) !== shape(error)) this.o.log.warn({ frontend: k, service: service || undefined, reason, err: error }, 'cannot program this frontend; it is retried on its own, other services are unaffected');
+    return attempts;
+  }
+
+  private succeeded(k: string): void {
+    const f = this.failing.get(k);
+    if (!f) return;
+    this.failing.delete(k);
+    this.o.log.info({ frontend: k, service: f.service || undefined, attempts: f.attempts }, 'frontend programmed after failing');
+  }
+
+  /** Retries a service while any of its frontends fails (`attempts` > 0), on a backoff of its own; else cancels. */
+  private scheduleRetry(id: string, attempts: number): void {
+    if (attempts === 0) {
+      clearTimeout(this.retries.get(id));
+      this.retries.delete(id);
+      return;
+    }
+    if (this.retries.has(id) || this.stopped) return;
+    const timer = setTimeout(() => {
+      this.retries.delete(id);
+      if (id === REMOVALS) this.pending = 'all';
+      else if (this.pending !== 'all') this.pending.add(id);
+      this.schedule();
+    }, backoffDelay(attempts - 1, this.o.retry ?? RETRY));
+    this.retries.set(id, timer);
+  }
+
+  /** The frontends the datapath refused, by frontend key (PROTO/ip:port). */
+  failures(): Map<string, Failure> {
+    return new Map([...this.failing].sort(([a], [b]) => a.localeCompare(b)).map(([k, { want: _want, ...f }]) => [k, f]));
   }
 
   /** The node's view for `skein status`, at most once a second, on a lease so a dead agent's view expires. */
@@ -186,6 +302,9 @@ export class NodeAgent {
     const all = this.dump();
     const programmed: Record<string, string[]> = {};
     for (const p of all.slice(0, AGENT_VIEW_MAX)) programmed[fkey(p)] = p.backends.map((b) => `${b.ip}:${b.port}`);
+    const failures = [...this.failures()];
+    const failing: NonNullable<AgentView['failing']> = {};
+    for (const [k, f] of failures.slice(0, AGENT_VIEW_MAX)) failing[k] = f;
     const view: AgentView = {
       node: this.o.node,
       at: new Date().toISOString(),
@@ -195,6 +314,8 @@ export class NodeAgent {
       lastReconcileMs: Math.round(this.lastSyncMs * 10) / 10,
       programmed,
       truncated: all.length > AGENT_VIEW_MAX,
+      failing,
+      failures: failures.length,
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
@@ -208,12 +329,19 @@ export class NodeAgent {
     return false;
   }
 
-  private unprogram(k: string): void {
+  private unprogram(k: string, service: string): void {
     const p = this.programmed.get(k);
     if (!p) return;
-    this.o.lb.deleteService(p.frontend);
+    try {
+      this.o.lb.deleteService(p.frontend);
+    } catch (err) {
+      // Still programmed: a full pass (REMOVALS' retry) finds it unclaimed and removes it again.
+      this.scheduleRetry(REMOVALS, this.failed(k, REMOVALS, `removal:${service}`, err));
+      return;
+    }
     this.programmed.delete(k);
     this.updates++;
+    this.succeeded(k);
   }
 
   dump(): Programmed[] {
@@ -223,6 +351,8 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.publishTimer);
+    for (const t of this.retries.values()) clearTimeout(t);
+    this.retries.clear();
     await this.cancelWatchers();
     // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.
     await this.viewLease.close();

@@ -1,5 +1,5 @@
 // skein-agent: one per node. Programs the node's BPF socket LB from its own cluster's mesh etcd only and
-// serves /healthz, /metrics and /v1/programmed (what the datapath holds now); with --workload-socket also the
+// serves /healthz, /metrics and /v1/programmed (what the datapath holds now, and what it refused); with --workload-socket also the
 // SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -132,10 +132,43 @@ async function main(): Promise<void> {
   new Gauge({ name: 'skein_agent_backends', help: 'Active backend slots programmed in BPF', registers: [registry], collect() { this.set(agent.dump().reduce((n, p) => n + p.backends.length, 0)); } });
   new Gauge({ name: 'skein_agent_reconciles', help: 'Reconciliations of the datapath', registers: [registry], collect() { this.set(agent.syncs); } });
   new Gauge({ name: 'skein_agent_last_reconcile_seconds', help: 'Duration of the last reconciliation', registers: [registry], collect() { this.set(agent.lastSyncMs / 1000); } });
+  // By reason only: a label per frontend would grow without bound; /v1/programmed and the view name them.
+  new Gauge({
+    name: 'skein_agent_failing_frontends',
+    help: 'Frontends the datapath refused (each keeps its previous programming and is retried on its own), by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const reason of ['too-many-backends', 'map-full', 'bad-address', 'kernel']) this.set({ reason }, 0);
+      for (const f of agent.failures().values()) this.inc({ reason: f.reason });
+    },
+  });
+  new Gauge({
+    name: 'skein_agent_bpf_map_entries',
+    help: 'Entries in use of a socket-LB map (compare skein_agent_bpf_map_max_entries: a full map refuses new services)',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      const u = lb.usage();
+      this.set({ map: 'skein_services' }, u.servicesMapEntries);
+      this.set({ map: 'skein_backends' }, u.backendsMapEntries);
+    },
+  });
+  new Gauge({
+    name: 'skein_agent_bpf_map_max_entries',
+    help: 'Capacity of a socket-LB map',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      this.set({ map: 'skein_services' }, lb.limits.servicesMapEntries);
+      this.set({ map: 'skein_backends' }, lb.limits.backendsMapEntries);
+    },
+  });
   const http = Fastify();
   http.get('/healthz', async () => 'ok\n');
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
-  http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump() }));
+  http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()) }));
   const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
   if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals }));
   const [host, port] = cfg.listen.split(':') as [string, string];

@@ -31,9 +31,32 @@ describe('MergedView', () => {
     put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
     put(v, '/skein/v1/cache/west/services/default/echo', svc('west'));
     put(v, '/skein/v1/export/east/services/default/other', svc('east', { name: 'other' }));
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: true, synced: true, stale: false })).toEqual(['default/echo']);
     expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: false, synced: true, stale: true })).toEqual(['default/echo']);
     expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: false, synced: true, stale: true })).toEqual([]); // no change, nothing touched
     expect(v.get('default/echo')!.clusters.find((c) => c.cluster === 'west')!.stale).toBe(true);
+  });
+
+  it('reads a remote as fresh only while a live sync vouches for it: a missing, unreadable or unsynced status is stale', () => {
+    const v = new MergedView('east');
+    const west = () => v.get('default/echo')!.clusters.find((c) => c.cluster === 'west')!;
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
+    // A cache with no status (a brand-new remote before its first status, or an importer that is gone).
+    put(v, '/skein/v1/cache/west/services/default/echo', svc('west'));
+    expect(west().stale).toBe(true);
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: true, synced: true, stale: false })).toEqual(['default/echo']);
+    expect(west().stale).toBe(false);
+    // The importer died: its lease expired and took the status along.
+    expect(v.apply('/skein/v1/sync/west/status', undefined)).toEqual(['default/echo']);
+    expect(west().stale).toBe(true);
+    // A restarted importer that has not synced yet does not vouch for the cache it inherited.
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: false, synced: false, stale: false })).toEqual([]);
+    expect(west().stale).toBe(true);
+    expect(put(v, '/skein/v1/sync/west/status', { cluster: 'west', connected: true, synced: true, stale: false })).toEqual(['default/echo']);
+    expect(v.apply('/skein/v1/sync/west/status', '{"stale":')).toEqual(['default/echo']);
+    expect(west().stale).toBe(true);
+    // Stale only orders backends: the stale remote's ready backends are all there, for the policy to fall back on.
+    expect(west().service.backends).toHaveLength(1);
   });
 
   it('ignores invalid values, other clusters writing as us, and non-shared remotes; removes on delete', () => {

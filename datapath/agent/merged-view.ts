@@ -14,7 +14,7 @@ import { decodeJson, decodeValue, SyncStatus, type GlobalService } from '../../m
 interface ClusterServiceView {
   cluster: string;
   local: boolean;
-  /** The remote's heartbeat went stale: its state is kept but should be trusted less. */
+  /** No live sync vouches for the remote's cache (see MergedView.fresh): kept, but trusted less. */
   stale: boolean;
   service: GlobalService;
 }
@@ -43,7 +43,15 @@ export class MergedView {
   private readonly idOfKey = new Map<string, string>();
   /** Remote → the ids it has cached entries for (a stale flip touches exactly those). */
   private readonly byRemote = new Map<string, Set<string>>();
-  private readonly stale = new Map<string, boolean>();
+  /**
+   * Remotes whose cache a live sync vouches for: a readable status that says synced and not stale. Anything
+   * else is stale: a missing status (the importer is dead and its lease expired, or stopped, or was never
+   * there), an unreadable one, or one not synced yet (a restarted importer has not confirmed the cache it
+   * inherited). Stale only orders backends (policy.ts: used when no fresh cluster has a ready one), it never
+   * drops them, so a brand-new remote whose cache lands a moment before its status is not blackholed: its
+   * backends lose only against fresh ready ones until the status follows (right after the first listing).
+   */
+  private readonly fresh = new Set<string>();
 
   constructor(readonly localCluster: string) {}
 
@@ -73,10 +81,11 @@ export class MergedView {
   }
 
   private applyStatus(remote: string, raw: string | undefined): string[] {
-    // An unreadable status counts as fresh, as no status does: only the sync engine's word marks stale.
-    const stale = raw !== undefined && decodeJson(SyncStatus, raw)?.stale === true;
-    if ((this.stale.get(remote) ?? false) === stale) return [];
-    this.stale.set(remote, stale);
+    const status = raw === undefined ? undefined : decodeJson(SyncStatus, raw);
+    const fresh = status?.synced === true && !status.stale;
+    if (this.fresh.has(remote) === fresh) return [];
+    if (fresh) this.fresh.add(remote);
+    else this.fresh.delete(remote);
     return [...(this.byRemote.get(remote) ?? [])];
   }
 
@@ -124,7 +133,7 @@ export class MergedView {
     if (!exported && remotes.length === 0) return undefined;
     const clusters: ClusterServiceView[] = [
       ...(exported ? [{ cluster: this.localCluster, local: true, stale: false, service: exported.service }] : []),
-      ...remotes.map((e) => ({ cluster: e.cluster, local: false, stale: this.stale.get(e.cluster) ?? false, service: e.service })).sort((a, b) => a.cluster.localeCompare(b.cluster)),
+      ...remotes.map((e) => ({ cluster: e.cluster, local: false, stale: !this.fresh.has(e.cluster), service: e.service })).sort((a, b) => a.cluster.localeCompare(b.cluster)),
     ];
     return { namespace, name, global: true, affinity: exported?.service.affinity ?? 'none', clusters };
   }

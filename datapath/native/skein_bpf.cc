@@ -33,6 +33,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       InstanceMethod("lookup", &BpfObject::Lookup),
       InstanceMethod("remove", &BpfObject::Remove),
       InstanceMethod("keys", &BpfObject::Keys),
+      InstanceMethod("maxEntries", &BpfObject::MaxEntries),
       InstanceMethod("close", &BpfObject::Close),
     });
     exports.Set("BpfObject", cls);
@@ -87,13 +88,16 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return false;
   }
 
-  int MapFd(Napi::Env env, const std::string& name) {
+  // The named map, or nullptr with a JS exception pending.
+  bpf_map* FindMap(Napi::Env env, const std::string& name) {
     bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
-    if (!m) {
-      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
-      return -1;
-    }
-    return bpf_map__fd(m);
+    if (!m) Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
+    return m;
+  }
+
+  int MapFd(Napi::Env env, const std::string& name) {
+    bpf_map* m = FindMap(env, name);
+    return m ? bpf_map__fd(m) : -1;
   }
 
   Napi::Value Programs(const Napi::CallbackInfo& info) {
@@ -188,11 +192,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (!Live(env)) return env.Null();
     std::string name = info[0].As<Napi::String>();
     auto key = info[1].As<Napi::Buffer<uint8_t>>();
-    bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
-    if (!m) {
-      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
-      return env.Null();
-    }
+    bpf_map* m = FindMap(env, name);
+    if (!m) return env.Null();
     Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, bpf_map__value_size(m));
     if (bpf_map_lookup_elem(bpf_map__fd(m), key.Data(), out.Data())) {
       if (errno == ENOENT) return env.Null();
@@ -217,15 +218,22 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return Napi::Boolean::New(env, true);
   }
 
+  // maxEntries(map): the map's capacity as loaded (a reused pin keeps the size it was created with).
+  Napi::Value MaxEntries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    bpf_map* m = FindMap(env, name);
+    if (!m) return env.Null();
+    return Napi::Number::New(env, bpf_map__max_entries(m));
+  }
+
   Napi::Value Keys(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Live(env)) return env.Null();
     std::string name = info[0].As<Napi::String>();
-    bpf_map* m = bpf_object__find_map_by_name(obj_, name.c_str());
-    if (!m) {
-      Napi::Error::New(env, "no map named " + name).ThrowAsJavaScriptException();
-      return env.Null();
-    }
+    bpf_map* m = FindMap(env, name);
+    if (!m) return env.Null();
     size_t ks = bpf_map__key_size(m);
     std::string cur(ks, '\0'), next(ks, '\0');
     Napi::Array out = Napi::Array::New(env);

@@ -71,19 +71,32 @@ function renderStatus(s: ApiserverStatus): string {
     `  nodes ${s.nodes}  identities ${s.identities}  pod IPs ${s.ips}  etcd writes ${s.etcd.writes}  backlog ${s.etcd.backlog}  watch restarts ${s.watchRestarts}`,
   ];
   if (s.etcd.lastError) lines.push(`  last mesh etcd error: ${s.etcd.lastError}`);
+  if (s.etcd.refusedWrites?.length) {
+    lines.push(`  REFUSED writes (too large for an etcd request; etcd keeps the previous value): ${s.etcd.refusedWrites.map((w) => `${w.key} (${w.bytes} bytes)`).join(', ')}`);
+  }
   lines.push(`  global services exported: ${s.services.length}`);
   const width = Math.max(8, ...s.services.map((x) => x.name.length));
   if (s.services.length) lines.push(`    ${'SERVICE'.padEnd(width)}  READY/BACKENDS  AFFINITY  SHARED`);
-  for (const x of s.services) lines.push(`    ${x.name.padEnd(width)}  ${`${x.readyBackends}/${x.backends}`.padEnd(14)}  ${x.affinity.padEnd(8)}  ${x.shared}`);
+  for (const x of s.services) lines.push(`    ${x.name.padEnd(width)}  ${`${x.readyBackends}/${x.backends}`.padEnd(14)}  ${x.affinity.padEnd(8)}  ${x.shared}${x.warning ? `  WARNING: ${x.warning}` : ''}`);
   lines.push(`  remote clusters: ${s.remotes.length}`);
   for (const r of s.remotes) {
     const state = !r.connected ? 'DISCONNECTED' : !r.synced ? 'syncing' : r.stale ? 'STALE' : 'synced';
-    lines.push(`    ${r.cluster} (id ${r.id}) ${state}  heartbeat ${r.lastHeartbeat ?? 'never'}  revision ${r.revision} (lag ${r.revisionLag})  services ${r.services}  identities ${r.identities}  nodes ${r.nodes}  rejected ${r.rejected}${r.lastError ? `  last error: ${r.lastError}` : ''}`);
+    lines.push(`    ${r.cluster} (id ${r.id}) ${state}  heartbeat ${r.lastHeartbeat ?? 'never'}  revision ${r.revision} (lag ${r.revisionLag})  services ${r.services}  identities ${r.identities}  nodes ${r.nodes}  rejected ${r.rejected}${quotaSuffix(r)}${r.lastError ? `  last error: ${r.lastError}` : ''}`);
     lines.push(...remoteTrustLines(r));
   }
   lines.push(`  node agents: ${s.agents?.length ?? 0}`);
-  for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}`);
+  for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}${a.failures ? `  FAILING ${a.failures} (skein status --node ${a.node})` : ''}`);
   return lines.join('\n');
+}
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)}`;
+
+/** A remote's use of its import quota, flagged when over it (older apiservers report none). */
+function quotaSuffix(r: ApiserverStatus['remotes'][number]): string {
+  const q = r.quota;
+  if (!q) return '';
+  const use = `  quota ${q.keys}/${q.maxKeys} keys ${mib(q.bytes)}/${mib(q.maxBytes)} MiB`;
+  return q.overQuota ? `${use} OVER QUOTA (${q.refusedKeys} keys refused)` : use;
 }
 
 /** A remote's pin and what was refused from it, by reason (older apiservers report neither). */
@@ -100,10 +113,17 @@ function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
 export function renderNodeView(s: ApiserverStatus, node: string): string {
   const a = (s.agents ?? []).find((x) => x.node === node);
   if (!a) throw new Error(`--node ${node}: no agent view from that node in cluster ${s.cluster} (have ${(s.agents ?? []).map((x) => x.node).join(', ') || 'none'}); is skein-agent running there?`);
-  const width = Math.max(8, ...Object.keys(a.programmed).map((k) => k.length));
+  const width = Math.max(8, ...[...Object.keys(a.programmed), ...Object.keys(a.failing ?? {})].map((k) => k.length));
   const lines = [`node ${a.node} of ${s.cluster}: ${a.frontends} frontends, ${a.backends} backend slots (as of ${a.at})`, `  ${'FRONTEND'.padEnd(width)}  BACKENDS`];
   for (const [f, b] of Object.entries(a.programmed)) lines.push(`  ${f.padEnd(width)}  ${b.join(', ') || '-'}`);
   if (a.truncated) lines.push(`  ... ${a.frontends - Object.keys(a.programmed).length} more not shown`);
+  const failing = Object.entries(a.failing ?? {});
+  const failures = a.failures ?? failing.length;
+  if (failing.length) {
+    lines.push(`  FAILING ${failures}: not programmed as wanted (each keeps what it had and is retried on its own)`);
+    for (const [f, x] of failing) lines.push(`  ${f.padEnd(width)}  ${x.service || '(removal)'}  ${x.reason} since ${x.since}, ${x.attempts} attempt${x.attempts === 1 ? '' : 's'}: ${x.error}`);
+    if (failures > failing.length) lines.push(`  ... ${failures - failing.length} more failing not shown`);
+  }
   return lines.join('\n');
 }
 

@@ -327,6 +327,8 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const createdAt = Date.now();
   try {
     await endpoints.synced;
+    // A drill that starts without a ready local backend (one just restored by a repair, say) measures nothing.
+    await endpoints.until((n) => n > 0, `a local endpoint of ${opts.service} to be ready before the drill`, opts.stepTimeoutMs);
     progress(`starting client pod ${namespace}/${pod}: ${opts.protocol} to ${target} every ${opts.intervalMs} ms`);
     await rest.post(`/api/v1/namespaces/${namespace}/pods`, clientPod(pod, namespace, opts.image, [opts.protocol, target, '--count', String(count), '--interval-ms', String(opts.intervalMs), '--timeout-ms', String(opts.requestTimeoutMs)]));
     await waitRunning(rest, namespace, pod, opts.stepTimeoutMs);

@@ -13,6 +13,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeSecrets } from '../../mesh/kube/secrets.js';
 import type { KubeRest } from '../../mesh/kube/rest.js';
+import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { NodeCaClient } from '../../mesh/node-ca/client.js';
 import { keys } from '../../mesh/schema/keys.js';
@@ -221,7 +222,7 @@ describe('transport credentials are not workload identities, and SVIDs do not op
     node.close();
     const certPem = new X509Certificate(svid.certificate).toString();
     const keyPem = `-----BEGIN PRIVATE KEY-----\n${keyPkcs8Der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
-    const client = connectMeshEtcd({ endpoints: [meshUrl(EAST)], tls: { caPem: file(clusterDir(EAST), 'mesh-pki', 'ca.crt'), certPem, keyPem }, callTimeoutMs: 3_000 });
+    const client = connectMeshEtcd({ endpoints: [meshUrl(EAST)], tls: { caPem: file(clusterDir(EAST), 'mesh-pki', 'ca.crt'), certPem, keyPem }, callTimeoutMs: 3_000, serverName: meshEtcdServerName(EAST) });
     try {
       await expect(client.get(keys.bundle(EAST, EAST_TD)).string()).rejects.toThrow();
       await expect(client.put(keys.agent(EAST, 'evil')).value('{}')).rejects.toThrow();

@@ -1,6 +1,6 @@
 // Shared by the e2e tests: a test bed per test file in its own temp state dir, and ways to look at it.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -16,8 +16,52 @@ import { exec } from '../../testbed/testbed.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
 
+const stateDirs: string[] = [];
+
 export function tempStateDir(name: string): string {
-  return mkdtempSync(join(tmpdir(), `skein-e2e-${name}-`));
+  const dir = mkdtempSync(join(tmpdir(), `skein-e2e-${name}-`));
+  stateDirs.push(dir);
+  return dir;
+}
+
+const reportedExits = new Set<string>();
+
+/**
+ * Every container exit the node runners logged since the last report, each with the end of its log: after
+ * a failed test (CI keeps no state dirs, and a crashed skein-apiserver otherwise shows only as a 503).
+ */
+export function containerExits(): string {
+  const out: string[] = [];
+  for (const dir of stateDirs) {
+    const logs = join(dir, 'logs');
+    if (!existsSync(logs)) continue;
+    for (const cluster of readdirSync(logs)) {
+      const clusterLogs = join(logs, cluster);
+      for (const file of readdirSync(clusterLogs).filter((f) => f.endsWith('.log'))) {
+        for (const line of readFileSync(join(clusterLogs, file), 'utf8').split('\n')) {
+          const m = / ([^/ ]+)\/([^/ ]+)\/([^/ :]+): exited (\d+)/.exec(line);
+          if (!m || reportedExits.has(line)) continue;
+          reportedExits.add(line);
+          const [, ns, pod, container] = m;
+          const podLogs = join(clusterLogs, 'pods');
+          const log = existsSync(podLogs) ? readdirSync(podLogs).find((f) => f.startsWith(`${ns}_${pod}_`) && f.endsWith(`_${container}.log`)) : undefined;
+          const tail = log ? readFileSync(join(podLogs, log), 'utf8').trimEnd().split('\n').slice(-20).map((l) => `    ${l.slice(0, 400)}`) : [];
+          out.push(`${cluster}: ${line}`, ...tail);
+        }
+      }
+    }
+  }
+  return out.join('\n');
+}
+
+/** What the containers of `cluster` whose log file names start with `prefix` (namespace_pod_) printed, in one string. */
+export function containerLog(stateDir: string, cluster: string, prefix: string): string {
+  const dir = join(statePaths(stateDir).logs(cluster), 'pods');
+  if (!existsSync(dir)) return '';
+  return readdirSync(dir)
+    .filter((f) => f.startsWith(prefix))
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .join('\n');
 }
 
 export function clusterKubeconfig(stateDir: string, cluster: string): KubeConfig {

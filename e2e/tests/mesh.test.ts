@@ -15,7 +15,7 @@ import { skeinProxyPath } from '../../mesh/service-ref.js';
 import type { ApiserverStatus } from '../../mesh/status.js';
 import { connect, disconnect } from '../../deploy/cli/connect.js';
 import { ensureClusterCA } from '../../mtls/cluster-ca.js';
-import { issueMeshRootClient } from '../../mtls/mesh-identities.js';
+import { issueMeshRootClient, meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { createCA, issueCertificate } from '../../mtls/x509.js';
 import { mergedGlobalServices } from '../../datapath/agent/merged-view.js';
 import { remoteSecretName } from '../../mesh/link-secrets.js';
@@ -173,8 +173,8 @@ describe('three connected clusters', () => {
       expect((await etcd.m1!.get(unchangedKey).exec()).kvs[0]!.mod_revision).toBe(nodeRevBefore);
     } finally {
       await inNetns(podNs, 'iptables', ['-D', ...rule]).catch(() => {});
+      await scale(clusterRest(stateDir, 'm3'), 'echo', 2);
     }
-    await scale(clusterRest(stateDir, 'm3'), 'echo', 2);
     await cachesEqualExports();
   });
 
@@ -189,12 +189,16 @@ describe('three connected clusters', () => {
     }, 90_000);
     const m3 = clusterRest(stateDir, 'm3');
     await m3.patch(`${deploy}/scale`, { spec: { replicas: 0 } });
-    await waitFor('m1 to flag m3 stale', async () => ((await remoteOf('m1', 'm3'))?.stale ? true : undefined), 60_000);
-    // Agents see it through the sync status key in the local mesh etcd (published every 2 s).
     const m3View = async () => (await mergedGlobalServices(etcd.m1!, 'm1')).get('default/echo')!.clusters.find((c) => c.cluster === 'm3');
-    const staleView = await waitFor('the merged view to flag m3 stale', async () => ((await m3View())?.stale ? m3View() : undefined), 10_000);
-    expect(staleView.service.backends.length).toBe(2);
-    await m3.patch(`${deploy}/scale`, { spec: { replicas: 1 } });
+    try {
+      await waitFor('m1 to flag m3 stale', async () => ((await remoteOf('m1', 'm3'))?.stale ? true : undefined), 60_000);
+      // Agents see it through the sync status key in the local mesh etcd (published every 2 s).
+      const staleView = await waitFor('the merged view to flag m3 stale', async () => ((await m3View())?.stale ? m3View() : undefined), 10_000);
+      expect(staleView.service.backends.length).toBe(2);
+    } finally {
+      // The later tests need m3's apiserver back, whatever happened here.
+      await m3.patch(`${deploy}/scale`, { spec: { replicas: 1 } });
+    }
     await waitFor('m1 to see m3 fresh again', async () => ((await remoteOf('m1', 'm3'))?.stale === false ? true : undefined), 90_000);
     await waitFor('the merged view to clear the flag', async () => ((await m3View())?.stale === false ? true : undefined), 10_000);
     await cachesEqualExports([['m1', 'm3'], ['m2', 'm3']]);
@@ -262,7 +266,7 @@ describe('mesh etcd transport security', () => {
   const endpoint = () => readState(stateDir)!.clusters.find((c) => c.name === 'm1')!.meshEtcdUrl;
   const caPem = () => readFileSync(meshPki(statePaths(stateDir).cluster('m1')).ca, 'utf8');
   const attempt = async (tls?: { certPem: string; keyPem: string }) => {
-    const client = tls ? connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: caPem(), ...tls }, callTimeoutMs: 3_000 }) : connectMeshEtcd({ endpoints: [endpoint()], callTimeoutMs: 3_000 });
+    const client = tls ? connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: caPem(), ...tls }, callTimeoutMs: 3_000, serverName: meshEtcdServerName('m1') }) : connectMeshEtcd({ endpoints: [endpoint()], callTimeoutMs: 3_000 });
     try {
       return await client.get(keys.config('m1')).string();
     } finally {
@@ -289,7 +293,7 @@ describe('mesh etcd transport security', () => {
 
   it("lets a peer's identity read only the export prefix, never write", async () => {
     const secret = await new KubeSecrets(new KubeRest(kubeconfig('m3'))).get(remoteSecretName('m1'));
-    const client = connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: secret!['ca.crt']!, certPem: secret!['tls.crt']!, keyPem: secret!['tls.key']! }, callTimeoutMs: 3_000 });
+    const client = connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: secret!['ca.crt']!, certPem: secret!['tls.crt']!, keyPem: secret!['tls.key']! }, callTimeoutMs: 3_000, serverName: meshEtcdServerName('m1') });
     try {
       expect(await client.get(keys.config('m1')).string()).toContain('"id":51');
       await expect(client.getAll().prefix(cachePrefix('m3')).keys()).rejects.toThrow(/permission denied/i);

@@ -10,6 +10,7 @@ import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../mesh/kube/rest.js';
 import { keys } from '../../mesh/schema/keys.js';
+import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { NodeCaClient } from '../../mesh/node-ca/client.js';
 import { newKeyAndCsr } from '../../mtls/x509.js';
@@ -86,7 +87,7 @@ describe('workload identities across clusters', () => {
     const state = readState(stateDir)!.clusters.find((c) => c.name === EAST)!;
     const nodes = (await east.get<{ items: V1Node[] }>('/api/v1/nodes')).items.map((n) => n.metadata!.name!).sort();
     const [self, other] = [nodes.find((n) => n.endsWith('-node-1'))!, nodes.find((n) => n.endsWith('-node-2'))!];
-    const agentEtcd = connectMeshEtcd({ endpoints: [state.meshEtcdUrl], caFile: join(statePaths(stateDir).cluster(EAST), 'mesh-pki', 'ca.crt'), certFile: join(dir, 'node.crt'), keyFile: join(dir, 'node.key') });
+    const agentEtcd = connectMeshEtcd({ endpoints: [state.meshEtcdUrl], caFile: join(statePaths(stateDir).cluster(EAST), 'mesh-pki', 'ca.crt'), certFile: join(dir, 'node.crt'), keyFile: join(dir, 'node.key'), serverName: meshEtcdServerName(EAST) });
     const root = meshEtcd(stateDir, EAST);
     try {
       // What it needs: bundles, the node CA endpoint, services, remotes' caches; and its own view.

@@ -29,4 +29,9 @@ describe('global service annotations', () => {
       expect(r.error.startsWith(name)).toBe(true);
     }
   });
+  it('says whether the service is global when the error is in another annotation (a typo there is not a withdrawal)', () => {
+    expect(parseGlobalAnnotations({ 'skein.io/global': 'ture' })).not.toHaveProperty('global');
+    expect(parseGlobalAnnotations({ 'skein.io/global': 'true', 'skein.io/affinity': 'locl' })).toMatchObject({ ok: false, global: true });
+    expect(parseGlobalAnnotations({ 'skein.io/affinity': 'locl' })).toMatchObject({ ok: false, global: false });
+  });
 });

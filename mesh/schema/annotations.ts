@@ -14,7 +14,10 @@ export interface GlobalSpec {
   affinity: Affinity;
 }
 
-export type AnnotationResult = { ok: true; spec: GlobalSpec } | { ok: false; annotation: string; error: string };
+export type AnnotationResult =
+  | { ok: true; spec: GlobalSpec }
+  /** `global`: the global annotation's own value when it is valid and the error is in another (undefined: it is the bad one). */
+  | { ok: false; annotation: string; error: string; global?: boolean };
 
 /** Quoted and joined for an error message: "a", "b" or "c". */
 function choices(allowed: readonly string[]): string {
@@ -40,9 +43,10 @@ export function parseGlobalAnnotations(annotations: Record<string, string> | und
   const a = annotations ?? {};
   const global = read(a, ALIASES.global, BOOL, 'false');
   if (!global.ok) return global;
+  const isGlobal = global.value === 'true';
   const shared = read(a, ALIASES.shared, BOOL, 'true');
-  if (!shared.ok) return shared;
+  if (!shared.ok) return { ...shared, global: isGlobal };
   const affinity = read(a, ALIASES.affinity, ['local', 'remote', 'none'] as const, 'none');
-  if (!affinity.ok) return affinity;
-  return { ok: true, spec: { global: global.value === 'true', shared: shared.value === 'true', affinity: affinity.value } };
+  if (!affinity.ok) return { ...affinity, global: isGlobal };
+  return { ok: true, spec: { global: isGlobal, shared: shared.value === 'true', affinity: affinity.value } };
 }

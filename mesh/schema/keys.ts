@@ -15,6 +15,7 @@
 //   /skein/v1/local/<cluster>/agents/<node>                   (what each node agent has programmed, on its lease)
 //   /skein/v1/local/<cluster>/bundles/<trust domain>          (trust bundles agents serve: own + connected peers')
 //   /skein/v1/local/<cluster>/node-ca                         (where agents ask for workload SVIDs)
+//   /skein/v1/local/<cluster>/compact-revision                (which apiserver compacts next, and to where)
 //   /skein/v1/cache/<remote>/...                               (sync/: the remote's export, mirrored)
 //   /skein/v1/sync/<remote>/status                            (sync/: the remote's health, for agents)
 //   /skein/v1/credentials/<issuer>/<peer>                     (a peer's renewed read identity, that peer only)
@@ -50,6 +51,8 @@ export const keys = {
   bundle: (c: string, trustDomain: string) => `${localPrefix(c)}bundles/${trustDomain}`,
   bundlesPrefix: (c: string) => `${localPrefix(c)}bundles/`,
   nodeCa: (c: string) => `${localPrefix(c)}node-ca`,
+  /** Its version is the compactors' logical clock (apiserver/mesh-maintenance.ts); read by no peer or agent. */
+  compactRevision: (c: string) => `${localPrefix(c)}compact-revision`,
   /** A remote's sync health as this cluster's apiserver sees it (what agents act on). */
   syncStatus: (remote: string) => `${SYNC_STATUS_ROOT}${remote}/status`,
   /** A peer's renewed read identity, issued by `issuer`, readable by that peer alone. */

@@ -101,6 +101,25 @@ export const AgentView = z.object({
   /** Frontend (PROTO/ip:port) → its active backends (ip:port); the first AGENT_VIEW_MAX only. */
   programmed: z.record(z.string(), z.array(z.string())),
   truncated: z.boolean(),
+  /**
+   * Frontend → why the datapath refused it (the first AGENT_VIEW_MAX; `failures` counts all). Such a frontend
+   * keeps what it had before and is retried on its own. Optional: older agents do not publish it.
+   */
+  failing: z
+    .record(
+      z.string(),
+      z.object({
+        /** namespace/name; '' for a leftover frontend whose removal failed. */
+        service: z.string(),
+        /** too-many-backends, map-full, bad-address, kernel, error: open-ended so a newer agent's reason still parses. */
+        reason: z.string(),
+        error: z.string(),
+        since: z.string().datetime(),
+        attempts: z.number().int().min(1),
+      }),
+    )
+    .optional(),
+  failures: z.number().int().min(0).optional(),
 });
 export type AgentView = z.infer<typeof AgentView>;
 export const AGENT_VIEW_MAX = 500;

@@ -3,7 +3,8 @@
 // made here and never leave the node; the apiserver's node CA signs them. Each SVID is renewed at half its
 // lifetime and pushed to the streams of its pod.
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { openWatch, type MeshWatch } from '../../../mesh/etcd-watch.js';
 import type { JSONWebKeySet } from 'jose';
 import { startInformer, type RunningInformer } from '../../../mesh/kube/informer.js';
 import { retryUntilDone } from '../../../mesh/backoff.js';
@@ -41,7 +42,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private readonly podListeners = new Map<string, Set<() => void>>();
   private readonly bundleListeners = new Set<() => void>();
   private informer?: RunningInformer<Pod>;
-  private watcher?: Watcher;
+  private watch?: MeshWatch;
   private nodeCa?: { endpoint: string; client: NodeCaClient };
   private endpoint?: string;
   readonly stats = { issued: 0, renewed: 0, refusedBundles: 0 };
@@ -72,13 +73,26 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     await this.informer.synced;
   }
 
+  /**
+   * Lists the bundles, then watches from that revision. A watch the server cancels (its start revision was
+   * compacted while the agent was cut off) ends in a fresh listing: bundles gone meanwhile are dropped.
+   */
   private async followBundles(): Promise<void> {
     const prefix = keys.bundlesPrefix(this.o.cluster);
     const current = await this.o.etcd.getAll().prefix(prefix).exec();
-    const watcher = await this.o.etcd.watch().prefix(prefix).startRevision(String(Number(current.header.revision) + 1)).create();
-    this.watcher = watcher;
-    watcher.on('put', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString()));
-    watcher.on('delete', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), undefined));
+    const watch = await openWatch(this.o.etcd, { prefix }, Number(current.header.revision) + 1);
+    const previous = this.watch;
+    this.watch = watch;
+    await previous?.cancel();
+    watch.watcher.on('put', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString()));
+    watch.watcher.on('delete', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), undefined));
+    watch.watcher.on('error', (err) => {
+      if (this.watch !== watch) return;
+      this.o.log.warn({ err: err.message }, 'trust bundle watch ended; listing again');
+      void retryUntilDone('following the trust bundles in the mesh etcd', () => this.followBundles(), this.o.log);
+    });
+    const listed = new Set(current.kvs.map((kv) => kv.key.toString().slice(prefix.length)));
+    for (const td of [...this.bundles.keys()]) if (!listed.has(td)) await this.onBundle(td, undefined);
     for (const kv of current.kvs) await this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString());
   }
 
@@ -209,7 +223,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
 
   async stop(): Promise<void> {
     for (const s of this.svids.values()) clearTimeout(s.timer);
-    await this.watcher?.cancel().catch(() => {});
+    await this.watch?.cancel();
     await this.informer?.stop();
     this.nodeCa?.client.close();
   }

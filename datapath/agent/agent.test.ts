@@ -1,0 +1,230 @@
+import { EventEmitter } from 'node:events';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Etcd3 } from 'etcd3';
+import { keys } from '../../mesh/schema/keys.js';
+import { AgentView, decodeJson, type GlobalService } from '../../mesh/schema/values.js';
+import { ProgramError, SocketLb, type BackendAddr, type Frontend, type Programmed, type ServiceProgrammer } from '../socket-lb.js';
+import { FakeBpfMaps } from '../test-fakes.js';
+import { NodeAgent } from './agent.js';
+import { MergedView } from './merged-view.js';
+
+const CLUSTER = 'east';
+const vip = (n: number) => `100.64.0.${n}`;
+const name = (f: Frontend) => `${f.proto}/${f.ip}:${f.port}`;
+
+/** A local global service `default/<svc>` on vip(n):80 with `count` ready backends. */
+function service(svc: string, n: number, count: number): GlobalService {
+  return {
+    cluster: CLUSTER,
+    namespace: 'default',
+    name: svc,
+    shared: true,
+    affinity: 'local',
+    clusterIps: [vip(n)],
+    ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    backends: Array.from({ length: count }, (_, i) => ({ ip: `10.${n}.${(i >> 8) & 255}.${i & 255}`, ports: { http: { port: 8080, protocol: 'TCP' as const } }, ready: true, serving: true, terminating: false })),
+  };
+}
+
+/** An in-memory SocketLb: holds at most `room` backend slots in all, refusing more as a full map would. */
+class FakeLb implements ServiceProgrammer {
+  readonly programmed = new Map<string, string[]>();
+  readonly calls: string[] = [];
+  /** Frontend → what its next setService throws (until removed). */
+  readonly refuse = new Map<string, () => Error>();
+  constructor(public room = Infinity) {}
+  adopt(): Programmed[] {
+    return [];
+  }
+  setService(f: Frontend, backends: BackendAddr[]): void {
+    const k = name(f);
+    this.calls.push(k);
+    const refusal = this.refuse.get(k);
+    if (refusal) throw refusal();
+    const used = [...this.programmed].reduce((n, [other, b]) => n + (other === k ? 0 : b.length), 0);
+    if (used + backends.length > this.room) throw new ProgramError('map-full', `${k} needs ${backends.length} slots, ${this.room - used} left`);
+    if (backends.length) this.programmed.set(k, backends.map((b) => `${b.ip}:${b.port}`));
+    else this.programmed.delete(k);
+  }
+  deleteService(f: Frontend): void {
+    this.setService(f, []);
+  }
+  attempts(k: string): number {
+    return this.calls.filter((c) => c === k).length;
+  }
+}
+
+/** The etcd3 the agent uses once it has its view: watches (to feed changes) and a lease for its view. */
+class FakeEtcd {
+  readonly watchers: (EventEmitter & { cancel: () => Promise<void> })[] = [];
+  readonly views: AgentView[] = [];
+  watch() {
+    const b = {
+      prefix: () => b,
+      startRevision: () => b,
+      create: async () => {
+        const w = Object.assign(new EventEmitter(), { cancel: async () => undefined });
+        this.watchers.push(w);
+        return w;
+      },
+    };
+    return b;
+  }
+  lease() {
+    const lease = Object.assign(new EventEmitter(), {
+      put: (key: string) => ({
+        value: async (v: string) => {
+          expect(key).toBe(keys.agent(CLUSTER, 'node-1'));
+          this.views.push(decodeJson(AgentView, v)!);
+        },
+      }),
+      revoked: () => false,
+      revoke: async () => undefined,
+    });
+    return lease;
+  }
+  /** A change in the mesh etcd, as the agent's watch delivers it. */
+  emit(key: string, value?: unknown): void {
+    const kv = { key: Buffer.from(key), value: Buffer.from(value === undefined ? '' : JSON.stringify(value)) };
+    this.watchers[0]!.emit(value === undefined ? 'delete' : 'put', kv);
+  }
+  get lastView(): AgentView | undefined {
+    return this.views.at(-1);
+  }
+}
+
+const agents: NodeAgent[] = [];
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop();
+});
+
+async function startAgent(lb: ServiceProgrammer, services: GlobalService[]) {
+  const etcd = new FakeEtcd();
+  const view = new MergedView(CLUSTER);
+  for (const s of services) view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
+  const log = { warn: vi.fn(), info: vi.fn() };
+  const agent = new NodeAgent({
+    etcd: etcd as unknown as Etcd3,
+    cluster: CLUSTER,
+    node: 'node-1',
+    lb,
+    log,
+    loadView: async () => ({ view, revision: 1 }),
+    retry: { minMs: 20, maxMs: 100 },
+  });
+  agents.push(agent);
+  await agent.start();
+  const warnings = (frontend: string) => log.warn.mock.calls.filter(([o]) => (o as { frontend?: string }).frontend === frontend);
+  return { agent, etcd, log, warnings };
+}
+
+describe('NodeAgent isolation: one service the datapath refuses', () => {
+  it('does not stop the others; is reported, logged once, retried alone, and programmed once there is room', async () => {
+    const lb = new FakeLb(3);
+    // The big service comes first: the pass must go on past it.
+    const { agent, etcd, log, warnings } = await startAgent(lb, [service('big', 1, 5), service('b', 2, 1), service('c', 3, 1)]);
+    const big = `TCP/${vip(1)}:80`;
+    expect([...lb.programmed.keys()].sort()).toEqual([`TCP/${vip(2)}:80`, `TCP/${vip(3)}:80`]);
+    expect(agent.failures().get(big)).toMatchObject({ service: 'default/big', reason: 'map-full', attempts: 1, error: expect.stringContaining('needs 5 slots') });
+
+    // Retried on its own backoff, logged only once for the same error.
+    await vi.waitFor(() => expect(agent.failures().get(big)?.attempts).toBeGreaterThanOrEqual(3), { timeout: 5_000 });
+    expect(warnings(big)).toHaveLength(1);
+    expect(warnings(big)[0]![0]).toMatchObject({ service: 'default/big', reason: 'map-full' });
+
+    // Meanwhile another service's change is programmed at once, not after the failing one's backoff.
+    etcd.emit(keys.service(CLUSTER, 'default', 'c'), service('c', 3, 2));
+    await agent.idle();
+    expect(lb.programmed.get(`TCP/${vip(3)}:80`)).toHaveLength(2);
+
+    // Published in the node's view (what skein status --node shows).
+    await vi.waitFor(() => expect(etcd.lastView?.failing?.[big]).toMatchObject({ service: 'default/big', reason: 'map-full' }), { timeout: 5_000 });
+    expect(etcd.lastView).toMatchObject({ failures: 1, frontends: 2 });
+    expect(Object.keys(etcd.lastView!.programmed).sort()).toEqual([`TCP/${vip(2)}:80`, `TCP/${vip(3)}:80`]);
+
+    lb.room = 100;
+    await vi.waitFor(() => expect(lb.programmed.get(big)).toHaveLength(5), { timeout: 5_000 });
+    expect(agent.failures().size).toBe(0);
+    expect(log.info).toHaveBeenCalledWith(expect.objectContaining({ frontend: big, service: 'default/big' }), 'frontend programmed after failing');
+    await vi.waitFor(() => expect(etcd.lastView).toMatchObject({ failing: {}, failures: 0, frontends: 3 }), { timeout: 5_000 });
+  });
+
+  it('a full map still lets a service fail over: its slots take as many of the new backends as they hold', async () => {
+    const lb = new FakeLb(2);
+    const { agent, etcd } = await startAgent(lb, [service('a', 1, 1), service('b', 2, 1)]);
+    const a = `TCP/${vip(1)}:80`;
+    // Its one backend goes; three others (another cluster's, say) are ready: only one fits.
+    const moved = service('a', 1, 0);
+    moved.backends = ['10.9.0.1', '10.9.0.2', '10.9.0.3'].map((ip) => ({ ip, ports: { http: { port: 8080, protocol: 'TCP' as const } }, ready: true, serving: true, terminating: false }));
+    etcd.emit(keys.service(CLUSTER, 'default', 'a'), moved);
+    await agent.idle();
+    expect(lb.programmed.get(a)).toEqual(['10.9.0.1:8080']);
+    expect(agent.failures().get(a)).toMatchObject({ reason: 'map-full', error: expect.stringContaining('needs 3 slots') });
+    lb.room = 10;
+    await vi.waitFor(() => expect(lb.programmed.get(a)).toHaveLength(3), { timeout: 5_000 });
+    expect(agent.failures().size).toBe(0);
+  });
+
+  it('a bad value in one service (a RangeError, a bad address) does not stop the pass', async () => {
+    const lb = new FakeLb();
+    lb.refuse.set(`TCP/${vip(1)}:80`, () => new RangeError('The value of "value" is out of range. It must be >= 0 and <= 65535. Received 65536'));
+    lb.refuse.set(`TCP/${vip(2)}:80`, () => new ProgramError('bad-address', `TCP/${vip(2)}:80: backend 0: "10.0.0.256" is not an IPv4 address`));
+    const { agent } = await startAgent(lb, [service('range', 1, 1), service('bad', 2, 1), service('ok', 3, 1)]);
+    expect([...lb.programmed.keys()]).toEqual([`TCP/${vip(3)}:80`]);
+    expect(agent.failures().get(`TCP/${vip(1)}:80`)).toMatchObject({ reason: 'error', error: expect.stringContaining('out of range') });
+    expect(agent.failures().get(`TCP/${vip(2)}:80`)).toMatchObject({ reason: 'bad-address' });
+  });
+
+  it('forgets a failure when the service changes to something that fits, or goes', async () => {
+    const lb = new FakeLb(3);
+    const { agent, etcd } = await startAgent(lb, [service('big', 1, 5), service('gone', 2, 9)]);
+    expect(agent.failures().size).toBe(2);
+    etcd.emit(keys.service(CLUSTER, 'default', 'big'), service('big', 1, 3));
+    etcd.emit(keys.service(CLUSTER, 'default', 'gone'));
+    await agent.idle();
+    expect(agent.failures().size).toBe(0);
+    expect([...lb.programmed.keys()]).toEqual([`TCP/${vip(1)}:80`]);
+    // No retry of a service that is gone.
+    const calls = lb.attempts(`TCP/${vip(2)}:80`);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(lb.attempts(`TCP/${vip(2)}:80`)).toBe(calls);
+  });
+
+  it('retries a removal the datapath refused until the frontend is gone', async () => {
+    const lb = new FakeLb();
+    const { agent, etcd } = await startAgent(lb, [service('a', 1, 1)]);
+    const k = `TCP/${vip(1)}:80`;
+    lb.refuse.set(k, () => new ProgramError('kernel', `${k}: delete from skein_services: Operation not permitted (errno 1)`));
+    etcd.emit(keys.service(CLUSTER, 'default', 'a'));
+    await agent.idle();
+    expect(agent.failures().get(k)).toMatchObject({ service: '', reason: 'kernel' });
+    lb.refuse.delete(k);
+    await vi.waitFor(() => expect(lb.programmed.has(k)).toBe(false), { timeout: 5_000 });
+    expect(agent.failures().size).toBe(0);
+  });
+});
+
+describe('NodeAgent on SocketLb (in-memory maps)', () => {
+  it('refuses a frontend with more backends than a slot table holds as too-many-backends, and programs the rest', async () => {
+    const maps = new FakeBpfMaps();
+    const lb = new SocketLb(undefined, () => maps);
+    const { agent, warnings } = await startAgent(lb, [service('huge', 1, 0x10000), service('small', 2, 2)]);
+    const huge = `TCP/${vip(1)}:80`;
+    expect(maps.decode()).toEqual({ services: { [`TCP/${vip(2)}:80`]: ['10.2.0.0:8080', '10.2.0.1:8080'] }, problems: [] });
+    expect(agent.failures().get(huge)).toMatchObject({ service: 'default/huge', reason: 'too-many-backends', error: expect.stringContaining('at most 65535') });
+    expect(warnings(huge)[0]![0]).toMatchObject({ reason: 'too-many-backends' });
+  });
+
+  it('a full map refuses one service; the next one that fits is still programmed, and the first once room frees', async () => {
+    // Master + slots: 4 + 3 entries fit, the 6-backend service (7 entries) does not.
+    const maps = new FakeBpfMaps({ skein_services: 10, skein_backends: 100, skein_revnat: 1 });
+    const lb = new SocketLb(undefined, () => maps);
+    const { agent, etcd } = await startAgent(lb, [service('a', 1, 3), service('big', 2, 6), service('c', 3, 2)]);
+    expect(Object.keys(maps.decode().services).sort()).toEqual([`TCP/${vip(1)}:80`, `TCP/${vip(3)}:80`]);
+    expect(agent.failures().get(`TCP/${vip(2)}:80`)).toMatchObject({ reason: 'map-full', error: expect.stringMatching(/needs 7 more entries in BPF map skein_services, which holds [47] of 10/) });
+    etcd.emit(keys.service(CLUSTER, 'default', 'a'));
+    await vi.waitFor(() => expect(maps.decode().services[`TCP/${vip(2)}:80`]).toHaveLength(6), { timeout: 5_000 });
+    expect(maps.decode().problems).toEqual([]);
+    expect(agent.failures().size).toBe(0);
+  });
+});
