@@ -47,6 +47,9 @@ export class LeasedSyncStatus implements SyncStatusStore {
     // Between a loss and its replacement: the replacement puts every value, this one included.
     if (!lease) throw new Error('sync status lease lost; a new one is being granted');
     if (this.carried?.lease === lease && this.carried.values.get(remote) === value) return;
+    // What the lease carried is no longer what etcd holds once this is written: a later put of the carried
+    // value (fresh → stale → fresh) must be written, not skipped.
+    this.carried?.values.delete(remote);
     await lease.put(keys.syncStatus(remote)).value(value);
   }
 
