@@ -16,6 +16,11 @@ describe('apiserver configuration', () => {
     expect(parseConfig([...base, '--mesh-compaction-interval=0', '--mesh-defrag-min-free=1Gi'], {})).toMatchObject({ meshCompactionIntervalMs: 0, meshDefragMinFreeBytes: 1024 ** 3 });
     expect(parseConfig(base, { SKEIN_MESH_COMPACTION_INTERVAL: '60' }).meshCompactionIntervalMs).toBe(60_000);
   });
+  it('flags a silent remote stale after 2 s by default, whole seconds from the flag or SKEIN_REMOTE_STALE_AFTER', () => {
+    expect(parseConfig(base, {}).remoteStaleAfterMs).toBe(2_000);
+    expect(parseConfig([...base, '--remote-stale-after=1'], {}).remoteStaleAfterMs).toBe(1_000);
+    expect(parseConfig(base, { SKEIN_REMOTE_STALE_AFTER: '20' }).remoteStaleAfterMs).toBe(20_000);
+  });
   it('falls back to SKEIN_* environment variables', () => {
     expect(parseConfig([], { SKEIN_CLUSTER_NAME: 'west', SKEIN_CLUSTER_ID: '7', SKEIN_MESH_ETCD: 'https://a:1,https://b:2' })).toMatchObject({ clusterName: 'west', clusterId: 7, meshEtcd: ['https://a:1', 'https://b:2'] });
   });

@@ -20,7 +20,10 @@ export const ApiserverConfig = z.object({
   meshEtcdKey: z.string().optional(),
   /** The endpoint peers use to reach this cluster's mesh etcd (default: the first --mesh-etcd). */
   meshAdvertise: z.string().regex(/^https?:\/\/[^/\s]+$/, '--mesh-advertise must be a URL such as https://203.0.113.7:2379').optional(),
-  /** A remote whose heartbeat is older than this is flagged stale (its state kept). */
+  /**
+   * A remote whose heartbeat has not advanced for this long is flagged stale (its state kept; its backends
+   * leave the active sets while fresh ones can serve). Default 2 s; at least 1 s (two of its 500 ms beats).
+   */
   remoteStaleAfterMs: z.number({ error: SECONDS_HINT }).int().min(1000, '--remote-stale-after must be at least 1 second'),
   /** A stale remote's cached state is removed after this long (0: kept until it returns or is disconnected). */
   remoteRemoveAfterMs: z.number({ error: SECONDS_HINT }).int().min(0),
@@ -129,7 +132,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     },
   });
   const idText = values['cluster-id'] ?? env.SKEIN_CLUSTER_ID;
-  const staleText = values['remote-stale-after'] ?? env.SKEIN_REMOTE_STALE_AFTER ?? '20';
+  // 2 s: four of a peer's 500 ms heartbeats missed (apiserver/export/presence.ts), judged on this clock.
+  const staleText = values['remote-stale-after'] ?? env.SKEIN_REMOTE_STALE_AFTER ?? '2';
   const removeText = values['remote-remove-after'] ?? env.SKEIN_REMOTE_REMOVE_AFTER ?? '0';
   const ttlText = values['remote-identity-ttl'] ?? env.SKEIN_REMOTE_IDENTITY_TTL ?? '86400';
   const meshTtlText = values['mesh-identity-ttl'] ?? env.SKEIN_MESH_IDENTITY_TTL ?? '3600';

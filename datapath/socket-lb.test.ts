@@ -68,7 +68,7 @@ describe('SocketLb on in-memory maps', () => {
   it('programs master and slots, and reads its limits from the maps', () => {
     const maps = new FakeBpfMaps({ skein_services: 32, skein_backends: 16, skein_revnat: 16 });
     const lb = lbOn(maps);
-    expect(lb.limits).toEqual({ servicesMapEntries: 32, backendsMapEntries: 16, maxBackendsPerFrontend: 0xffff });
+    expect(lb.limits).toEqual({ servicesMapEntries: 32, backendsMapEntries: 16, maxBackendsPerFrontend: 0xffff, healthMapEntries: 65_536 });
     lb.setService(F, bes(1, 3));
     expect(maps.decode()).toEqual({ services: { 'TCP/100.64.0.10:80': ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'] }, problems: [] });
     expect(lb.usage()).toEqual({ servicesMapEntries: 4, backendsMapEntries: 3 });
@@ -76,7 +76,7 @@ describe('SocketLb on in-memory maps', () => {
     expect(maps.decode().services).toEqual({ 'TCP/100.64.0.10:80': ['10.0.0.2:8080'] });
     expect(lb.usage()).toEqual({ servicesMapEntries: 2, backendsMapEntries: 1 });
     lb.deleteService(F);
-    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {} });
+    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {} });
     expect(lb.usage()).toEqual({ servicesMapEntries: 0, backendsMapEntries: 0 });
   });
 
@@ -141,7 +141,7 @@ describe('SocketLb on in-memory maps', () => {
     const lb = lbOn(maps);
     maps.insertsLeft = 4; // 2 backends, 2 slots, not the master
     expect(refusal(() => lb.setService(F, bes(1, 2))).reason).toBe('map-full');
-    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {} });
+    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {} });
     expect(lb.usage()).toEqual({ servicesMapEntries: 0, backendsMapEntries: 0 });
   });
 
@@ -180,5 +180,29 @@ describe('SocketLb on in-memory maps', () => {
     second.setService({ ...F, port: 81 }, [be(7)]);
     expect(maps.snapshot().skein_backends![Buffer.from([100, 0, 0, 0]).toString('hex')]).toBeDefined();
     expect(maps.decode().problems).toEqual([]);
+  });
+});
+
+describe('weights by repetition (spillover, datapath/agent/spillover.ts)', () => {
+  it('takes a backend listed several times as that many slots, one skein_backends entry, released once no slot uses it', () => {
+    const maps = new FakeBpfMaps({ skein_services: 32, skein_backends: 16, skein_revnat: 16 });
+    const lb = lbOn(maps);
+    const [a, b] = [be(1), be(2)];
+    lb.setService(F, [a, a, a, b]);
+    expect(maps.decode()).toEqual({ services: { 'TCP/100.64.0.10:80': ['10.0.0.1:8080', '10.0.0.1:8080', '10.0.0.1:8080', '10.0.0.2:8080'] }, problems: [] });
+    expect(lb.usage()).toEqual({ servicesMapEntries: 5, backendsMapEntries: 2 });
+    expect(lb.activeCount(F)).toBe(4);
+
+    // A restarted agent adopts the weights, counting every slot's use.
+    const adopted = lbOn(maps);
+    expect(adopted.adopt()).toEqual([{ frontend: F, backends: [a, a, a, b] }]);
+    adopted.setService(F, [a, b, b]);
+    expect(maps.decode().services).toEqual({ 'TCP/100.64.0.10:80': ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.2:8080'] });
+    expect(adopted.usage()).toEqual({ servicesMapEntries: 4, backendsMapEntries: 2 });
+    adopted.setService(F, [b]);
+    expect(adopted.usage()).toEqual({ servicesMapEntries: 2, backendsMapEntries: 1 });
+    adopted.deleteService(F);
+    expect(adopted.usage()).toEqual({ servicesMapEntries: 0, backendsMapEntries: 0 });
+    expect(maps.decode()).toEqual({ services: {}, problems: [] });
   });
 });

@@ -5,7 +5,8 @@
 // programmed (too many backends, a full map, a bad address) is refused with a ProgramError before any map
 // is touched where that can be known, and otherwise rolled back, so its previous programming stays whole.
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { sourceDir } from '../mtls/source-dir.js';
 
@@ -30,6 +31,10 @@ export interface NativeBpfObject {
   lookup(map: string, key: Buffer): Buffer | null;
   remove(map: string, key: Buffer): boolean;
   keys(map: string): Buffer[];
+  /** Every [key, value] of a map, walked in one native call. */
+  entries(map: string): [Buffer, Buffer][];
+  /** Swaps the program of a pinned link in place (the hook is never detached). */
+  replaceLink(pinPath: string, program: string): void;
   maxEntries(map: string): number;
   close(): void;
 }
@@ -55,6 +60,11 @@ export const SOCK_LB_LIMITS = {
   backendsMapEntries: 262_144,
   /** struct svc_key's slot is a __u16 and slot 0 is the master: slots 1..65535. */
   maxBackendsPerFrontend: 0xffff,
+  /**
+   * skein_health: one entry per backend address and protocol this node's sockets used (an LRU map: when full,
+   * the least recently used entry makes room, so health counting never refuses a connect).
+   */
+  healthMapEntries: 65_536,
 } as const;
 
 export type ProgramErrorReason = 'too-many-backends' | 'map-full' | 'bad-address' | 'kernel';
@@ -131,7 +141,97 @@ export interface Programmed {
   backends: BackendAddr[];
 }
 
-const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4'] as const;
+const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops'] as const;
+
+/** What the datapath saw of one backend (struct health of bpf/sock_lb.c); times in ms of CLOCK_MONOTONIC. */
+export interface BackendHealth {
+  /** PROTO/ip:port */
+  backend: string;
+  proto: 'TCP' | 'UDP';
+  /** TCP: connects established; UDP: datagrams received from it. */
+  successes: number;
+  /** TCP: SYN timeouts and connects that ended in SYN_SENT (refused, reset, given up). */
+  failures: number;
+  /** TCP: failures since the last success. */
+  consecutive: number;
+  lastSuccessMs: number;
+  lastFailureMs: number;
+  /** UDP: datagrams sent to it, and those since the last one received (the first of them at firstUnansweredMs). */
+  sent: number;
+  unanswered: number;
+  firstUnansweredMs: number;
+  lastSentMs: number;
+}
+
+/** The health map's key as the agent names a backend: PROTO/ip:port. */
+export const healthKey = (proto: 'TCP' | 'UDP', b: BackendAddr) => `${proto}/${b.ip}:${b.port}`;
+
+/** struct health_key: addr(4, net order) port(2, net order) proto(1) pad(1) */
+function healthKeyBytes(key: string): Buffer {
+  const m = /^(TCP|UDP)\/([\d.]+):(\d+)$/.exec(key);
+  if (!m) throw new Error(`"${key}" is not a backend key (PROTO/ip:port)`);
+  const k = Buffer.alloc(8);
+  ipBytes(m[2]!).copy(k, 0);
+  portBytes(Number(m[3])).copy(k, 4);
+  k[6] = m[1] === 'TCP' ? 6 : 17;
+  return k;
+}
+
+/** struct health: nine __u64 (host order); nanoseconds become milliseconds. */
+function decodeHealth(k: Buffer, v: Buffer): BackendHealth {
+  const u = (i: number) => Number(v.readBigUInt64LE(i * 8));
+  const ms = (i: number) => Number(v.readBigUInt64LE(i * 8) / 1000n) / 1000;
+  const proto = k[6] === 6 ? 'TCP' : 'UDP';
+  return {
+    backend: `${proto}/${[...k.subarray(0, 4)].join('.')}:${k.readUInt16BE(4)}`,
+    proto,
+    successes: u(0),
+    failures: u(1),
+    consecutive: u(2),
+    lastSuccessMs: ms(3),
+    lastFailureMs: ms(4),
+    sent: u(5),
+    unanswered: u(6),
+    firstUnansweredMs: ms(7),
+    lastSentMs: ms(8),
+  };
+}
+
+/** Milliseconds of CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (and of libuv's hrtime). */
+export const monotonicMs = () => Number(process.hrtime.bigint() / 1000n) / 1000;
+
+/**
+ * The kernel's tick rate (CONFIG_HZ), which BPF_SOCK_OPS_TIMEOUT_INIT answers in (jiffies): from the kernel's
+ * config (/proc/config.gz, /boot/config-<release>), else measured from /proc/timer_list, else 250 (Debian's).
+ */
+export function kernelHz(): number {
+  const fromConfig = (text: string) => Number(/^CONFIG_HZ=(\d+)$/m.exec(text)?.[1]) || undefined;
+  try {
+    const hz = fromConfig(gunzipSync(readFileSync('/proc/config.gz')).toString());
+    if (hz) return hz;
+  } catch {
+    // not built with IKCONFIG_PROC
+  }
+  try {
+    const release = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+    const hz = fromConfig(readFileSync(`/boot/config-${release}`, 'utf8'));
+    if (hz) return hz;
+  } catch {
+    // no config installed
+  }
+  try {
+    const sample = () => ({ j: Number(/^jiffies: (\d+)$/m.exec(readFileSync('/proc/timer_list', 'utf8'))?.[1]), t: monotonicMs() });
+    const a = sample();
+    const until = a.t + 200;
+    while (monotonicMs() < until); // a one-off 200 ms measurement at start
+    const b = sample();
+    const measured = ((b.j - a.j) * 1000) / (b.t - a.t);
+    if (Number.isFinite(measured) && measured > 0) return [100, 250, 300, 1000].reduce((best, hz) => (Math.abs(hz - measured) < Math.abs(best - measured) ? hz : best));
+  } catch {
+    // no timer_list
+  }
+  return 250;
+}
 
 function ipBytes(ip: string): Buffer {
   const parts = ip.split('.').map(Number);
@@ -190,7 +290,7 @@ export class SocketLb {
   /** Entries of skein_services written through this object (masters + slots), to refuse what cannot fit. */
   private serviceEntries = 0;
   /** The limits of the maps as loaded (a reused pin keeps the size it was created with). */
-  readonly limits: { servicesMapEntries: number; backendsMapEntries: number; maxBackendsPerFrontend: number };
+  readonly limits: { servicesMapEntries: number; backendsMapEntries: number; maxBackendsPerFrontend: number; healthMapEntries: number };
 
   /**
    * With `pinDir`, maps are pinned there and reused: a restarted agent adopts what the kernel still uses.
@@ -203,17 +303,22 @@ export class SocketLb {
       servicesMapEntries: this.obj.maxEntries('skein_services'),
       backendsMapEntries: this.obj.maxEntries('skein_backends'),
       maxBackendsPerFrontend: SOCK_LB_LIMITS.maxBackendsPerFrontend,
+      healthMapEntries: this.obj.maxEntries('skein_health'),
     };
   }
 
   /**
-   * Attaches all four programs to a cgroup v2 directory (they apply to every process below it). With
-   * `linkPinDir`, links are pinned there; programs whose pinned link already exists (an earlier run of the
-   * agent) are left attached as they are: they use the same pinned maps this object adopted.
+   * Attaches all five programs (the four sock_addr hooks and sockops) to a cgroup v2 directory (they apply to
+   * every process below it). With `linkPinDir`, links are pinned there; a program whose pinned link already
+   * exists (an earlier run of the agent) is swapped into that link in place, so an upgraded agent's programs
+   * take over without a moment detached; they use the same pinned maps this object adopted.
    */
   attach(cgroup: string, linkPinDir?: string): void {
     for (const p of PROGRAMS) {
-      if (linkPinDir && existsSync(join(linkPinDir, p))) continue;
+      if (linkPinDir && existsSync(join(linkPinDir, p))) {
+        this.obj.replaceLink(join(linkPinDir, p), p);
+        continue;
+      }
       const id = this.obj.attachCgroup(p, cgroup);
       if (linkPinDir) {
         mkdirSync(linkPinDir, { recursive: true });
@@ -399,6 +504,34 @@ export class SocketLb {
 
   deleteService(frontend: Frontend): void {
     this.setService(frontend, []);
+  }
+
+  /** Every backend's health as the datapath counted it (skein_health), by PROTO/ip:port. */
+  readHealth(): Map<string, BackendHealth> {
+    const out = new Map<string, BackendHealth>();
+    for (const [k, v] of this.obj.entries('skein_health')) {
+      const h = decodeHealth(k, v);
+      out.set(h.backend, h);
+    }
+    return out;
+  }
+
+  /** Drops a backend's health entry (one no frontend uses any more); false when there was none. */
+  forgetHealth(key: string): boolean {
+    return this.obj.remove('skein_health', healthKeyBytes(key));
+  }
+
+  /**
+   * The initial SYN retransmission timeout of connects the LB rewrites, in ms (0: the kernel's 1 s). The
+   * kernel takes it in jiffies: rounded up to whole ticks of `hz` (CONFIG_HZ).
+   */
+  setSynRto(ms: number, hz: number = kernelHz()): number {
+    if (!Number.isInteger(ms) || ms < 0 || ms > 120_000) throw new Error(`SYN RTO ${ms} ms is out of range (0-120000)`);
+    const jiffies = ms === 0 ? 0 : Math.max(1, Math.ceil((ms * hz) / 1000));
+    const v = Buffer.alloc(8);
+    v.writeUInt32LE(jiffies, 0);
+    this.obj.update('skein_config', u32(0), v);
+    return jiffies;
   }
 
   /** The active backend count the datapath sees for a frontend (0: not programmed). */

@@ -11,8 +11,11 @@ export class FakeBpfMaps implements NativeBpfObject {
   /** When it returns an error for a write, that write throws it (a refusal the sizes alone cannot cause). */
   failUpdate?: (map: string, key: Buffer) => Error | undefined;
 
-  constructor(readonly sizes: Record<string, number> = { skein_services: 262_144, skein_backends: 262_144, skein_revnat: 262_144 }) {
-    for (const name of Object.keys(sizes)) this.store.set(name, new Map());
+  readonly sizes: Record<string, number>;
+
+  constructor(sizes: Record<string, number> = { skein_services: 262_144, skein_backends: 262_144, skein_revnat: 262_144 }) {
+    this.sizes = { skein_health: 65_536, skein_config: 1, ...sizes };
+    for (const name of Object.keys(this.sizes)) this.store.set(name, new Map());
   }
 
   private map(name: string): Map<string, Buffer> {
@@ -22,7 +25,7 @@ export class FakeBpfMaps implements NativeBpfObject {
   }
 
   programs(): string[] {
-    return ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4'];
+    return ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops'];
   }
   maps(): string[] {
     return [...this.store.keys()];
@@ -57,6 +60,12 @@ export class FakeBpfMaps implements NativeBpfObject {
   }
   keys(map: string): Buffer[] {
     return [...this.map(map).keys()].map((k) => Buffer.from(k, 'hex'));
+  }
+  entries(map: string): [Buffer, Buffer][] {
+    return [...this.map(map)].map(([k, v]) => [Buffer.from(k, 'hex'), Buffer.from(v)]);
+  }
+  replaceLink(): void {
+    // nothing is pinned in memory
   }
   maxEntries(map: string): number {
     this.map(map);

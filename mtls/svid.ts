@@ -5,7 +5,8 @@ import 'reflect-metadata'; // before @peculiar/x509, whichever module is loaded 
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { createLocalJWKSet, decodeJwt, exportJWK, importPKCS8, jwtVerify, SignJWT, type JSONWebKeySet, type JWTPayload } from 'jose';
 import * as x509 from '@peculiar/x509';
-import { csrPublicKey, signLeaf, type PemPair } from './x509.js';
+import { caTrustDomain, issueSvidDer, readCsr } from './svid-der.js';
+import type { PemPair } from './x509.js';
 
 const DEFAULT_SVID_TTL_MS = 3600_000;
 const DEFAULT_JWT_TTL_MS = 300_000;
@@ -25,12 +26,24 @@ function trustDomainOfId(spiffeId: string): string {
   return m[1]!;
 }
 
-/** Signs an X.509-SVID for the CSR's key. */
+/**
+ * Signs an X.509-SVID for the CSR's key, on the native path (svid-der.ts). The ID is the CA's to give: a CSR
+ * may request a subjectAltName only if it is that one URI; the ID must have a path (a leaf names a
+ * workload, not its trust domain) and lie in the CA's trust domain when the CA names one.
+ */
 export async function signX509Svid(ca: PemPair, opts: { spiffeId: string; csrDer: Uint8Array; ttlMs?: number }): Promise<{ certDer: Buffer; expiresAt: Date }> {
-  trustDomainOfId(opts.spiffeId);
-  const publicKey = await csrPublicKey(opts.csrDer);
-  const cert = await signLeaf(ca, { uris: [opts.spiffeId], usage: 'both', ttlMs: opts.ttlMs ?? DEFAULT_SVID_TTL_MS }, publicKey);
-  return { certDer: Buffer.from(cert.rawData), expiresAt: cert.notAfter };
+  const td = trustDomainOfId(opts.spiffeId);
+  if (opts.spiffeId === `spiffe://${td}` || opts.spiffeId === `spiffe://${td}/`) throw new Error(`a leaf SVID's SPIFFE ID has a path; ${opts.spiffeId} has none`);
+  const caTd = caTrustDomain(ca);
+  if (caTd !== undefined && caTd !== td) throw new Error(`${opts.spiffeId} is not in the CA's trust domain ${caTd}`);
+  const csr = readCsr(opts.csrDer);
+  if (csr.requestedSan) {
+    const { uris, others } = csr.requestedSan;
+    if (uris.length + others !== 1 || uris[0] !== opts.spiffeId) {
+      throw new Error(`csr: requests the subjectAltName ${uris.length} URI(s) [${uris.join(', ')}] and ${others} other name(s); an X.509-SVID has exactly one URI SAN, ${opts.spiffeId} (leave it out of the CSR or request exactly that)`);
+    }
+  }
+  return issueSvidDer(ca, opts.spiffeId, csr.point, opts.ttlMs ?? DEFAULT_SVID_TTL_MS);
 }
 
 /** The SPIFFE rules an X.509-SVID leaf must meet; returns its SPIFFE ID or throws naming the rule broken. */

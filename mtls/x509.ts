@@ -1,6 +1,7 @@
 // X.509 issuance on Node's WebCrypto through @peculiar/x509: ECDSA P-256 by default (node-forge signs only
-// RSA). Used for every certificate Skein makes: the local test bed's Kubernetes PKI, the mesh etcd's
-// transport identities and workload SVIDs.
+// RSA). Used for the certificates Skein makes rarely: CAs, the local test bed's Kubernetes PKI and the mesh
+// etcd's transport identities. Workload SVIDs, made per pod and renewed at half-life, and their CSRs take
+// the native DER path of svid-der.ts.
 import 'reflect-metadata';
 import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
@@ -109,10 +110,10 @@ export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<Pem
 }
 
 /**
- * Signs a leaf for a public key someone else holds the private key of (a CSR's). Never outlives the CA:
- * a certificate valid past its issuer would fail verification anyway, later and more confusingly.
+ * Signs a leaf for `publicKey`. Never outlives the CA: a certificate valid past its issuer would fail
+ * verification anyway, later and more confusingly.
  */
-export async function signLeaf(ca: PemPair, spec: CertSpec, publicKey: CryptoKey | x509.PublicKey): Promise<x509.X509Certificate> {
+async function signLeaf(ca: PemPair, spec: CertSpec, publicKey: CryptoKey): Promise<x509.X509Certificate> {
   const { cert: caCert, key: caKey } = await loadedCA(ca);
   const now = Date.now();
   if (caCert.notAfter.getTime() <= now) throw new Error(`the CA certificate "${caCert.subject}" expired at ${caCert.notAfter.toISOString()}: rotate the cluster CA (delete Secret skein-system/skein-ca and reconnect peers)`);
@@ -146,26 +147,8 @@ export async function signLeaf(ca: PemPair, spec: CertSpec, publicKey: CryptoKey
   });
 }
 
-/** A new P-256 key and a CSR for it (the key never leaves the node that asks). */
-export async function newKeyAndCsr(): Promise<{ keyPkcs8Der: Buffer; csrDer: Buffer }> {
-  const keys = await newKeyPair();
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: EC_P256 });
-  return { keyPkcs8Der: Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), csrDer: Buffer.from(csr.rawData) };
-}
-
-/** The public key of a CSR whose self-signature verifies; only ECDSA P-256 is accepted. */
-export async function csrPublicKey(csrDer: Uint8Array): Promise<x509.PublicKey> {
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(csrDer);
-  } catch (err) {
-    throw new Error(`csr: not a DER PKCS#10 request (${(err as Error).message})`, { cause: err });
-  }
-  const alg = csr.publicKey.algorithm as { name?: string; namedCurve?: string };
-  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') throw new Error(`csr: key is ${alg.name}${alg.namedCurve ? ` ${alg.namedCurve}` : ''}; use ECDSA P-256`);
-  if (!(await csr.verify())) throw new Error('csr: its signature does not verify (the request was altered or signed by another key)');
-  return csr.publicKey;
-}
+// The node's side of an SVID lives with the CA's (svid-der.ts); its callers have always imported it from here.
+export { newKeyAndCsr } from './svid-der.js';
 
 /** The SPKI public key of a private key, as PEM (what kube-apiserver's --service-account-key-file takes). */
 export function publicKeyPem(keyPem: string): string {

@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cachePrefix, keys } from '../mesh/schema/keys.js';
 import { StateWriter } from '../mesh/state-writer.js';
 import { PeerHealth } from './peer-health.js';
@@ -8,7 +8,8 @@ import { MemoryKv, MemoryLeaseEtcd } from './test-fakes.js';
 const REMOTE = 'west';
 const T0 = Date.parse('2030-01-01T00:00:00Z');
 
-async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) {
+/** `timers`: the clock is vitest's fake Date.now, so timers (vi.useFakeTimers) and the clock move together. */
+async function setup({ timers, ...o }: { staleAfterMs?: number; removeAfterMs?: number; timers?: boolean } = {}) {
   const local = new MemoryKv();
   const etcd = new MemoryLeaseEtcd(local);
   const cache = new StateWriter(local);
@@ -28,7 +29,7 @@ async function setup(o: { staleAfterMs?: number; removeAfterMs?: number } = {}) 
     log,
     ...o,
     onRevived: () => revived++,
-    now: () => clock.now,
+    now: timers ? () => Date.now() : () => clock.now,
   });
   const status = (): unknown => {
     const raw = local.data.get(keys.syncStatus(REMOTE));
@@ -201,5 +202,126 @@ describe('PeerHealth', () => {
     await silent.cache.idle();
     expect(silent.health.stale).toBe(true);
     expect(silent.local.data.has(`${cachePrefix(REMOTE)}nodes/n1`)).toBe(true);
+  });
+
+  it('writes a value the first lease carried again after another was written (fresh, stale, fresh)', async () => {
+    const { store, status, etcd } = await setup();
+    const value = (stale: boolean) => JSON.stringify({ cluster: REMOTE, connected: true, synced: true, stale });
+    await store.put(REMOTE, value(false)); // carried by the first lease
+    await store.put(REMOTE, value(true));
+    await store.put(REMOTE, value(false));
+    expect(status()).toMatchObject({ stale: false });
+    expect(etcd.puts).toHaveLength(3);
+  });
+
+  describe('promptly (fake timers)', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /** Advances the fake clock and timers, letting the publishes they start land. */
+    const advance = async (ms: number) => {
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+
+    it('publishes stale at the exact moment the threshold passes, not at a tick, and fresh on the next heartbeat', async () => {
+      vi.useFakeTimers({ now: T0 });
+      const { health, status, etcd } = await setup({ staleAfterMs: 2_000, timers: true });
+      health.start();
+      health.heartbeat(new Date().toISOString());
+      await health.publish();
+      expect(status()).toMatchObject({ stale: false });
+      // Heartbeats every 500 ms keep it fresh, whatever the 2 s tick does.
+      for (let i = 0; i < 8; i++) {
+        await advance(500);
+        health.heartbeat(new Date().toISOString());
+      }
+      expect(status()).toMatchObject({ stale: false });
+      const silentFrom = Date.now();
+      await advance(2_000);
+      expect(health.stale).toBe(false); // exactly the threshold: not yet (stale is silent > staleAfterMs)
+      expect(status()).toMatchObject({ stale: false });
+      await advance(1);
+      expect(health.stale).toBe(true);
+      expect(status()).toMatchObject({ stale: true }); // published by the armed timer, 2001 ms after the last beat
+      expect(Date.now() - silentFrom).toBe(2_001);
+      const puts = etcd.puts.length;
+
+      await advance(300); // not on a tick: the first heartbeat after it publishes fresh at once
+      health.heartbeat(new Date().toISOString());
+      await advance(0);
+      expect(status()).toMatchObject({ stale: false });
+      expect(etcd.puts).toHaveLength(puts + 1);
+      health.stop();
+    });
+
+    it('a beat every 500 ms writes nothing: only the transitions are published', async () => {
+      vi.useFakeTimers({ now: T0 });
+      const { health, etcd } = await setup({ staleAfterMs: 2_000, timers: true });
+      health.start();
+      health.heartbeat(new Date().toISOString());
+      await health.publish();
+      const puts = etcd.puts.length;
+      for (let i = 0; i < 40; i++) {
+        await advance(500);
+        health.heartbeat(new Date().toISOString());
+      }
+      expect(etcd.puts).toHaveLength(puts);
+      health.stop();
+    });
+
+    it('a heartbeat arriving while the stale status is being written is published right after it', async () => {
+      vi.useFakeTimers({ now: T0 });
+      const { health, status, store } = await setup({ staleAfterMs: 1_000, timers: true });
+      health.start();
+      health.heartbeat(new Date().toISOString());
+      await health.publish();
+      // Hold the stale write in flight, and let the peer come back meanwhile.
+      const put = store.put.bind(store);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      vi.spyOn(store, 'put').mockImplementationOnce(async (remote, value) => {
+        await held;
+        return put(remote, value);
+      });
+      await advance(1_001);
+      health.heartbeat(new Date().toISOString());
+      release();
+      await advance(0);
+      expect(status()).toMatchObject({ stale: false });
+      health.stop();
+    });
+
+    it('future- and past-dated heartbeats: stale exactly staleAfterMs after the last one arrived (local clock)', async () => {
+      vi.useFakeTimers({ now: T0 });
+      const { health, status } = await setup({ staleAfterMs: 2_000, timers: true });
+      health.start();
+      health.heartbeat(new Date(Date.now() + 3_600_000).toISOString()); // an hour ahead
+      await health.publish();
+      await advance(2_000);
+      expect(status()).toMatchObject({ stale: false });
+      await advance(1);
+      expect(status()).toMatchObject({ stale: true });
+
+      health.heartbeat(new Date(Date.now() - 3_600_000).toISOString()); // an hour behind: still news, fresh at once
+      await advance(0);
+      expect(status()).toMatchObject({ stale: false });
+      await advance(2_001);
+      expect(status()).toMatchObject({ stale: true });
+      health.stop();
+    });
+
+    it('a stopped health arms no timer', async () => {
+      vi.useFakeTimers({ now: T0 });
+      const { health, etcd } = await setup({ staleAfterMs: 1_000, timers: true });
+      health.start();
+      health.heartbeat(new Date().toISOString());
+      await health.publish();
+      health.stop();
+      const puts = etcd.puts.length;
+      await advance(10_000);
+      expect(vi.getTimerCount()).toBe(0);
+      expect(etcd.puts).toHaveLength(puts);
+    });
   });
 });

@@ -66,6 +66,8 @@ function setup(peer: MemoryPeer, extra: { local?: MemoryKv; removeAfterMs?: numb
 }
 
 const cachedKeys = (local: MemoryKv) => [...local.data.keys()].filter((k) => k.startsWith(cachePrefix(REMOTE))).sort();
+/** What the cache must hold of the peer's export: all of it but the heartbeat (never cached: replicator.ts). */
+const cacheOf = (peer: MemoryPeer) => peer.list(exportPrefix(REMOTE)).kvs.map((kv) => kv.key).filter((k) => k !== keys.heartbeat(REMOTE)).map(toCache).sort();
 const until = (what: () => unknown) => vi.waitFor(() => expect(what()).toBeTruthy(), { timeout: 5_000, interval: 5 });
 
 describe('RemoteSync replication', () => {
@@ -74,7 +76,7 @@ describe('RemoteSync replication', () => {
     const { sync, local } = setup(peer);
     await sync.start();
     await until(() => sync.status().synced);
-    expect(cachedKeys(local)).toEqual(peer.list(exportPrefix(REMOTE)).kvs.map((kv) => toCache(kv.key)).sort());
+    expect(cachedKeys(local)).toEqual(cacheOf(peer));
     expect(sync.status()).toMatchObject({ cluster: REMOTE, connected: true, synced: true, stale: false, relists: 1, rejected: 0, services: 1, nodes: 1, identities: 1, ips: 0, revision: peer.revision });
     expect(JSON.parse(local.data.get(keys.syncStatus(REMOTE))!)).toEqual({ cluster: REMOTE, connected: true, synced: true, stale: false });
 
@@ -82,6 +84,26 @@ describe('RemoteSync replication', () => {
     peer.delete(keys.node(REMOTE, 'n1'));
     await until(() => local.data.has(toCache(keys.service(REMOTE, 'default', 'web'))) && !local.data.has(toCache(keys.node(REMOTE, 'n1'))));
     expect(sync.status()).toMatchObject({ revision: peer.revision, services: 2, nodes: 0 });
+    await sync.stop(false);
+  });
+
+  it('hears every heartbeat but never caches it: a beat writes nothing to the local etcd, and a copy an older version cached goes', async () => {
+    const peer = healthyPeer();
+    const local = new MemoryKv();
+    local.data.set(toCache(keys.heartbeat(REMOTE)), JSON.stringify({ cluster: REMOTE, at: '2029-01-01T00:00:00.000Z' }));
+    const { sync } = setup(peer, { local });
+    await sync.start();
+    await until(() => sync.status().synced && !local.data.has(toCache(keys.heartbeat(REMOTE))));
+    await until(() => sync.status().revisionLag === 0);
+    const before = local.batches.length;
+    for (let i = 1; i <= 5; i++) {
+      const at = new Date(Date.now() + i * 500).toISOString();
+      peer.put(keys.heartbeat(REMOTE), JSON.stringify({ cluster: REMOTE, at }));
+      await until(() => sync.status().lastHeartbeat === at);
+    }
+    expect(sync.status().revision).toBe(peer.revision);
+    expect(local.writesSince(before)).toEqual([]);
+    expect(local.data.has(toCache(keys.heartbeat(REMOTE)))).toBe(false);
     await sync.stop(false);
   });
 
@@ -106,7 +128,7 @@ describe('RemoteSync replication', () => {
     expect(sync.status().rejectedByReason).toEqual(Object.fromEntries(bad.map(([, , reason]) => [reason, 1])));
     expect(rejected.sort()).toEqual(bad.map(([, , reason]) => reason).sort());
     for (const [k] of bad) expect(local.data.has(toCache(k)), k).toBe(false);
-    expect(cachedKeys(local)).toHaveLength(5);
+    expect(cachedKeys(local)).toHaveLength(4); // config, service, node, identity (the heartbeat is not cached)
     expect(logs.filter((l) => l.msg === 'rejected a remote key')).toHaveLength(bad.length);
     await sync.stop(false);
   });
@@ -153,7 +175,7 @@ describe('RemoteSync replication', () => {
       `${toCache(keys.node(REMOTE, 'n1'))}=deleted`,
       `${toCache(keys.service(REMOTE, 'default', 'echo'))}=set`,
     ]);
-    expect(cachedKeys(local)).toEqual(peer.list(exportPrefix(REMOTE)).kvs.map((kv) => toCache(kv.key)).sort());
+    expect(cachedKeys(local)).toEqual(cacheOf(peer));
     expect(sync.status()).toMatchObject({ connected: true, revision: peer.revision, lastError: undefined });
 
     // And it watches again from there.

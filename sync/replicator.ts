@@ -9,8 +9,13 @@
 // stays the first keys in key order. When space frees while keys are refused (a delete, a smaller value),
 // a relist follows (coalesced over quotaRelistDelayMs): the simplest way to admit, in key order, keys whose
 // values we never kept.
+//
+// The peer's heartbeat is judged and handed to onAccepted (PeerHealth) but never cached: it changes every
+// 500 ms, nothing reads a copy of it, and caching it would write the local etcd — and wake every node agent,
+// which watches the whole cache prefix — on every beat of every peer. A relist removes a copy an older version
+// cached.
 import { REMOTE_QUOTA, type RejectReason, type Rejection, type RemoteQuota } from '../mesh/address-policy.js';
-import { cachePrefix, exportPrefix } from '../mesh/schema/keys.js';
+import { cachePrefix, exportPrefix, type ParsedKey } from '../mesh/schema/keys.js';
 import type { Decoded } from '../mesh/schema/values.js';
 import type { StateWriter } from '../mesh/state-writer.js';
 import type { Replication } from './peer-connection.js';
@@ -87,7 +92,7 @@ export class Replicator implements Replication {
       put: (kv) => {
         this.quotaWatch(() => {
           const accepted = this.accept(kv);
-          if (accepted) this.o.cache.set(accepted.cacheKey, accepted.value);
+          if (accepted) this.o.cache.set(accepted.cacheKey, accepted.value); // null (heartbeat): not cached
           // A key that fails now loses its cached copy too. Keeping the last good value would let a peer hold
           // on to state it no longer vouches for while claiming something else, and would leave the watch
           // disagreeing with what a relist (which caches accepted keys only) computes; dropping it fails
@@ -166,7 +171,7 @@ export class Replicator implements Replication {
     const cut = { reached: false };
     for (const kv of [...res.kvs].sort(byKey)) {
       const accepted = this.accept(kv, cut);
-      if (accepted) entries.set(accepted.cacheKey, accepted.value);
+      if (accepted?.value != null) entries.set(accepted.cacheKey, accepted.value);
     }
     this.logQuota(wasOver);
     this.revision = res.revision;
@@ -184,7 +189,7 @@ export class Replicator implements Replication {
    * Judges one key of the peer: its size (before parsing it), the judge, then the quota. `cut` is a relist's:
    * once one key did not fit, no later key is admitted.
    */
-  private accept(kv: PeerKv, cut?: { reached: boolean }): { cacheKey: string; value: string } | undefined {
+  private accept(kv: PeerKv, cut?: { reached: boolean }): { cacheKey: string; value: string | null } | undefined {
     const valueBytes = Buffer.byteLength(kv.value);
     if (valueBytes > this.quota.limits.maxValueBytes) {
       this.quota.release(kv.key);
@@ -207,7 +212,7 @@ export class Replicator implements Replication {
       }
     }
     this.o.onAccepted?.(verdict.decoded);
-    return { cacheKey, value: kv.value };
+    return { cacheKey, value: uncached(verdict.parsed) ? null : kv.value };
   }
 
   private dropIfRefused(cacheKey: string, value: string): boolean {
@@ -276,6 +281,9 @@ export class Replicator implements Replication {
     return this.exportPfx + cacheKey.slice(this.cachePfx.length);
   }
 }
+
+/** Accepted but kept out of the cache (see the header): the heartbeat. */
+const uncached = (parsed: ParsedKey): boolean => parsed.kind === 'heartbeat';
 
 /** etcd's order (bytewise; keys are ASCII, so UTF-16 order is the same): what "the first keys" means. */
 const byKey = (a: PeerKv, b: PeerKv) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);

@@ -31,7 +31,8 @@ export class LeasedSyncStatus implements SyncStatusStore {
   ) {
     this.session = new LeaseSession({
       etcd: o.etcd,
-      // As the export's heartbeat lease: a dead importer reads as stale within 15 s (the default --remote-stale-after is 20 s).
+      // As the export's heartbeat lease: a dead importer reads as stale within 15 s. (A silent peer is flagged
+      // far sooner, --remote-stale-after, default 2 s: that is this live process's judgment, published at once.)
       ttlSeconds: o.ttlSeconds ?? 15,
       retryMs: o.retryMs,
       onNewLease: (lease) => this.putAll(lease),

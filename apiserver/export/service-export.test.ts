@@ -74,6 +74,31 @@ describe('service export', () => {
     expect((await t.metrics.exportedServices.get()).values[0]?.value).toBe(0);
   });
 
+  it('carries skein.io/local-min-ready in the exported value (absent when unset: the bytes of older versions), and keeps it through a typo', async () => {
+    const t = serviceExport();
+    const key = keys.service(CLUSTER, 'shop', 'cart');
+    const annotations = { 'skein.io/global': 'true', 'skein.io/affinity': 'local' };
+    t.services.onService('add', service('cart', annotations));
+    t.services.onSlice('add', slice('cart-a', 'cart', [{ addresses: ['10.1.0.2'] }]));
+    await t.writer.idle();
+    expect(t.kv.data.get(key)).not.toContain('localMinReady');
+
+    t.services.onService('update', service('cart', { ...annotations, 'skein.io/local-min-ready': '50%' }));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ affinity: 'local', localMinReady: { percent: 50 } });
+    expect(JSON.parse(t.kv.data.get(key)!)).toMatchObject({ affinity: 'local', localMinReady: { percent: 50 } });
+
+    // A typo in it keeps the last good settings, this one included, and says so.
+    t.services.onService('update', service('cart', { ...annotations, 'skein.io/local-min-ready': '0' }));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ localMinReady: { percent: 50 } });
+    expect(t.events.at(-1)!.message).toContain('skein.io/local-min-ready: "0" is not allowed');
+
+    t.services.onService('update', service('cart', { ...annotations, 'skein.io/local-min-ready': '3' }));
+    await t.writer.idle();
+    expect(t.read(key)).toMatchObject({ localMinReady: { count: 3 } });
+  });
+
   it('keeps a non-global service local (for this cluster\'s agents) and skips ExternalName and headless ones', async () => {
     const t = serviceExport();
     t.services.onService('add', service('db', {}));

@@ -168,7 +168,7 @@ export class ServiceExport {
     if (last) {
       this.kept.set(id, `kept at its last good annotations (shared "${last.shared}", affinity "${last.affinity}"): ${parsed.error}`);
       this.reportBadAnnotation(id, svc, parsed, last);
-      return { global: true, shared: last.shared, affinity: last.affinity };
+      return { global: true, shared: last.shared, affinity: last.affinity, ...(last.localMinReady ? { localMinReady: last.localMinReady } : {}) };
     }
     this.kept.delete(id);
     // Until the mesh etcd says whether a last good export survives from before a restart, report nothing:

@@ -47,6 +47,7 @@ export function globalServiceValue(cluster: string, svc: Service, spec: GlobalSp
     name: svc.metadata!.name!,
     shared: spec.shared,
     affinity: spec.affinity,
+    ...(spec.localMinReady ? { localMinReady: spec.localMinReady } : {}),
     clusterIps,
     ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: proto(p.protocol) })),
     backends: backendsFromSlices(slices),

@@ -228,3 +228,67 @@ describe('NodeAgent on SocketLb (in-memory maps)', () => {
     expect(agent.failures().size).toBe(0);
   });
 });
+
+describe('NodeAgent outlier detection (backend health from the datapath)', () => {
+  it('ejects a failing backend, reprograms its service at once, publishes the ejection, returns it, and drops health entries of unused backends', async () => {
+    const lb = new FakeLb();
+    const etcd = new FakeEtcd();
+    const view = new MergedView(CLUSTER);
+    const s = service('echo', 1, 3);
+    view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
+    const log = { warn: vi.fn(), info: vi.fn() };
+    const sample = (consecutive: number) => ({ proto: 'TCP' as const, successes: 0, failures: consecutive, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const health = new Map([
+      ['TCP/10.1.0.0:8080', { backend: 'TCP/10.1.0.0:8080', ...sample(0) }],
+      ['TCP/10.1.0.1:8080', { backend: 'TCP/10.1.0.1:8080', ...sample(0) }],
+      ['TCP/10.99.0.1:8080', { backend: 'TCP/10.99.0.1:8080', ...sample(0) }], // no service has it
+    ]);
+    const forgotten: string[] = [];
+    let now = 1_000;
+    const agent = new NodeAgent({
+      etcd: etcd as unknown as Etcd3,
+      cluster: CLUSTER,
+      node: 'node-1',
+      lb,
+      log,
+      loadView: async () => ({ view, revision: 1 }),
+      health: { readHealth: () => health, forgetHealth: (k: string) => (forgotten.push(k), health.delete(k)) },
+      healthPollMs: 60_000,
+      // The timings below assume a 1 s base ejection (the default is 5 s).
+      outliers: { baseEjectionMs: 1000 },
+      now: () => now,
+    });
+    agents.push(agent);
+    await agent.start();
+    const f = `TCP/${vip(1)}:80`;
+    expect(lb.programmed.get(f)).toHaveLength(3);
+    agent.pollHealth();
+    expect(forgotten).toEqual(['TCP/10.99.0.1:8080']);
+
+    health.get('TCP/10.1.0.1:8080')!.consecutive = 3;
+    now += 100;
+    agent.pollHealth();
+    await agent.idle();
+    expect(lb.programmed.get(f)).toEqual(['10.1.0.0:8080', '10.1.0.2:8080']);
+    expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', service: 'default/echo', failures: 3, ejections: 1 })]);
+    expect(log.warn).toHaveBeenCalledWith(expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', failures: 3 }), expect.stringContaining('backend ejected'));
+    await vi.waitFor(() => expect(etcd.lastView?.ejected).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', service: 'default/echo', failures: 3 })]), { timeout: 5_000 });
+    expect(etcd.lastView?.ejectedCount).toBe(1);
+    // The ejected backend is still a member of its service: its health entry stays.
+    expect(forgotten).toEqual(['TCP/10.99.0.1:8080']);
+
+    // A second one failing would pass the 50% share of three: it stays.
+    health.get('TCP/10.1.0.0:8080')!.consecutive = 3;
+    now += 100;
+    agent.pollHealth();
+    await agent.idle();
+    expect(lb.programmed.get(f)).toEqual(['10.1.0.0:8080', '10.1.0.2:8080']);
+
+    now += 1_000;
+    agent.pollHealth();
+    await agent.idle();
+    // Back, and the held one takes its place (the share is one of three).
+    expect(lb.programmed.get(f)).toEqual(['10.1.0.1:8080', '10.1.0.2:8080']);
+    expect(log.info).toHaveBeenCalledWith(expect.objectContaining({ backend: 'TCP/10.1.0.1:8080' }), expect.stringContaining('returned'));
+  });
+});

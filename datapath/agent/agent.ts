@@ -5,14 +5,17 @@
 // A broken watch (etcd down, history compacted) ends in a fresh listing that recomputes everything.
 // A frontend the datapath refuses (a full map, too many backends, a bad value) fails alone: it is recorded,
 // logged once per distinct error, published and retried on its own backoff while the pass goes on.
+// With a health source, the agent polls what the node's sockets experienced per backend (skein_health) and
+// ejects failing backends (outliers.ts); an ejection or a return reprograms the services it touches at once.
 import type { Etcd3, Lease } from 'etcd3';
 import { openWatch, type MeshWatch } from '../../mesh/etcd-watch.js';
 import { LeaseSession } from '../../mesh/lease-session.js';
 import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values.js';
 import { loadMergedView, type MergedView } from './merged-view.js';
-import { ProgramError, type Programmed, type ServiceProgrammer } from '../socket-lb.js';
+import { monotonicMs, ProgramError, type Programmed, type ServiceProgrammer, type SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
+import { OutlierDetector, serviceBackends, type OutlierEvent, type OutlierOptions } from './outliers.js';
 import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
 const fkey = (p: Programmed) => `${p.frontend.proto}/${p.frontend.ip}:${p.frontend.port}`;
@@ -28,6 +31,23 @@ export interface Failure {
   since: string;
   attempts: number;
 }
+/** A backend outlier detection took out, as published (AgentView.ejected) and served on /v1/programmed. */
+export interface EjectedBackend {
+  /** PROTO/ip:port */
+  backend: string;
+  /** The first service (namespace/name) it is a backend of. */
+  service?: string;
+  since: string;
+  until: string;
+  failures: number;
+  ejections: number;
+}
+
+/** Where backend health comes from (SocketLb in the agent, a fake in unit tests). */
+export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'>;
+/** How often the health map is read. */
+const HEALTH_POLL_MS = 100;
+
 /** Retries of one failing service: the first after RETRY.minMs, doubling to RETRY.maxMs. */
 const RETRY = { minMs: 500, maxMs: 30_000, jitter: 0.2 };
 /** A failed removal is retried by a full pass, whose cleanup finds every unclaimed frontend. */
@@ -55,6 +75,10 @@ export class NodeAgent {
   syncs = 0;
   updates = 0;
   lastSyncMs = 0;
+  readonly outliers: OutlierDetector;
+  /** Service id → its usable backends (PROTO/ip:port): what ejection shares are counted against. */
+  private readonly members = new Map<string, string[]>();
+  private healthTimer?: NodeJS.Timeout;
 
   /** The published view's lease: the view expires with a dead agent, and is put again on a new lease after a loss. */
   private readonly viewLease = new LeaseSession({
@@ -78,13 +102,79 @@ export class NodeAgent {
       loadView?: typeof loadMergedView;
       /** Backoff of a failing service's retries (default RETRY). */
       retry?: BackoffOptions;
+      /** Backend health from the datapath; without it nothing is ejected. */
+      health?: HealthSource;
+      /** How often health is read (default HEALTH_POLL_MS). */
+      healthPollMs?: number;
+      outliers?: Partial<OutlierOptions>;
+      /** The clock of the health samples (CLOCK_MONOTONIC, ms); unit tests hand in a fake. */
+      now?: () => number;
     },
-  ) {}
+  ) {
+    this.outliers = new OutlierDetector(o.outliers);
+  }
 
   async start(): Promise<void> {
     for (const p of this.o.lb.adopt()) this.programmed.set(fkey(p), p);
     await this.follow();
     await this.idle();
+    if (this.o.health && !this.stopped) this.healthTimer = setInterval(() => this.pollHealth(), this.o.healthPollMs ?? HEALTH_POLL_MS);
+  }
+
+  /**
+   * One look at the datapath's health counters: ejections and returns reprogram their services now (not at
+   * the next etcd change); entries of backends no service uses any more are removed from the map.
+   */
+  pollHealth(): void {
+    const health = this.o.health;
+    if (!health) return;
+    let samples;
+    try {
+      samples = health.readHealth();
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'reading backend health failed');
+      return;
+    }
+    const { changed, events } = this.outliers.observe(samples, this.members, this.now());
+    for (const e of events) this.logOutlier(e);
+    if (changed.size) {
+      const touched = new Set<string>();
+      for (const [id, keys] of this.members) if (keys.some((k) => changed.has(k))) touched.add(id);
+      if (this.pending !== 'all') for (const id of touched) this.pending.add(id);
+      this.schedule();
+    }
+    const keep = new Set([...this.members.values()].flat());
+    for (const p of this.programmed.values()) for (const b of p.backends) keep.add(`${p.frontend.proto}/${b.ip}:${b.port}`);
+    for (const k of samples.keys()) {
+      if (keep.has(k)) continue;
+      try {
+        health.forgetHealth(k);
+      } catch (err) {
+        this.o.log.warn({ backend: k, err: (err as Error).message }, 'removing a health entry failed');
+      }
+    }
+  }
+
+  private now(): number {
+    return (this.o.now ?? monotonicMs)();
+  }
+
+  /** A monotonic time as wall-clock ISO (for the view): one offset, so a published time does not jitter. */
+  private iso(ms: number): string {
+    this.wallOffset ??= Date.now() - this.now();
+    return new Date(Math.round(ms + this.wallOffset)).toISOString();
+  }
+  private wallOffset?: number;
+
+  private logOutlier(e: OutlierEvent): void {
+    if (e.kind === 'ejected') this.o.log.warn({ backend: e.backend, services: e.services, failures: e.failures, ejections: e.ejections, ejectedMs: Math.round(e.untilMs - e.sinceMs) }, 'backend ejected: consecutive failures seen by this node');
+    else if (e.kind === 'returned') this.o.log.info({ backend: e.backend, services: e.services, ejectedMs: Math.round(e.ejectedMs), ejections: e.ejections }, 'backend returned after ejection (on probation: one failure ejects it again)');
+    else this.o.log.warn({ backend: e.backend, service: e.service, failures: e.failures }, 'backend failing but not ejected: its service already has the most ejected backends it may');
+  }
+
+  /** The backends ejected now. */
+  ejections(): EjectedBackend[] {
+    return this.outliers.ejections(this.members).map((e) => ({ backend: e.backend, service: e.services[0], since: this.iso(e.sinceMs), until: this.iso(e.untilMs), failures: e.failures, ejections: e.ejections }));
   }
 
   /** Lists the mesh prefix into a new view and watches from its revision; retried until it works. */
@@ -182,7 +272,10 @@ export class NodeAgent {
   private reconcileServices(view: MergedView, ids: Set<string>, all: boolean): void {
     for (const id of ids) {
       const m = view.get(id);
-      const desired = new Map((m ? activeBackends(m) : []).map((p) => [fkey(p), p] as const));
+      const desired = new Map((m ? activeBackends(m, this.outliers.ejectedKeys()) : []).map((p) => [fkey(p), p] as const));
+      const members = m ? serviceBackends(m) : [];
+      if (members.length) this.members.set(id, members);
+      else this.members.delete(id);
       let attempts = 0; // the most of any frontend of this service still failing: its retry's backoff
       for (const [k, p] of desired) {
         const have = this.programmed.get(k);
@@ -305,6 +398,7 @@ export class NodeAgent {
     const failures = [...this.failures()];
     const failing: NonNullable<AgentView['failing']> = {};
     for (const [k, f] of failures.slice(0, AGENT_VIEW_MAX)) failing[k] = f;
+    const ejected = this.ejections();
     const view: AgentView = {
       node: this.o.node,
       at: new Date().toISOString(),
@@ -316,6 +410,8 @@ export class NodeAgent {
       truncated: all.length > AGENT_VIEW_MAX,
       failing,
       failures: failures.length,
+      ejected: ejected.slice(0, AGENT_VIEW_MAX),
+      ejectedCount: ejected.length,
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
@@ -351,6 +447,7 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.publishTimer);
+    clearInterval(this.healthTimer);
     for (const t of this.retries.values()) clearTimeout(t);
     this.retries.clear();
     await this.cancelWatchers();

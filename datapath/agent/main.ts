@@ -1,6 +1,6 @@
 // skein-agent: one per node. Programs the node's BPF socket LB from its own cluster's mesh etcd only and
-// serves /healthz, /metrics and /v1/programmed (what the datapath holds now, and what it refused); with --workload-socket also the
-// SPIFFE Workload API for the node's pods (and /v1/workload).
+// serves /healthz, /metrics and /v1/programmed (what the datapath holds now, what it refused, and the backends
+// outlier detection ejected); with --workload-socket also the SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,13 +13,14 @@ import { KubeRest } from '../../mesh/kube/rest.js';
 import { WorkloadApiServer } from '../../mtls/workload-api/server.js';
 import { podCgroupParent } from './workload/attest.js';
 import { AgentIdentitySource } from './workload/identity-source.js';
-import { Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
 import { ClusterName } from '../../mesh/schema/cluster.js';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
-import { SocketLb } from '../socket-lb.js';
+import { kernelHz, SocketLb } from '../socket-lb.js';
 import { NodeAgent } from './agent.js';
+import { OUTLIER_DEFAULTS } from './outliers.js';
 
 const Config = z.object({
   clusterName: ClusterName,
@@ -38,7 +39,26 @@ const Config = z.object({
   /** Where this node's pod cgroups live (/kubepods for a kubelet with cgroupfs); default: --cgroup. */
   podCgroupParents: z.array(z.string().startsWith('/', '--pod-cgroup-parent must be an absolute path')),
   kubeconfig: z.string().optional(),
+  /** Backend health from the datapath and outlier detection (outliers.ts; defaults there and below). */
+  healthPollMs: z.coerce.number().int().min(10, '--health-poll-ms must be at least 10').max(10_000),
+  outlierFailures: z.coerce.number().int().min(0).max(1000),
+  outlierBaseEjectionMs: z.coerce.number().int().min(1).max(3_600_000),
+  outlierMaxEjectionMs: z.coerce.number().int().min(1).max(3_600_000),
+  outlierMaxEjectedPercent: z.coerce.number().int().min(0).max(100),
+  udpAnswerWindowMs: z.coerce.number().int().min(1).max(60_000),
+  /** Initial SYN RTO of connects the LB rewrites (0: the kernel's 1 s). */
+  synRtoMs: z.coerce.number().int().min(0).max(120_000),
 });
+
+const NUMERIC_FLAGS = {
+  'health-poll-ms': '100',
+  'outlier-consecutive-failures': String(OUTLIER_DEFAULTS.consecutiveFailures),
+  'outlier-base-ejection-ms': String(OUTLIER_DEFAULTS.baseEjectionMs),
+  'outlier-max-ejection-ms': String(OUTLIER_DEFAULTS.maxEjectionMs),
+  'outlier-max-ejected-percent': String(OUTLIER_DEFAULTS.maxEjectedPercent),
+  'udp-answer-window-ms': String(OUTLIER_DEFAULTS.udpAnswerWindowMs),
+  'syn-rto-ms': '200',
+} as const;
 
 const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
 
@@ -47,6 +67,7 @@ function config() {
     options: {
       ...(Object.fromEntries(STRING_FLAGS.map((k) => [k, { type: 'string' as const }])) as Record<(typeof STRING_FLAGS)[number], { type: 'string' }>),
       'pod-cgroup-parent': { type: 'string', multiple: true },
+      ...(Object.fromEntries(Object.entries(NUMERIC_FLAGS).map(([k, d]) => [k, { type: 'string' as const, default: d }])) as Record<keyof typeof NUMERIC_FLAGS, { type: 'string'; default: string }>),
     },
   });
   const parsed = Config.safeParse({
@@ -64,6 +85,13 @@ function config() {
     nodeKey: values['node-key'],
     podCgroupParents: values['pod-cgroup-parent'] ?? (values.cgroup ? [values.cgroup] : []),
     kubeconfig: values.kubeconfig ?? process.env.KUBECONFIG,
+    healthPollMs: values['health-poll-ms'],
+    outlierFailures: values['outlier-consecutive-failures'],
+    outlierBaseEjectionMs: values['outlier-base-ejection-ms'],
+    outlierMaxEjectionMs: values['outlier-max-ejection-ms'],
+    outlierMaxEjectedPercent: values['outlier-max-ejected-percent'],
+    udpAnswerWindowMs: values['udp-answer-window-ms'],
+    synRtoMs: values['syn-rto-ms'],
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -124,8 +152,25 @@ async function main(): Promise<void> {
   ensureBpffs();
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
+  const hz = kernelHz();
+  log.info({ synRtoMs: cfg.synRtoMs, jiffies: lb.setSynRto(cfg.synRtoMs, hz), hz }, 'SYN RTO of load-balanced connects set');
   const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, serverName: meshEtcdServerName(cfg.clusterName) });
-  const agent = new NodeAgent({ etcd, cluster: cfg.clusterName, node: cfg.nodeName, lb, log });
+  const agent = new NodeAgent({
+    etcd,
+    cluster: cfg.clusterName,
+    node: cfg.nodeName,
+    lb,
+    log,
+    health: lb,
+    healthPollMs: cfg.healthPollMs,
+    outliers: {
+      consecutiveFailures: cfg.outlierFailures,
+      baseEjectionMs: cfg.outlierBaseEjectionMs,
+      maxEjectionMs: Math.max(cfg.outlierMaxEjectionMs, cfg.outlierBaseEjectionMs),
+      maxEjectedPercent: cfg.outlierMaxEjectedPercent,
+      udpAnswerWindowMs: cfg.udpAnswerWindowMs,
+    },
+  });
 
   const registry = new Registry();
   new Gauge({ name: 'skein_agent_frontends', help: 'Service frontends programmed in BPF', registers: [registry], collect() { this.set(agent.dump().length); } });
@@ -163,12 +208,40 @@ async function main(): Promise<void> {
     collect() {
       this.set({ map: 'skein_services' }, lb.limits.servicesMapEntries);
       this.set({ map: 'skein_backends' }, lb.limits.backendsMapEntries);
+      this.set({ map: 'skein_health' }, lb.limits.healthMapEntries);
+    },
+  });
+  new Gauge({ name: 'skein_agent_ejected_backends', help: 'Backends outlier detection took out of active sets now (failures seen by this node)', registers: [registry], collect() { this.set(agent.outliers.ejectedKeys().size); } });
+  new Counter({
+    name: 'skein_agent_backend_failures_total',
+    help: 'Backend failures seen by this node: TCP SYN timeouts and connects that died connecting, UDP datagrams unanswered past the window',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(agent.outliers.failuresTotal);
+    },
+  });
+  new Counter({
+    name: 'skein_agent_backend_ejections_total',
+    help: 'Ejections of backends by outlier detection',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(agent.outliers.ejectionsTotal);
+    },
+  });
+  new Gauge({
+    name: 'skein_agent_bpf_health_entries',
+    help: 'Backends with health counters in skein_health (an LRU map; compare skein_agent_bpf_map_max_entries{map="skein_health"})',
+    registers: [registry],
+    collect() {
+      this.set(lb.readHealth().size);
     },
   });
   const http = Fastify();
   http.get('/healthz', async () => 'ok\n');
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
-  http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()) }));
+  http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()), ejected: agent.ejections(), health: Object.fromEntries(agent.outliers.failureCounts()) }));
   const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
   if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals }));
   const [host, port] = cfg.listen.split(':') as [string, string];

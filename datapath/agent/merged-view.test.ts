@@ -26,6 +26,15 @@ describe('MergedView', () => {
     expect(m.affinity).toBe('local');
   });
 
+  it("takes local-min-ready, like affinity, from the local cluster's export only; a value without it (older versions) has none", () => {
+    const v = new MergedView('east');
+    put(v, '/skein/v1/cache/west/services/default/echo', svc('west', { localMinReady: { count: 9 } }));
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east'));
+    expect(v.get('default/echo')).not.toHaveProperty('localMinReady');
+    put(v, '/skein/v1/export/east/services/default/echo', svc('east', { localMinReady: { percent: 50 } }));
+    expect(v.get('default/echo')!.localMinReady).toEqual({ percent: 50 });
+  });
+
   it('flags a stale remote on the services it has, and only those', () => {
     const v = new MergedView('east');
     put(v, '/skein/v1/export/east/services/default/echo', svc('east'));

@@ -26,6 +26,8 @@ export interface MergedService {
   global: boolean;
   /** Affinity as the local cluster declares it (remote declarations do not steer local clients). */
   affinity: GlobalService['affinity'];
+  /** Spillover below this many ready local backends (`skein.io/local-min-ready`), as the local cluster declares it. */
+  localMinReady?: GlobalService['localMinReady'];
   clusters: ClusterServiceView[];
 }
 
@@ -135,7 +137,8 @@ export class MergedView {
       ...(exported ? [{ cluster: this.localCluster, local: true, stale: false, service: exported.service }] : []),
       ...remotes.map((e) => ({ cluster: e.cluster, local: false, stale: !this.fresh.has(e.cluster), service: e.service })).sort((a, b) => a.cluster.localeCompare(b.cluster)),
     ];
-    return { namespace, name, global: true, affinity: exported?.service.affinity ?? 'none', clusters };
+    const localMinReady = exported?.service.localMinReady;
+    return { namespace, name, global: true, affinity: exported?.service.affinity ?? 'none', ...(localMinReady ? { localMinReady } : {}), clusters };
   }
 }
 

@@ -3,6 +3,13 @@
 // only the active backends here. A service has a master entry (slot 0) holding the backend count and
 // entries for slots 1..count holding backend IDs; the agent writes new slots first and switches the count
 // last, so a connect never sees a half-written service.
+//
+// Backend health (skein_health, per backend ip:port and protocol) is counted here and judged in user space
+// (datapath/agent/outliers.ts): for TCP, a sockops program follows the connects this LB rewrote (found by
+// socket cookie in skein_revnat) and counts established connects as successes, SYN retransmission timeouts
+// and connects that die in SYN_SENT (refused, reset, given up) as failures; for UDP, sendmsg4 counts
+// datagrams sent to a backend and recvmsg4 datagrams received from it. The agent may shorten the SYN RTO
+// of rewritten connects (skein_config), so a silent backend shows in a few hundred ms instead of 1 s.
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
@@ -37,6 +44,31 @@ struct revnat {
 	__u16 pad2;
 };
 
+struct health_key {
+	__u32 addr;  /* network order */
+	__u16 port;  /* network order */
+	__u8 proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+/* All times bpf_ktime_get_ns (CLOCK_MONOTONIC). Counters only grow, except the two "since" counts. */
+struct health {
+	__u64 successes;          /* TCP: connects established; UDP: datagrams received from the backend */
+	__u64 failures;           /* TCP: SYN timeouts and connects that ended in SYN_SENT; UDP: 0 */
+	__u64 consecutive;        /* TCP: failures since the last success */
+	__u64 last_success_ns;
+	__u64 last_failure_ns;
+	__u64 sent;               /* UDP: datagrams sent to the backend */
+	__u64 unanswered;         /* UDP: datagrams sent since the last one received */
+	__u64 first_unanswered_ns; /* UDP: when the first of those was sent */
+	__u64 last_sent_ns;
+};
+
+struct config {
+	__u32 syn_rto_jiffies; /* initial SYN RTO of rewritten connects; 0: the kernel's (1 s) */
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
@@ -58,13 +90,40 @@ struct {
 	__type(value, struct revnat);
 } skein_revnat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct health_key);
+	__type(value, struct health);
+} skein_health SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} skein_config SEC(".maps");
+
 static __always_inline int proto_of(struct bpf_sock_addr *ctx)
 {
 	return ctx->type == 1 /* SOCK_STREAM */ ? IPPROTO_TCP : IPPROTO_UDP;
 }
 
-/* Rewrites ctx to a backend if its destination is a service with active backends. */
-static __always_inline void translate(struct bpf_sock_addr *ctx)
+/* The backend's health entry, made on first use (the agent removes those of backends it no longer programs). */
+static __always_inline struct health *health_of(__u32 addr, __u16 port, __u8 proto)
+{
+	struct health_key hk = { .addr = addr, .port = port, .proto = proto };
+	struct health *h = bpf_map_lookup_elem(&skein_health, &hk);
+	if (h)
+		return h;
+	struct health zero = {};
+	bpf_map_update_elem(&skein_health, &hk, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&skein_health, &hk);
+}
+
+/* Rewrites ctx to a backend if its destination is a service with active backends; a datagram (`datagram`:
+ * sendmsg4) is counted as sent to it. */
+static __always_inline void translate(struct bpf_sock_addr *ctx, int datagram)
 {
 	struct svc_key key = { .addr = ctx->user_ip4, .port = (__u16)ctx->user_port, .proto = proto_of(ctx) };
 	struct svc_value *master = bpf_map_lookup_elem(&skein_services, &key);
@@ -82,6 +141,28 @@ static __always_inline void translate(struct bpf_sock_addr *ctx)
 	bpf_map_update_elem(&skein_revnat, &cookie, &rn, BPF_ANY);
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = be->port;
+	struct health *h = health_of(be->addr, be->port, key.proto);
+	if (h && datagram) {
+		__u64 now = bpf_ktime_get_ns();
+		if (h->unanswered == 0)
+			h->first_unanswered_ns = now;
+		__sync_fetch_and_add(&h->unanswered, 1);
+		__sync_fetch_and_add(&h->sent, 1);
+		h->last_sent_ns = now;
+	}
+}
+
+/* A datagram from a backend datagrams were sent to: it answers. Only existing entries count, so a peer the
+ * LB never sent to makes none. */
+static __always_inline void received(struct bpf_sock_addr *ctx)
+{
+	struct health_key hk = { .addr = ctx->user_ip4, .port = (__u16)ctx->user_port, .proto = IPPROTO_UDP };
+	struct health *h = bpf_map_lookup_elem(&skein_health, &hk);
+	if (!h)
+		return;
+	__sync_fetch_and_add(&h->successes, 1);
+	h->last_success_ns = bpf_ktime_get_ns();
+	h->unanswered = 0;
 }
 
 /* Replies and getpeername show the service address the application asked for. */
@@ -98,20 +179,21 @@ static __always_inline void reverse(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int skein_connect4(struct bpf_sock_addr *ctx)
 {
-	translate(ctx);
+	translate(ctx, 0);
 	return 1;
 }
 
 SEC("cgroup/sendmsg4")
 int skein_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	translate(ctx);
+	translate(ctx, 1);
 	return 1;
 }
 
 SEC("cgroup/recvmsg4")
 int skein_recvmsg4(struct bpf_sock_addr *ctx)
 {
+	received(ctx);
 	reverse(ctx);
 	return 1;
 }
@@ -120,6 +202,66 @@ SEC("cgroup/getpeername4")
 int skein_getpeername4(struct bpf_sock_addr *ctx)
 {
 	reverse(ctx);
+	return 1;
+}
+
+#define AF_INET 2
+
+static __always_inline void tcp_failed(struct health *h)
+{
+	__sync_fetch_and_add(&h->failures, 1);
+	__sync_fetch_and_add(&h->consecutive, 1);
+	h->last_failure_ns = bpf_ktime_get_ns();
+}
+
+/* TCP health of the connects connect4 rewrote: only sockets with a reverse entry for the backend they
+ * connect to are looked at; everything else passes untouched (reply 0: kernel defaults). */
+SEC("sockops")
+int skein_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB && op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	if (skops->family != AF_INET || !skops->is_fullsock)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct revnat *rn = bpf_map_lookup_elem(&skein_revnat, &cookie);
+	if (!rn || rn->backend_addr != skops->remote_ip4)
+		return 1;
+	if (op == BPF_SOCK_OPS_TIMEOUT_INIT) {
+		__u32 zero = 0;
+		struct config *cfg = bpf_map_lookup_elem(&skein_config, &zero);
+		if (cfg && cfg->syn_rto_jiffies)
+			skops->reply = cfg->syn_rto_jiffies;
+		return 1;
+	}
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
+		return 1;
+	}
+	struct health_key hk = { .addr = rn->backend_addr, .port = rn->backend_port, .proto = IPPROTO_TCP };
+	struct health *h = bpf_map_lookup_elem(&skein_health, &hk);
+	if (!h)
+		return 1;
+	switch (op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		__sync_fetch_and_add(&h->successes, 1);
+		h->consecutive = 0;
+		h->last_success_ns = bpf_ktime_get_ns();
+		/* What an established connection does later is not this counter's business. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~(BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG));
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		/* A SYN not answered in time: the connect timed out once (each retransmission counts). */
+		if (skops->state == BPF_TCP_SYN_SENT)
+			tcp_failed(h);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		/* Refused (RST), unreachable, or given up while connecting. */
+		if (skops->args[0] == BPF_TCP_SYN_SENT && skops->args[1] == BPF_TCP_CLOSE)
+			tcp_failed(h);
+		break;
+	}
 	return 1;
 }
 

@@ -33,6 +33,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       InstanceMethod("lookup", &BpfObject::Lookup),
       InstanceMethod("remove", &BpfObject::Remove),
       InstanceMethod("keys", &BpfObject::Keys),
+      InstanceMethod("entries", &BpfObject::Entries),
+      InstanceMethod("replaceLink", &BpfObject::ReplaceLink),
       InstanceMethod("maxEntries", &BpfObject::MaxEntries),
       InstanceMethod("close", &BpfObject::Close),
     });
@@ -245,6 +247,57 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       prev = cur.data();
     }
     return out;
+  }
+
+  // entries(map) -> [key, value][]: one walk in native code (the agent reads skein_health ten times a second).
+  // An entry deleted between the key walk and its lookup is left out.
+  Napi::Value Entries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string name = info[0].As<Napi::String>();
+    bpf_map* m = FindMap(env, name);
+    if (!m) return env.Null();
+    size_t ks = bpf_map__key_size(m), vs = bpf_map__value_size(m);
+    int fd = bpf_map__fd(m);
+    std::string cur(ks, '\0'), next(ks, '\0'), val(vs, '\0');
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+      cur = next;
+      prev = cur.data();
+      if (bpf_map_lookup_elem(fd, cur.data(), val.data())) continue;
+      Napi::Array kv = Napi::Array::New(env, 2);
+      kv.Set(0u, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(cur.data()), ks));
+      kv.Set(1u, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(val.data()), vs));
+      out.Set(i++, kv);
+    }
+    return out;
+  }
+
+  // replaceLink(pinPath, program): swaps the program of a pinned cgroup link in place (an upgraded agent's
+  // program takes over with no moment where the hook is detached); the link stays pinned.
+  Napi::Value ReplaceLink(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env)) return env.Null();
+    std::string path = info[0].As<Napi::String>();
+    std::string prog = info[1].As<Napi::String>();
+    bpf_program* p = bpf_object__find_program_by_name(obj_, prog.c_str());
+    if (!p) {
+      Napi::Error::New(env, "no program named " + prog).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    bpf_link* link = bpf_link__open(path.c_str());
+    int err = libbpf_get_error(link);
+    if (err) {
+      ErrnoError(env, "open pinned link " + path, err).ThrowAsJavaScriptException();
+      return env.Null();
+    }
+    err = bpf_link__update_program(link, p);
+    bpf_link__disconnect(link);  // keep the kernel link (it is pinned); only this handle goes
+    bpf_link__destroy(link);
+    if (err) ErrnoError(env, "replace the program of " + path, err).ThrowAsJavaScriptException();
+    return env.Undefined();
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -1,6 +1,8 @@
 // `skein local up|down|exec`: the Docker-free local mesh for trying Skein and for its e2e tests.
 import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
+import { dirname } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { parseClusterRef } from '../../mesh/schema/cluster.js';
 // The state dir layout is light; the test bed itself (control planes, netns, cgroups, BPF) loads only when
 // a `skein local` command runs, so the rest of the CLI never pays for it.
@@ -8,6 +10,17 @@ import { defaultStateDir, statePaths } from '../../testbed/state.js';
 
 const testbed = () => import('../../testbed/testbed.js');
 const cgroups = () => import('../../testbed/cgroup.js');
+
+/**
+ * `skein drill --fault blackhole`: the network faults of the test bed cluster `kc` points at, or undefined
+ * when it is not a cluster of a test bed on this machine. Looked for in --state-dir if given, else next to
+ * the kubeconfig (`skein local up` writes DIR/kubeconfig) and in the default state dir. The test bed's
+ * fault code loads only here, when a drill asks.
+ */
+export async function testbedNetFaults(kc: KubeConfig, where: { stateDir?: string; kubeconfig?: string }) {
+  const dirs = where.stateDir ? [where.stateDir] : [...(where.kubeconfig ? [dirname(where.kubeconfig)] : []), defaultStateDir()];
+  return (await import('../../testbed/faults.js')).openNetFaults(kc, dirs);
+}
 
 const stamp = (t0: number) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
 

@@ -31,5 +31,13 @@ describe('skein status --node', () => {
 
   it('reads a view from an agent that publishes no failures (older agents)', () => {
     expect(renderNodeView(status(view()), 'east-node-1')).not.toContain('FAILING');
+    expect(renderNodeView(status(view()), 'east-node-1')).not.toContain('EJECTED');
+  });
+
+  it('lists the backends outlier detection ejected, with service, failures and until when', () => {
+    const a = view({ ejected: [{ backend: 'TCP/10.2.0.5:8080', service: 'default/echo', since: '2025-01-01T00:00:00.000Z', until: '2025-01-01T00:00:02.000Z', failures: 3, ejections: 2 }], ejectedCount: 1 });
+    const out = renderNodeView(status(a), 'east-node-1');
+    expect(out).toContain('EJECTED 1: backends this node saw fail');
+    expect(out).toMatch(/TCP\/10\.2\.0\.5:8080\s+default\/echo {2}3 failures in a row, ejection #2, since 2025-01-01T00:00:00\.000Z until 2025-01-01T00:00:02\.000Z/);
   });
 });

@@ -85,7 +85,7 @@ function renderStatus(s: ApiserverStatus): string {
     lines.push(...remoteTrustLines(r));
   }
   lines.push(`  node agents: ${s.agents?.length ?? 0}`);
-  for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}${a.failures ? `  FAILING ${a.failures} (skein status --node ${a.node})` : ''}`);
+  for (const a of s.agents ?? []) lines.push(`    ${a.node}  frontends ${a.frontends}  backends ${a.backends}  reconciles ${a.reconciles} (last ${a.lastReconcileMs} ms)  at ${a.at}${a.failures ? `  FAILING ${a.failures} (skein status --node ${a.node})` : ''}${a.ejectedCount ? `  EJECTED ${a.ejectedCount} (skein status --node ${a.node})` : ''}`);
   return lines.join('\n');
 }
 
@@ -123,6 +123,12 @@ export function renderNodeView(s: ApiserverStatus, node: string): string {
     lines.push(`  FAILING ${failures}: not programmed as wanted (each keeps what it had and is retried on its own)`);
     for (const [f, x] of failing) lines.push(`  ${f.padEnd(width)}  ${x.service || '(removal)'}  ${x.reason} since ${x.since}, ${x.attempts} attempt${x.attempts === 1 ? '' : 's'}: ${x.error}`);
     if (failures > failing.length) lines.push(`  ... ${failures - failing.length} more failing not shown`);
+  }
+  const ejected = a.ejected ?? [];
+  if (ejected.length) {
+    lines.push(`  EJECTED ${a.ejectedCount ?? ejected.length}: backends this node saw fail, out of active sets until the time shown (then back on probation)`);
+    for (const e of ejected) lines.push(`  ${e.backend.padEnd(width)}  ${e.service ?? '-'}  ${e.failures} failures in a row, ejection #${e.ejections}, since ${e.since} until ${e.until}`);
+    if ((a.ejectedCount ?? 0) > ejected.length) lines.push(`  ... ${a.ejectedCount! - ejected.length} more ejected not shown`);
   }
   return lines.join('\n');
 }

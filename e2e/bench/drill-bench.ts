@@ -1,39 +1,82 @@
-// Issue 5's drill benchmark: `skein drill` repeated on a fresh two-cluster test bed; failover and failback
-// times and lost requests as distributions over the repetitions.
+// Issue 14's drill benchmark: `skein drill` repeated on a fresh two-cluster test bed for each fault — scale,
+// kill and blackhole of the client cluster's backends, and blackhole of the other cluster's (the client's
+// service then on `remote` affinity) — with failover, loss window, ejection and failback as distributions
+// over the repetitions, and the lost requests. `--drills N` (or SKEIN_BENCH_DRILLS) sets the repetitions per
+// fault, `--drill-cases scale,kill` picks the cases (default all): a quick run is `--drills 3`.
 import { connect } from '../../deploy/cli/connect.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill, type DrillProtocol } from '../../deploy/drill/run.js';
+import type { DrillFault, DrillReport, DrillTarget } from '../../deploy/drill/report.js';
 import { down, up } from '../../testbed/testbed.js';
+import { lossConfined, testbedFaults } from '../tests/drill-helpers.js';
 import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from '../tests/helpers.js';
 import { distribution, type Result } from './report.js';
 
 const A = 'drill-a';
 const B = 'drill-b';
 
-export async function drillBench(opts: { repetitions: number; protocol: DrillProtocol; intervalMs: number }): Promise<Result[]> {
+const CASES: Record<string, { fault: DrillFault; target: DrillTarget; note: string }> = {
+  scale: { fault: 'scale', target: 'local', note: 'target ≤ 100 ms p99 failover, 0 lost' },
+  kill: { fault: 'kill', target: 'local', note: 'target ≤ 250 ms p99 failover' },
+  blackhole: { fault: 'blackhole', target: 'local', note: 'target ≤ 1 s p99, loss inside that window' },
+  'blackhole-remote': { fault: 'blackhole', target: 'remote', note: 'target ≤ 1 s p99, loss inside that window' },
+};
+const DRILL_CASES = Object.keys(CASES);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const setAffinity = (cluster: string, stateDir: string, affinity: string) =>
+  clusterRest(stateDir, cluster).patch('/api/v1/namespaces/default/services/echo', { metadata: { annotations: { 'skein.io/affinity': affinity } } });
+
+export async function drillBench(opts: { repetitions: number; protocol: DrillProtocol; intervalMs: number; cases?: string[] }): Promise<Result[]> {
+  const cases = opts.cases ?? DRILL_CASES;
+  for (const c of cases) if (!CASES[c]) throw new Error(`--drill-cases ${c}: use ${DRILL_CASES.join(', ')}`);
   const stateDir = tempStateDir('bench-drill');
   try {
     await up({ stateDir, clusters: [{ name: A, id: 71 }, { name: B, id: 72 }], nodes: 2, echo: true });
     await connect(clusterKubeconfig(stateDir, A), clusterKubeconfig(stateDir, B), () => {});
-    const failover: number[] = [];
-    const failback: number[] = [];
-    const lost: number[] = [];
-    let missed = 0;
-    for (let i = 0; i < opts.repetitions; i++) {
-      const r = await runDrill({ kc: clusterKubeconfig(stateDir, A), service: 'default/echo', protocol: opts.protocol, intervalMs: opts.intervalMs, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} });
-      if (r.failoverMs === null || r.failbackMs === null) missed++;
-      if (r.failoverMs !== null) failover.push(r.failoverMs);
-      if (r.failbackMs !== null) failback.push(r.failbackMs);
-      lost.push(r.requestsLost);
-      console.error(`  drill ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, failback ${r.failbackMs} ms, lost ${r.requestsLost}`);
-      await readyPods(clusterRest(stateDir, A), 'app=echo', 2);
+    const results: Result[] = [];
+    for (const name of cases) {
+      const { fault, target, note } = CASES[name]!;
+      if (target === 'remote') {
+        await setAffinity(A, stateDir, 'remote');
+        await sleep(2000); // the agents reprogram; the drill's own baseline phase follows
+      }
+      const reports: DrillReport[] = [];
+      for (let i = 0; i < opts.repetitions; i++) {
+        const r = await runDrill({
+          kc: clusterKubeconfig(stateDir, A),
+          service: 'default/echo',
+          protocol: opts.protocol,
+          fault,
+          target,
+          remoteKc: target === 'remote' ? clusterKubeconfig(stateDir, B) : undefined,
+          netFaultsFor: testbedFaults(stateDir),
+          intervalMs: opts.intervalMs,
+          requestTimeoutMs: 500,
+          phaseMs: 1000,
+          stepTimeoutMs: 60_000,
+          image: DEFAULT_CLIENT_IMAGE,
+          progress: () => {},
+        });
+        reports.push(r);
+        console.error(`  ${name} ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, ejected after ${r.ejectedAfterMs} ms (${r.ejectedFrom}), loss window ${r.lossWindowMs} ms, lost ${r.requestsLost}, failback ${r.failbackMs} ms`);
+        await readyPods(clusterRest(stateDir, target === 'remote' ? B : A), 'app=echo', 2);
+      }
+      if (target === 'remote') await setAffinity(A, stateDir, 'local');
+      const how = `${opts.protocol}, one request per ${opts.intervalMs} ms (the resolution)`;
+      const got = (f: (r: DrillReport) => number | null) => reports.flatMap((r) => f(r) ?? []);
+      const lost = reports.map((r) => r.requestsLost);
+      results.push(
+        distribution(`${name}: failover (fault -> first answer from another cluster)`, 'ms', got((r) => r.failoverMs), `${how}; ${note}`),
+        distribution(`${name}: loss window (first to last failed request; 0: none)`, 'ms', reports.map((r) => r.lossWindowMs ?? 0), how),
+        distribution(`${name}: ejected after (fault -> datapath off the faulted backends)`, 'ms', got((r) => r.ejectedAfterMs), `from ${[...new Set(reports.map((r) => r.ejectedFrom ?? 'unobserved'))].join(', ')}`),
+        distribution(`${name}: failback (faulted cluster usable -> its first answer)`, 'ms', got((r) => r.failbackMs), how),
+        distribution(`${name}: requests lost per drill`, 'requests', lost, `${lost.reduce((a, b) => a + b, 0)} in all`),
+        { name: `${name}: drills without an observed failover or failback`, unit: 'drills', value: reports.filter((r) => r.failoverMs === null || r.failbackMs === null).length, note: `of ${opts.repetitions}` },
+        { name: `${name}: drills losing requests outside the fault's window`, unit: 'drills', value: reports.filter((r) => !lossConfined(r)).length, note: `of ${opts.repetitions}` },
+      );
+      if (fault === 'blackhole') results.push({ name: `${name}: drills where Kubernetes noticed the blackhole`, unit: 'drills', value: reports.filter((r) => r.faultedStayedReady !== true).length, note: `of ${opts.repetitions} (should be 0: a silent fault)` });
     }
-    const how = `${opts.protocol}, one request per ${opts.intervalMs} ms (the resolution)`;
-    return [
-      distribution('drill failover (last local backend lost -> first remote answer)', 'ms', failover, how),
-      distribution('drill failback (local backend ready -> first local answer)', 'ms', failback, how),
-      distribution('drill requests lost per drill', 'requests', lost, `${lost.reduce((a, b) => a + b, 0)} in all`),
-      { name: 'drills without an observed failover or failback', unit: 'drills', value: missed, note: `of ${opts.repetitions}` },
-    ];
+    return results;
   } finally {
     await down(stateDir);
   }

@@ -17,7 +17,8 @@ const { values } = parseArgs({
     'remote-services': { type: 'string', default: '10000' },
     requests: { type: 'string', default: '5000' },
     'service-counts': { type: 'string', default: '1,1000,10000' },
-    drills: { type: 'string', default: '20' },
+    drills: { type: 'string', default: process.env.SKEIN_BENCH_DRILLS ?? '20' },
+    'drill-cases': { type: 'string' },
     issuances: { type: 'string', default: '500' },
     'forge-issuances': { type: 'string', default: '20' },
     pods: { type: 'string', default: '20' },
@@ -29,7 +30,7 @@ const suites: Record<string, () => Promise<import('./report.js').Result[]>> = {
   mesh: () => meshBench({ changes: Number(values.changes), remoteServices: Number(values['remote-services']), backends: Number(values.backends) }),
   datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts'].split(',').map(Number) }),
   svid: () => svidBench({ issuances: Number(values.issuances), forgeIssuances: Number(values['forge-issuances']), pods: Number(values.pods) }),
-  drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10 }),
+  drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10, cases: values['drill-cases']?.split(',').filter(Boolean) }),
 };
 
 for (const [name, run] of Object.entries(suites)) {

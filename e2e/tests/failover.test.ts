@@ -16,9 +16,14 @@ import { readState, statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import type { Outcome } from '../../deploy/images/outcome.js';
 import { fetchStatus, renderNodeView } from '../../deploy/cli/status.js';
-import { DrillReport } from '../../deploy/drill/report.js';
+import { DrillReport, type DrillFault } from '../../deploy/drill/report.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
 import { clientRequests, clusterKubeconfig, clusterRest, meshEtcd, pods, readyPods, scale, tempStateDir } from './helpers.js';
+import { hasDrillRules, observerProblems, reportProblems, testbedFaults } from './drill-helpers.js';
+import { podNetnsName } from '../../testbed/topology.js';
+import { inNetns } from '../../testbed/netns.js';
+import { keys } from '../../mesh/schema/keys.js';
+import type { Pod } from '../../mesh/kube/objects.js';
 
 const EAST = 'fo-east';
 const WEST = 'fo-west';
@@ -36,8 +41,8 @@ const echoReplicas = async () => (await east.get<{ spec: { replicas: number } }>
 const drillRecord = async () => (await east.get<{ metadata: { annotations?: Record<string, string> } }>(echoDeployment)).metadata.annotations?.['skein.io/drill'];
 /** `skein drill` as users run it, a child process that can be interrupted. */
 const drills = new Set<ChildProcess>();
-const drillCli = () => {
-  const child = spawn(process.execPath, [distPath('deploy', 'cli', 'skein.js'), 'drill', '--kubeconfig', statePaths(stateDir).kubeconfig, '--context', `skein-${EAST}`, '--service', 'default/echo', '--phase-ms', '30000'], { stdio: 'ignore' });
+const drillCli = (extra: string[] = []) => {
+  const child = spawn(process.execPath, [distPath('deploy', 'cli', 'skein.js'), 'drill', '--kubeconfig', statePaths(stateDir).kubeconfig, '--context', `skein-${EAST}`, '--service', 'default/echo', '--phase-ms', '30000', ...extra], { stdio: 'ignore' });
   drills.add(child);
   child.on('exit', () => drills.delete(child));
   return child;
@@ -99,9 +104,9 @@ describe('local-first failover through the BPF socket LB', () => {
       expect(report.failoverMs).not.toBeNull();
       expect(report.failbackMs).not.toBeNull();
       expect(before!.failed + after!.failed).toBe(0);
-      if (report.lostWindowMs) {
-        expect(report.lostWindowMs.from).toBeGreaterThanOrEqual(report.timeline.takenAt - report.timeline.lostAt);
-        expect(report.lostWindowMs.to).toBeLessThanOrEqual(report.failoverMs!);
+      if (report.lossWindow) {
+        expect(report.lossWindow.from).toBeGreaterThanOrEqual(report.timeline.takenAt - report.timeline.faultAt);
+        expect(report.lossWindow.to).toBeLessThanOrEqual(report.failoverMs!);
       }
       // The last answers all come from east again.
       expect(after!.answeredBy[EAST]).toBeGreaterThan(after!.requests / 2);
@@ -201,5 +206,157 @@ describe('local-first failover through the BPF socket LB', () => {
     await waitFor('failover after the restart', async () => ((await requests('http', 3)).every((x) => x.cluster === WEST) ? true : undefined), 60_000);
     await scale(east, 'echo', 2);
     await readyPods(east, 'app=echo', 2);
+  });
+});
+
+describe('skein drill faults', () => {
+  const faultDrill = (fault: DrillFault, target: 'local' | 'remote', protocol: 'tcp' | 'udp' | 'http', onOutcomes?: (o: readonly Outcome[]) => void) =>
+    runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol, fault, target, remoteKc: target === 'remote' ? kubeconfig(WEST) : undefined,
+      netFaultsFor: testbedFaults(stateDir), intervalMs: 20, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {}, onOutcomes });
+
+  for (const target of ['local', 'remote'] as const) {
+    for (const fault of ['scale', 'kill', 'blackhole'] as const) {
+      it(`${fault} of the ${target} backends over TCP and UDP: the reported windows match what the clients saw`, async () => {
+        if (target === 'remote') {
+          await setAffinity('remote');
+          await waitFor('remote affinity', async () => (clusters(await requests('http', 5)).join() === WEST ? true : undefined), 30_000);
+        }
+        try {
+          for (const protocol of ['tcp', 'udp'] as const) {
+            let seen: readonly Outcome[] = [];
+            const observer = requests(protocol, 400, 25); // an independent stream from the client pod, ~10 s
+            const report = DrillReport.parse(await faultDrill(fault, target, protocol, (o) => (seen = o)));
+            const observed = await observer;
+            expect(report).toMatchObject({ fault, target, protocol, faulted: { cluster: target === 'local' ? EAST : WEST } });
+            expect(reportProblems(report, seen)).toEqual([]);
+            expect(report.failoverMs).not.toBeNull();
+            expect(report.failbackMs).not.toBeNull();
+            expect(report.ejectedAfterMs).not.toBeNull();
+            if (fault === 'scale') {
+              expect(report.requestsLost).toBe(0);
+              expect(observed.filter((o) => !o.ok)).toEqual([]);
+            } else {
+              // How fast is the benchmark's business; here, an independent client's losses all lie inside the
+              // window the report claims (fault to the later of failover and ejection).
+              expect(observerProblems(report, observed, Math.max(report.failoverMs ?? 0, report.ejectedAfterMs ?? 0) + 2 * report.intervalMs)).toEqual([]);
+            }
+            if (fault === 'blackhole') expect(report.faultedStayedReady).toBe(true);
+            await readyPods(target === 'local' ? east : clusterRest(stateDir, WEST), 'app=echo', 2);
+          }
+        } finally {
+          if (target === 'remote') await setAffinity('local');
+        }
+        await waitFor('local again', async () => (clusters(await requests('http', 5)).join() === EAST ? true : undefined), 30_000);
+        expect(await pods(east, 'app.kubernetes.io/name=skein-drill')).toEqual([]);
+        expect(await drillRecord()).toBeUndefined();
+      });
+    }
+  }
+
+  it('refuses fault drills it cannot run, naming the fix, and changes nothing', async () => {
+    await expect(runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', fault: 'blackhole', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 10_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }))
+      .rejects.toThrow("the blackhole fault needs `skein local` (it drops traffic inside pod network namespaces); on a real cluster use a NetworkPolicy or your CNI's tooling");
+    await expect(faultDrill('kill', 'remote', 'http')).rejects.toThrow(/affinity local in fo-east.*set skein.io\/affinity to remote \(or none\)/);
+    await setAffinity('remote');
+    try {
+      await expect(faultDrill('kill', 'local', 'http')).rejects.toThrow(/affinity remote.*--target remote --remote-context/);
+    } finally {
+      await setAffinity('local');
+    }
+    await expect(runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', target: 'remote', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 10_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }))
+      .rejects.toThrow(/--target remote needs --remote-context/);
+    expect(await echoReplicas()).toBe(2);
+  });
+
+  it('an interrupted blackhole drill removes its rules before it exits; one killed hard is repaired by the next drill', async () => {
+    const echoNetns = async () => (await readyPods(east, 'app=echo', 2)).map((p) => podNetnsName(readState(stateDir)!.tag, p.metadata!.uid!));
+    const recordOf = async () => {
+      const raw = await drillRecord();
+      return raw ? (JSON.parse(raw) as { fault?: string; netns?: string[] }) : undefined;
+    };
+    for (const signal of ['SIGINT', 'SIGKILL'] as const) {
+      const netns = await echoNetns();
+      const child = drillCli(['--fault', 'blackhole', '--state-dir', stateDir]);
+      await waitFor('the blackhole', async () => ((await recordOf())?.netns?.length === 2 && (await hasDrillRules(netns[0]!)) ? true : undefined), 60_000);
+      child.kill(signal);
+      await new Promise((resolve) => child.on('exit', resolve));
+      if (signal === 'SIGINT') {
+        for (const ns of netns) expect(await hasDrillRules(ns)).toBe(false);
+        expect(await drillRecord()).toBeUndefined();
+      } else {
+        expect((await recordOf())?.fault).toBe('blackhole');
+        for (const ns of netns) expect(await hasDrillRules(ns)).toBe(true);
+        await new Promise((r) => setTimeout(r, 20_000));
+        const said: string[] = [];
+        await runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', netFaultsFor: testbedFaults(stateDir), intervalMs: 20, requestTimeoutMs: 500, phaseMs: 500, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: (m) => said.push(m) });
+        expect(said).toContain('repairing an interrupted drill: removing the blackhole from 2 pod(s) of deployments/echo');
+        for (const ns of netns) expect(await hasDrillRules(ns)).toBe(false);
+      }
+      await readyPods(east, 'app=echo', 2);
+    }
+  });
+});
+
+describe('a silent remote, and spillover', () => {
+  it('a remote that goes silent is flagged stale within 2 s and leaves `none` services; it comes back without a relist', async () => {
+    await setAffinity('none');
+    const etcd = meshEtcd(stateDir, EAST);
+    const watch = await etcd.watch().key(keys.syncStatus(WEST)).create();
+    try {
+      await waitFor('none to spread over both', async () => (clusters(await requests('http', 20)).join() === [EAST, WEST].sort().join() ? true : undefined), 30_000);
+      const relists = (await fetchStatus(kubeconfig(EAST))).remotes.find((r) => r.cluster === WEST)!.relists;
+      let staleAt: number | undefined;
+      let freshAt: number | undefined;
+      watch.on('put', (kv) => {
+        const v = JSON.parse(kv.value.toString()) as { stale: boolean };
+        if (v.stale) staleAt ??= Date.now();
+        else if (staleAt) freshAt ??= Date.now();
+      });
+      // Silence west as east's apiserver sees it: its packets to west's mesh etcd vanish (no reset, no error).
+      const state = readState(stateDir)!;
+      const port = new URL(state.clusters.find((c) => c.name === WEST)!.meshEtcdUrl).port;
+      const apiPod = (await east.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver')).items.find((p) => !p.metadata?.deletionTimestamp)!;
+      const netns = podNetnsName(state.tag, apiPod.metadata!.uid!);
+      const rule = ['OUTPUT', '-p', 'tcp', '--dport', port, '-j', 'DROP'];
+      const cutAt = Date.now();
+      await inNetns(netns, 'iptables', ['-I', ...rule]);
+      try {
+        await waitFor('east to flag west stale', async () => (staleAt ? true : undefined), 10_000);
+        expect(staleAt! - cutAt).toBeLessThanOrEqual(2_500);
+        // West's backends leave the active set: every new connection goes to east.
+        await waitFor('only east to answer', async () => (clusters(await requests('http', 20)).join() === EAST ? true : undefined), 5_000);
+      } finally {
+        await inNetns(netns, 'iptables', ['-D', ...rule]);
+      }
+      await waitFor('east to see west fresh again', async () => (freshAt ? true : undefined), 30_000);
+      await waitFor('none to spread over both again', async () => (clusters(await requests('http', 20)).join() === [EAST, WEST].sort().join() ? true : undefined), 10_000);
+      expect((await fetchStatus(kubeconfig(EAST))).remotes.find((r) => r.cluster === WEST)!.relists).toBe(relists);
+    } finally {
+      await watch.cancel().catch(() => {});
+      etcd.close();
+      await setAffinity('local');
+    }
+  });
+
+  it('below skein.io/local-min-ready, local and remote serve together; the local share grows with local capacity', async () => {
+    const svc = '/api/v1/namespaces/default/services/echo';
+    await east.patch(svc, { metadata: { annotations: { 'skein.io/local-min-ready': '4' } } });
+    try {
+      for (const [replicas, share] of [[1, 0.25], [2, 0.5], [4, 1]] as const) {
+        await scale(east, 'echo', replicas);
+        await readyPods(east, 'app=echo', replicas);
+        const measured = await waitFor(`east's share to settle near ${share}`, async () => {
+          const r = await requests('http', 400);
+          const s = r.filter((x) => x.ok && x.cluster === EAST).length / r.length;
+          return r.every((x) => x.ok) && Math.abs(s - share) <= 0.08 ? s : undefined;
+        }, 30_000);
+        expect(measured).toBeCloseTo(share, 0);
+      }
+    } finally {
+      await east.patch(svc, { metadata: { annotations: { 'skein.io/local-min-ready': null } } });
+      await scale(east, 'echo', 2);
+    }
+    await readyPods(east, 'app=echo', 2);
+    await waitFor('local only again', async () => (clusters(await requests('http', 20)).join() === EAST ? true : undefined), 30_000);
   });
 });

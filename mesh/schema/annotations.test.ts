@@ -34,4 +34,24 @@ describe('global service annotations', () => {
     expect(parseGlobalAnnotations({ 'skein.io/global': 'true', 'skein.io/affinity': 'locl' })).toMatchObject({ ok: false, global: true });
     expect(parseGlobalAnnotations({ 'skein.io/affinity': 'locl' })).toMatchObject({ ok: false, global: false });
   });
+
+  it('reads skein.io/local-min-ready as a count of ready local backends or a percentage of local endpoints', () => {
+    const spec = (v: string) => parseGlobalAnnotations({ 'skein.io/global': 'true', 'skein.io/affinity': 'local', 'skein.io/local-min-ready': v });
+    expect(spec('2')).toEqual({ ok: true, spec: { global: true, shared: true, affinity: 'local', localMinReady: { count: 2 } } });
+    expect(spec(' 1 ')).toMatchObject({ spec: { localMinReady: { count: 1 } } });
+    expect(spec('65535')).toMatchObject({ spec: { localMinReady: { count: 65535 } } });
+    expect(spec('50%')).toMatchObject({ spec: { localMinReady: { percent: 50 } } });
+    expect(spec('100%')).toMatchObject({ spec: { localMinReady: { percent: 100 } } });
+    expect(parseGlobalAnnotations({ 'skein.io/global': 'true' })).not.toHaveProperty('spec.localMinReady'); // absent: all-or-nothing, as before
+  });
+  it.each(['0', '-1', '1.5', 'two', '0%', '101%', '50 %', '12.5%', '65536', '', '%'])('refuses skein.io/local-min-ready "%s", naming the annotation and the accepted forms', (v) => {
+    const r = parseGlobalAnnotations({ 'skein.io/global': 'true', 'skein.io/local-min-ready': v });
+    expect(r).toMatchObject({ ok: false, annotation: 'skein.io/local-min-ready', global: true });
+    if (!r.ok) {
+      expect(r.error).toBe(
+        `skein.io/local-min-ready: "${v.trim()}" is not allowed; use a whole number of ready local backends from 1 to 65535 (for example "2") ` +
+          `or a percentage of the service's local endpoints from 1% to 100% (for example "50%")`,
+      );
+    }
+  });
 });

@@ -1,6 +1,6 @@
 // Global-service annotations: Skein's own and Cilium's (current and legacy) as aliases, so a ClusterMesh
 // user's Services export unchanged. A bad value is an error naming the annotation and the allowed values.
-import type { Affinity } from './values.js';
+import type { Affinity, LocalMinReady } from './values.js';
 
 const ALIASES = {
   global: ['skein.io/global', 'service.cilium.io/global', 'io.cilium/global-service'],
@@ -8,10 +8,15 @@ const ALIASES = {
   affinity: ['skein.io/affinity', 'service.cilium.io/affinity', 'io.cilium/service-affinity'],
 } as const;
 
+/** Skein's own (Cilium has no equivalent): spillover below this many ready local backends. */
+const LOCAL_MIN_READY = 'skein.io/local-min-ready';
+
 export interface GlobalSpec {
   global: boolean;
   shared: boolean;
   affinity: Affinity;
+  /** Absent: all-or-nothing local affinity (remote backends only when no local one is ready). */
+  localMinReady?: LocalMinReady;
 }
 
 export type AnnotationResult =
@@ -39,6 +44,26 @@ function read<T extends string>(annotations: Record<string, string>, names: read
 
 const BOOL = ['true', 'false'] as const;
 
+/**
+ * `skein.io/local-min-ready`: a whole number of ready local backends ("2", at least 1), or a percentage of
+ * the service's local endpoints that are not terminating ("50%", 1% to 100%). Absent: undefined.
+ */
+function readLocalMinReady(annotations: Record<string, string>): Read<LocalMinReady | undefined> {
+  const raw = annotations[LOCAL_MIN_READY]?.trim();
+  if (raw === undefined) return { ok: true, value: undefined };
+  const count = /^\d{1,5}$/.exec(raw) ? Number(raw) : NaN;
+  if (count >= 1 && count <= 65535) return { ok: true, value: { count } };
+  const percent = /^(\d{1,3})%$/.exec(raw);
+  if (percent && Number(percent[1]) >= 1 && Number(percent[1]) <= 100) return { ok: true, value: { percent: Number(percent[1]) } };
+  return {
+    ok: false,
+    annotation: LOCAL_MIN_READY,
+    error:
+      `${LOCAL_MIN_READY}: "${raw}" is not allowed; use a whole number of ready local backends from 1 to 65535 (for example "2") ` +
+      `or a percentage of the service's local endpoints from 1% to 100% (for example "50%")`,
+  };
+}
+
 export function parseGlobalAnnotations(annotations: Record<string, string> | undefined): AnnotationResult {
   const a = annotations ?? {};
   const global = read(a, ALIASES.global, BOOL, 'false');
@@ -48,5 +73,9 @@ export function parseGlobalAnnotations(annotations: Record<string, string> | und
   if (!shared.ok) return { ...shared, global: isGlobal };
   const affinity = read(a, ALIASES.affinity, ['local', 'remote', 'none'] as const, 'none');
   if (!affinity.ok) return { ...affinity, global: isGlobal };
-  return { ok: true, spec: { global: isGlobal, shared: shared.value === 'true', affinity: affinity.value } };
+  const localMinReady = readLocalMinReady(a);
+  if (!localMinReady.ok) return { ...localMinReady, global: isGlobal };
+  const spec: GlobalSpec = { global: isGlobal, shared: shared.value === 'true', affinity: affinity.value };
+  if (localMinReady.value) spec.localMinReady = localMinReady.value;
+  return { ok: true, spec };
 }

@@ -51,12 +51,22 @@ export const Backend = z.object({
 });
 export type Backend = z.infer<typeof Backend>;
 
+/**
+ * `skein.io/local-min-ready` (annotations.ts): with affinity `local`, below this many ready local backends
+ * local and remote backends are used together, the local share growing with them (datapath/agent/policy.ts).
+ * `count`: ready local backends; `percent`: of the service's local endpoints that are not terminating.
+ */
+export const LocalMinReady = z.union([z.object({ count: z.number().int().min(1).max(65535) }), z.object({ percent: z.number().int().min(1).max(100) })]);
+export type LocalMinReady = z.infer<typeof LocalMinReady>;
+
 export const GlobalService = z.object({
   cluster: ClusterName,
   namespace: z.string().min(1),
   name: z.string().min(1),
   shared: z.boolean(),
   affinity: Affinity,
+  /** Optional: absent (no spillover, as before) in values of older versions and of services without it. */
+  localMinReady: LocalMinReady.optional(),
   clusterIps: z.array(Ipv4),
   ports: z.array(ServicePort),
   backends: z.array(Backend),
@@ -120,6 +130,26 @@ export const AgentView = z.object({
     )
     .optional(),
   failures: z.number().int().min(0).optional(),
+  /**
+   * Backends (PROTO/ip:port) outlier detection took out of active sets because this node's sockets saw them
+   * fail, until `until` (the first AGENT_VIEW_MAX; `ejectedCount` counts all). Optional: older agents.
+   */
+  ejected: z
+    .array(
+      z.object({
+        backend: z.string(),
+        /** The first service (namespace/name) it is a backend of. */
+        service: z.string().optional(),
+        since: z.string().datetime(),
+        until: z.string().datetime(),
+        /** Consecutive failures that ejected it. */
+        failures: z.number().int().min(0),
+        /** Times ejected lately (the multiplier of its ejection time). */
+        ejections: z.number().int().min(1),
+      }),
+    )
+    .optional(),
+  ejectedCount: z.number().int().min(0).optional(),
 });
 export type AgentView = z.infer<typeof AgentView>;
 export const AGENT_VIEW_MAX = 500;
