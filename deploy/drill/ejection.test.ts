@@ -1,18 +1,20 @@
 import { describe, expect, it } from 'vitest';
+import { AgentView } from '../../mesh/schema/values.js';
 import { agentEjectedAt, publishesEjections } from './ejection.js';
 
 const at = (ms: number) => new Date(1_000_000 + ms).toISOString();
+const base = { node: 'east-node-1', at: at(0), frontends: 1, backends: 2, reconciles: 1, lastReconcileMs: 0.1, programmed: {}, truncated: false };
 
 describe('agentEjectedAt', () => {
-  // As datapath/agent/agent.ts publishes it: a flat list of PROTO/ip:port with since/until.
-  const view = {
-    node: 'east-node-1',
+  // As datapath/agent/agent.ts publishes it: PROTO/ip:port with since/until.
+  const view = AgentView.parse({
+    ...base,
     ejected: [
       { backend: 'TCP/10.1.1.5:8080', service: 'default/echo', since: at(120), until: at(30_120), failures: 3, ejections: 1 },
       { backend: 'TCP/10.1.2.7:8080', service: 'default/echo', since: at(180), until: at(30_180), failures: 3, ejections: 1 },
       { backend: 'UDP/10.1.2.8:8080', since: at(90), until: at(30_090), failures: 3, ejections: 1 },
     ],
-  };
+  });
 
   it('is the moment the last faulted backend was ejected, for the frontend protocol', () => {
     expect(agentEjectedAt(view, 'TCP/100.64.0.10:80', new Set(['10.1.1.5', '10.1.2.7']))).toBe(1_000_180);
@@ -25,11 +27,10 @@ describe('agentEjectedAt', () => {
     expect(agentEjectedAt(view, 'TCP/100.64.0.10:80', new Set(['10.1.1.5']), 1_000_150)).toBeUndefined();
   });
 
-  it('reads per-frontend maps too, and tells an agent that publishes no ejections', () => {
-    const byFrontend = { ejected: { 'TCP/100.64.0.10:80': { '10.1.1.5:8080': { since: at(50) } } } };
-    expect(agentEjectedAt(byFrontend, 'TCP/100.64.0.10:80', new Set(['10.1.1.5']))).toBe(1_000_050);
-    expect(publishesEjections(byFrontend)).toBe(true);
-    expect(publishesEjections({ node: 'n', programmed: {} })).toBe(false);
-    expect(agentEjectedAt({ node: 'n' }, 'TCP/100.64.0.10:80', new Set(['10.1.1.5']))).toBeUndefined();
+  it('tells an agent that publishes no ejections', () => {
+    const old = AgentView.parse(base);
+    expect(publishesEjections(view)).toBe(true);
+    expect(publishesEjections(old)).toBe(false);
+    expect(agentEjectedAt(old, 'TCP/100.64.0.10:80', new Set(['10.1.1.5']))).toBeUndefined();
   });
 });

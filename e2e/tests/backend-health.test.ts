@@ -15,6 +15,7 @@ import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.j
 import { waitFor } from '../../testbed/daemon.js';
 import { addNetns, deleteNetns, inNetns, ip } from '../../testbed/netns.js';
 import { distPath } from '../../testbed/repo.js';
+import { nodeInSandbox } from './helpers.js';
 
 const tag = randomBytes(3).toString('hex');
 const ns = `sk-hltest-${tag}`;
@@ -29,15 +30,7 @@ const dead = { ip: '10.251.0.3', port: 8081 }; // echo runs, but its traffic is 
 const refused = { ip: '10.251.0.4', port: 8082 }; // nothing listens: RST
 const SYN_RTO_MS = 200;
 
-/** Runs a Node snippet inside the netns and the attached cgroup; returns its stdout. */
-function runClient(code: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.on('close', (rc) => (rc === 0 ? resolve(out.trim()) : reject(new Error(`client exited ${rc}: ${out}`))));
-  });
-}
+const runClient = (code: string) => nodeInSandbox(cgroup, ns, code);
 
 /** `count` connects to the VIP, `everyMs` apart, each given up after `timeoutMs`; prints when each started (CLOCK_MONOTONIC ms) and how it ended. */
 const connects = (count: number, everyMs: number, timeoutMs: number) => `

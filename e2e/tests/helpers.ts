@@ -1,5 +1,5 @@
 // Shared by the e2e tests: a test bed per test file in its own temp state dir, and ways to look at it.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +62,19 @@ export function containerLog(stateDir: string, cluster: string, prefix: string):
     .filter((f) => f.startsWith(prefix))
     .map((f) => readFileSync(join(dir, f), 'utf8'))
     .join('\n');
+}
+
+/**
+ * Runs a Node snippet as a process inside network namespace `ns` and cgroup `cgroup` from its first
+ * instruction (so the BPF programs attached there see its sockets); resolves with its stdout.
+ */
+export function nodeInSandbox(cgroup: string, ns: string, code: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.on('close', (rc) => (rc === 0 ? resolve(out.trim()) : reject(new Error(`client exited ${rc}: ${out}`))));
+  });
 }
 
 export function clusterKubeconfig(stateDir: string, cluster: string): KubeConfig {

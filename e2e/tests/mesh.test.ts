@@ -266,7 +266,7 @@ describe('mesh etcd transport security', () => {
   const endpoint = () => readState(stateDir)!.clusters.find((c) => c.name === 'm1')!.meshEtcdUrl;
   const caPem = () => readFileSync(meshPki(statePaths(stateDir).cluster('m1')).ca, 'utf8');
   const attempt = async (tls?: { certPem: string; keyPem: string }) => {
-    const client = tls ? connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: caPem(), ...tls }, callTimeoutMs: 3_000, serverName: meshEtcdServerName('m1') }) : connectMeshEtcd({ endpoints: [endpoint()], callTimeoutMs: 3_000 });
+    const client = tls ? connectMeshEtcd({ endpoints: [endpoint()], tls: { caPem: caPem(), ...tls }, callTimeoutMs: 3_000, serverName: meshEtcdServerName('m1') }) : connectMeshEtcd({ endpoints: [endpoint()], callTimeoutMs: 3_000, serverName: meshEtcdServerName('m1') });
     try {
       return await client.get(keys.config('m1')).string();
     } finally {

@@ -10,6 +10,7 @@ import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.j
 import { waitFor } from '../../testbed/daemon.js';
 import { addNetns, deleteNetns, ip } from '../../testbed/netns.js';
 import { distPath } from '../../testbed/repo.js';
+import { nodeInSandbox } from './helpers.js';
 
 const tag = randomBytes(3).toString('hex');
 const ns = `sk-lbtest-${tag}`;
@@ -24,15 +25,7 @@ const backends = [
   { ip: '10.250.0.3', port: 8081, name: 'b' },
 ];
 
-/** Runs a Node snippet as a process inside the netns and the attached cgroup; returns its stdout. */
-function runClient(code: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.on('close', (rc) => (rc === 0 ? resolve(out.trim()) : reject(new Error(`client exited ${rc}: ${out}`))));
-  });
-}
+const runClient = (code: string) => nodeInSandbox(cgroup, ns, code);
 
 const tcpOnce = `
 import { connect } from 'node:net';
