@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -7,71 +6,21 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Etcd3, type Lease } from 'etcd3';
 import { LeaseSession } from './lease-session.js';
-
-/** The slice of etcd3 a lease session and its holder use: lease(), and on the lease put, revoke, `lost`. */
-class FakeEtcd {
-  readonly data = new Map<string, { value: string; lease: FakeLease }>();
-  readonly leases: FakeLease[] = [];
-  /** While set, every put fails like an unreachable etcd. */
-  down = false;
-  lease(_ttl: number): FakeLease {
-    const l = new FakeLease(this, this.leases.length + 1);
-    this.leases.push(l);
-    return l;
-  }
-  keysOf(l: FakeLease): string[] {
-    return [...this.data].filter(([, v]) => v.lease === l).map(([k]) => k);
-  }
-  asRef = () => this as unknown as Etcd3;
-}
-
-class FakeLease extends EventEmitter {
-  state: 'alive' | 'lost' | 'revoked' = 'alive';
-  constructor(
-    private readonly etcd: FakeEtcd,
-    readonly id: number,
-  ) {
-    super();
-  }
-  put(key: string) {
-    return {
-      value: (value: string) => {
-        const done = this.etcd.down || this.state !== 'alive' ? Promise.reject(new Error('etcd unavailable')) : Promise.resolve(void this.etcd.data.set(key, { value, lease: this }));
-        return Object.assign(done, { exec: () => done });
-      },
-    };
-  }
-  async revoke(): Promise<void> {
-    this.state = 'revoked';
-    this.dropKeys();
-  }
-  revoked(): boolean {
-    return this.state !== 'alive';
-  }
-  /** What etcd3 does once it cannot keep the lease alive: the keys expire, and `lost` fires. */
-  lose(): void {
-    this.state = 'lost';
-    this.dropKeys();
-    this.emit('lost', new Error('lease expired'));
-  }
-  private dropKeys(): void {
-    for (const k of this.etcd.keysOf(this)) this.etcd.data.delete(k);
-  }
-}
+import { MemoryLeaseEtcd, UNAVAILABLE } from './testing/memory-lease-etcd.js';
 
 /** A holder that keeps /svc/me on whatever lease the session has, and counts its puts. */
-function session(etcd: () => FakeEtcd, o: { failFirstPuts?: number } = {}) {
+function session(etcd: () => MemoryLeaseEtcd, o: { failFirstPuts?: number } = {}) {
   const lost: string[] = [];
   const retries: number[] = [];
   let failPuts = o.failFirstPuts ?? 0;
   const s = new LeaseSession({
-    etcd: () => etcd().asRef(),
+    etcd: () => etcd().ref(),
     ttlSeconds: 10,
     retryMs: 100,
     maxRetryMs: 400,
     onNewLease: async (lease: Lease) => {
       if (failPuts > 0 && failPuts--) throw new Error('put refused');
-      await lease.put('/svc/me').value(`on lease ${(lease as unknown as FakeLease).id}`);
+      await lease.put('/svc/me').value(`on lease ${etcd().leases.findIndex((l) => Object.is(l, lease)) + 1}`);
     },
     onLost: (err) => lost.push(err.message),
     onRetry: (_err, attempt) => retries.push(attempt),
@@ -83,11 +32,11 @@ describe('lease session', () => {
   afterEach(() => vi.useRealTimers());
 
   it('puts the holder\'s keys on its lease, and close() revokes it so they go at once', async () => {
-    const etcd = new FakeEtcd();
+    const etcd = new MemoryLeaseEtcd();
     const { s } = session(() => etcd);
     expect(s.lease).toBeUndefined();
     await s.open();
-    expect(etcd.data.get('/svc/me')?.value).toBe('on lease 1');
+    expect(etcd.data.get('/svc/me')).toBe('on lease 1');
     expect(s.lease).toBe(etcd.leases[0]);
     await s.close();
     expect(etcd.leases[0]!.state).toBe('revoked');
@@ -97,7 +46,7 @@ describe('lease session', () => {
 
   it('grants a new lease when the old one is lost and has the holder put its keys again', async () => {
     vi.useFakeTimers();
-    const etcd = new FakeEtcd();
+    const etcd = new MemoryLeaseEtcd();
     const { s, lost } = session(() => etcd);
     await s.open();
     etcd.leases[0]!.lose();
@@ -106,7 +55,7 @@ describe('lease session', () => {
     expect(lost).toEqual(['lease expired']);
     await vi.advanceTimersByTimeAsync(100);
     expect(etcd.leases).toHaveLength(2);
-    expect(etcd.data.get('/svc/me')?.value).toBe('on lease 2');
+    expect(etcd.data.get('/svc/me')).toBe('on lease 2');
     expect(s.lease).toBe(etcd.leases[1]);
     await s.close();
     expect(etcd.data.size).toBe(0);
@@ -114,7 +63,7 @@ describe('lease session', () => {
 
   it('retries a replacement that fails with backoff, revoking each failed lease, until one holds', async () => {
     vi.useFakeTimers();
-    const etcd = new FakeEtcd();
+    const etcd = new MemoryLeaseEtcd();
     const { s, retries } = session(() => etcd);
     await s.open();
     etcd.down = true;
@@ -124,7 +73,7 @@ describe('lease session', () => {
     expect(etcd.leases.slice(1).map((l) => l.state)).toEqual(['revoked', 'revoked', 'revoked', 'revoked']);
     etcd.down = false;
     await vi.advanceTimersByTimeAsync(400);
-    expect(etcd.data.get('/svc/me')?.value).toBe('on lease 6');
+    expect(etcd.data.get('/svc/me')).toBe('on lease 6');
     expect(s.lease).toBe(etcd.leases[5]);
     await vi.advanceTimersByTimeAsync(5_000);
     expect(etcd.leases).toHaveLength(6); // holding: no more grants
@@ -132,13 +81,13 @@ describe('lease session', () => {
 
   it('moves to the client the EtcdRef returns now, then revokes the old lease; its later loss is ignored', async () => {
     vi.useFakeTimers();
-    let current = new FakeEtcd();
+    let current = new MemoryLeaseEtcd();
     const old = current;
     const { s, lost } = session(() => current);
     await s.open();
-    current = new FakeEtcd();
+    current = new MemoryLeaseEtcd();
     await s.move();
-    expect(current.data.get('/svc/me')?.value).toBe('on lease 1');
+    expect(current.data.get('/svc/me')).toBe('on lease 1');
     expect(s.lease).toBe(current.leases[0]);
     expect(old.leases[0]!.state).toBe('revoked');
     expect(old.data.size).toBe(0);
@@ -149,31 +98,31 @@ describe('lease session', () => {
   });
 
   it('keeps the current lease when a move fails', async () => {
-    let current = new FakeEtcd();
+    let current = new MemoryLeaseEtcd();
     const old = current;
     const { s } = session(() => current);
     await s.open();
-    current = new FakeEtcd();
+    current = new MemoryLeaseEtcd();
     current.down = true;
-    await expect(s.move()).rejects.toThrow('etcd unavailable');
+    await expect(s.move()).rejects.toThrow(UNAVAILABLE);
     expect(s.lease).toBe(old.leases[0]);
-    expect(old.data.get('/svc/me')?.value).toBe('on lease 1');
+    expect(old.data.get('/svc/me')).toBe('on lease 1');
     expect(current.leases[0]!.state).toBe('revoked');
   });
 
   it('rejects an open whose keys could not be put, leaving no lease behind, and opens on the next try', async () => {
-    const etcd = new FakeEtcd();
+    const etcd = new MemoryLeaseEtcd();
     const { s } = session(() => etcd, { failFirstPuts: 1 });
     await expect(s.open()).rejects.toThrow('put refused');
     expect(s.lease).toBeUndefined();
     expect(etcd.leases[0]!.state).toBe('revoked');
     await s.open();
-    expect(etcd.data.get('/svc/me')?.value).toBe('on lease 2');
+    expect(etcd.data.get('/svc/me')).toBe('on lease 2');
   });
 
   it('after close, neither a loss nor a move grants anything', async () => {
     vi.useFakeTimers();
-    const etcd = new FakeEtcd();
+    const etcd = new MemoryLeaseEtcd();
     const { s } = session(() => etcd);
     await s.open();
     const lease = etcd.leases[0]!;

@@ -1,11 +1,8 @@
 // In-memory stand-ins for what the sync units talk to, behind the project's own interfaces: a peer's mesh
 // etcd as PeerSource connections (a list at a revision, watches from a revision that replay its history,
 // compaction, outages, identities it stops accepting), the local mesh etcd as the StateWriter's KvBackend,
-// and its leases as lease holders use etcd3 (MemoryLeaseEtcd). For the unit tests; nothing here runs in
-// production.
-import { EventEmitter } from 'node:events';
-import type { Etcd3 } from 'etcd3';
-import type { EtcdRef } from '../mesh/etcd.js';
+// and its leases as lease holders use etcd3 (MemoryLeaseEtcd, shared with the mesh tests). For the unit
+// tests; nothing here runs in production.
 import type { KvBackend, KvOp } from '../mesh/state-writer.js';
 import type { RemoteSpec } from './peer-connection.js';
 import type { PeerKv, PeerSource, PeerWatch, PrefixWatchHandlers } from './peer-source.js';
@@ -167,95 +164,4 @@ export class MemoryKv implements KvBackend {
   }
 }
 
-/**
- * The local mesh etcd as a lease holder uses etcd3: lease(), put on a lease, delete, and a lease's `lost`.
- * Keys land in `kv.data` (so a test reads them where the cache goes); a key is on the lease that put it last
- * and goes when that lease is revoked or expires.
- */
-export class MemoryLeaseEtcd {
-  readonly leases: MemoryLease[] = [];
-  /** Key → the lease it is on. */
-  readonly on = new Map<string, MemoryLease>();
-  /** Every put on a lease, as `key=value`. */
-  readonly puts: string[] = [];
-  /** While set, every call fails like an unreachable etcd. */
-  down = false;
-  constructor(readonly kv: MemoryKv) {}
-
-  lease(_ttlSeconds: number, _options?: object): MemoryLease {
-    const l = new MemoryLease(this);
-    this.leases.push(l);
-    return l;
-  }
-
-  delete() {
-    return {
-      key: (key: string): Promise<void> => {
-        if (this.down) return Promise.reject(new Error('14 UNAVAILABLE: connect ECONNREFUSED'));
-        this.on.delete(key);
-        this.kv.data.delete(key);
-        return Promise.resolve();
-      },
-    };
-  }
-
-  /** As the holders take it: a getter of the client. */
-  readonly ref: EtcdRef = () => this as unknown as Etcd3;
-
-  /** The live lease (neither revoked nor expired) `key` is on, if any. */
-  leaseOf(key: string): MemoryLease | undefined {
-    const l = this.on.get(key);
-    return l?.state === 'alive' ? l : undefined;
-  }
-}
-
-class MemoryLease extends EventEmitter {
-  state: 'alive' | 'expired' | 'revoked' = 'alive';
-  constructor(private readonly etcd: MemoryLeaseEtcd) {
-    super();
-  }
-
-  put(key: string) {
-    return {
-      value: (value: string) => {
-        const done = this.etcd.down || this.state !== 'alive' ? Promise.reject(new Error('etcdserver: requested lease not found')) : Promise.resolve(this.store(key, value));
-        return Object.assign(done, { exec: () => done });
-      },
-    };
-  }
-
-  async revoke(): Promise<void> {
-    this.state = 'revoked';
-    this.dropKeys();
-  }
-
-  revoked(): boolean {
-    return this.state !== 'alive';
-  }
-
-  /** etcd let it expire (no keep-alive for its TTL: the holder is dead or cut off): its keys go. */
-  expire(): void {
-    this.state = 'expired';
-    this.dropKeys();
-  }
-
-  /** What etcd3 tells a live holder whose lease expired: `lost`. */
-  lose(): void {
-    this.expire();
-    this.emit('lost', new Error('lease expired'));
-  }
-
-  private store(key: string, value: string): void {
-    this.etcd.on.set(key, this);
-    this.etcd.kv.data.set(key, value);
-    this.etcd.puts.push(`${key}=${value}`);
-  }
-
-  private dropKeys(): void {
-    for (const [key, l] of this.etcd.on) {
-      if (l !== this) continue;
-      this.etcd.on.delete(key);
-      this.etcd.kv.data.delete(key);
-    }
-  }
-}
+export { MemoryLeaseEtcd } from '../mesh/testing/memory-lease-etcd.js';
