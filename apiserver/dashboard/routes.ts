@@ -2,13 +2,12 @@
 // esbuild) and a read-only JSON + SSE API under /dashboard/. Reached like /v1/status, through the
 // Kubernetes API's service proxy (`skein dashboard`), so it opens no port of its own and inherits the
 // Kubernetes API's authentication and RBAC (services/proxy). Every URL the UI uses is relative.
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { AgentDetail, DashboardOverview, ServiceDetail, ServicePage } from '../../mesh/dashboard.js';
 import { DRILL_HISTORY, DrillHistory } from '../../mesh/drill-report.js';
 import { SKEIN_NAMESPACE } from '../../mesh/service-ref.js';
+import { readUiBundle } from '../../mesh/ui-bundle.js';
 import { firstIssue } from '../../mesh/schema/issue.js';
 import type { Catalog } from './catalog.js';
 import type { DrillHistoryReader } from './drills.js';
@@ -22,12 +21,7 @@ const PageQuery = z.strictObject({
   q: z.string().max(200, 'a search of at most 200 characters').default(''),
 });
 
-/** The built UI: dist/ui next to the compiled apiserver, or the repository's dist/ui when run from source (tests). */
-function uiDir(): string | undefined {
-  return [new URL('../../ui/', import.meta.url), new URL('../../dist/ui/', import.meta.url)].map((u) => fileURLToPath(u)).find((d) => existsSync(`${d}dashboard.js`));
-}
-
-const ASSETS = { 'app.js': ['dashboard.js', 'text/javascript; charset=utf-8'], 'app.css': ['dashboard.css', 'text/css; charset=utf-8'] } as const;
+const ASSETS = { 'app.js': ['js', 'text/javascript; charset=utf-8'], 'app.css': ['css', 'text/css; charset=utf-8'] } as const;
 
 /** The UI may talk to this server only; uPlot sets inline styles, nothing runs inline. */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -81,12 +75,10 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
     return page(deps.status().cluster);
   });
   app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (req, reply) => {
-    const asset = ASSETS[req.params.asset as keyof typeof ASSETS];
-    if (!Object.hasOwn(ASSETS, req.params.asset) || !asset) return reply.code(404).send({ error: `no dashboard asset ${req.params.asset}` });
-    const dir = uiDir();
-    if (!dir) return reply.code(500).send({ error: 'the dashboard UI is not built into dist/ui: run npm run build' });
-    reply.header('cache-control', 'no-cache').type(asset[1]);
-    return readFileSync(`${dir}${asset[0]}`);
+    if (!Object.hasOwn(ASSETS, req.params.asset)) return reply.code(404).send({ error: `no dashboard asset ${req.params.asset}` });
+    const [kind, type] = ASSETS[req.params.asset as keyof typeof ASSETS];
+    reply.header('cache-control', 'no-cache').type(type);
+    return readUiBundle('dashboard', kind);
   });
 
   app.get('/dashboard/api/overview', async () => DashboardOverview.parse(overview(deps.status(), catalog, version())));
