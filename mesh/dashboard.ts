@@ -116,6 +116,3 @@ export const AgentDetail = z.object({
   version: z.number().int(),
 });
 export type AgentDetail = z.infer<typeof AgentDetail>;
-
-/** The SSE stream's one event: something changed; the UI re-reads what it shows. */
-export const DashboardChange = z.object({ version: z.number().int() });

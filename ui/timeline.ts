@@ -18,7 +18,7 @@ interface Marker {
 }
 
 /** The moments a drill report names, in ms from its first request. */
-export function drillMarkers(r: DrillReport): Marker[] {
+function drillMarkers(r: DrillReport): Marker[] {
   const t = r.timeline;
   const m: Marker[] = [{ id: 'fault', label: `fault (${r.fault})`, at: t.faultAt, color: FAILED }];
   if (r.failoverMs !== null) m.push({ id: 'failover', label: `failover ${r.failoverMs} ms`, at: t.faultAt + r.failoverMs, color: '#555' });

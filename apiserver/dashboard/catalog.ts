@@ -7,7 +7,7 @@ import type { IKeyValue } from 'etcd3';
 import type { Logger } from 'pino';
 import { listPrefixes, type EtcdRef } from '../../mesh/etcd.js';
 import { openWatch, type MeshWatch } from '../../mesh/etcd-watch.js';
-import { cachePrefix, keys, parseExportKey } from '../../mesh/schema/keys.js';
+import { CACHE_ROOT, keys, parseExportKey } from '../../mesh/schema/keys.js';
 import { AgentView, decodeJson, decodeValue, GlobalService, TrustBundle } from '../../mesh/schema/values.js';
 import { backoffDelay } from '../../mesh/backoff.js';
 
@@ -38,7 +38,7 @@ export class Catalog {
   constructor(private readonly o: { etcd: EtcdRef; cluster: string; log: Logger }) {}
 
   private get prefixes(): string[] {
-    return [keys.kindPrefix(this.o.cluster, 'services'), cachePrefix(''), keys.agentsPrefix(this.o.cluster), keys.bundlesPrefix(this.o.cluster)];
+    return [keys.kindPrefix(this.o.cluster, 'services'), CACHE_ROOT, keys.agentsPrefix(this.o.cluster), keys.bundlesPrefix(this.o.cluster)];
   }
 
   start(): void {

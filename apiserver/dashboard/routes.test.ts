@@ -48,7 +48,7 @@ async function serve(drillsText?: string | Error): Promise<void> {
     },
   };
   app = Fastify();
-  registerDashboard(app, { catalog, status: () => status(remotes), drills: new DrillHistoryReader(rest as never) });
+  registerDashboard(app, { catalog, status: () => status(remotes), drills: new DrillHistoryReader(rest) });
   await app.ready();
 }
 const put = (key: string, value: unknown) => catalog.apply(key, JSON.stringify(value));
@@ -152,7 +152,7 @@ describe('dashboard API: overview, live stream, drills, UI', () => {
     const res = await fetch(`http://127.0.0.1:${port}/dashboard/api/events`, { signal: ac.signal });
     expect(res.headers.get('content-type')).toContain('text/event-stream');
     const reader = res.body!.getReader();
-    const next = async () => new TextDecoder().decode((await reader.read()).value);
+    const next = async () => new TextDecoder().decode((await reader.read()).value as Uint8Array);
     const initial = Number(/"version":(\d+)/.exec(await next())![1]);
     put(keys.service('east', 'default', 'echo'), svc('east', 'echo', []));
     expect(Number(/"version":(\d+)/.exec(await next())![1])).toBeGreaterThan(initial);

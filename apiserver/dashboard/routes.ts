@@ -13,7 +13,7 @@ import type { Catalog } from './catalog.js';
 import type { DrillHistoryReader } from './drills.js';
 import { DashboardViews, linksFingerprint, overview, type StatusCore } from './views.js';
 
-export const PAGE_MAX = 200;
+const PAGE_MAX = 200;
 
 const PageQuery = z.strictObject({
   offset: z.coerce.number({ error: 'expected a whole number of rows to skip, such as 0 or 50' }).int('expected a whole number, such as 0 or 50').min(0, 'must be 0 or more').default(0),

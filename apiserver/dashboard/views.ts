@@ -8,7 +8,7 @@ import type { Catalog } from './catalog.js';
 /** What the dashboard takes from /v1/status: everything but the agents, which it follows itself. */
 export type StatusCore = Omit<ApiserverStatus, 'agents'>;
 
-export function linkState(r: RemoteStatus): LinkState {
+function linkState(r: RemoteStatus): LinkState {
   if (!r.connected) return 'disconnected';
   if (r.quota?.overQuota) return 'over-quota';
   if (!r.synced) return 'syncing';

@@ -74,7 +74,7 @@ const CHART_BUCKETS = 150;
  * Requests per time bucket by when they were sent, from `start`: answered per cluster, and failed. The
  * bucket is a whole multiple of 10 ms, at least the request interval (no empty teeth between requests).
  */
-export function drillBuckets(sorted: readonly Outcome[], start: number, intervalMs: number): DrillBuckets {
+function drillBuckets(sorted: readonly Outcome[], start: number, intervalMs: number): DrillBuckets {
   const span = sorted.length ? sorted.at(-1)!.at - start : 0;
   const bucketMs = Math.max(intervalMs, 10, Math.ceil(span / CHART_BUCKETS / 10) * 10);
   const count = Math.floor(span / bucketMs) + 1;
