@@ -48,14 +48,14 @@ function renderHeader(o: DashboardOverview): void {
 
 /** This cluster in the middle, each linked remote around it; the edge's class is the link's state. */
 function renderGraph(o: DashboardOverview): void {
-  const W = 800;
+  const W = 520;
   const H = 220;
   const cx = W / 2;
   const cy = H / 2;
   const n = o.links.length;
   const spots = o.links.map((l, i) => {
     const a = n === 1 ? 0 : -Math.PI / 2 + (2 * Math.PI * i) / n;
-    return { l, x: cx + Math.cos(a) * 280, y: cy + Math.sin(a) * 80 };
+    return { l, x: cx + Math.cos(a) * 190, y: cy + Math.sin(a) * 75 };
   });
   const node = (name: string, x: number, y: number, local: boolean) =>
     svg('g', { 'data-cluster': name }, svg('circle', { cx: x, cy: y, r: 34, class: local ? 'local' : '' }), svg('text', { x, y: y + 4 }, name));

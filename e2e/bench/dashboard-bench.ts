@@ -10,7 +10,9 @@ import { kubeconfigFor } from '../../deploy/cli/status.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import { waitFor } from '../../testbed/daemon.js';
-import { meshEtcd, tempStateDir } from '../tests/helpers.js';
+import { clusterRest, meshEtcd, tempStateDir } from '../tests/helpers.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ApiserverStatus } from '../../mesh/status.js';
 import { launchChromium } from '../tests/browser.js';
 import { distribution, type Result } from './report.js';
 
@@ -79,10 +81,12 @@ export async function dashboardBench(opts: { services: number; renders: number; 
       updates.push(performance.now() - t0);
     }
     const heap = await page.evaluate<number>('performance.memory ? performance.memory.usedJSHeapSize : 0');
+    const status = await clusterRest(stateDir, C).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
     return [
       distribution(`dashboard first render, ${opts.services} services (navigation -> first page drawn)`, 'ms', renders, 'headless Chromium; skein dashboard proxy -> Kubernetes service proxy -> skein-apiserver'),
       distribution(`dashboard live update, ${opts.services} services (mesh etcd write -> row redrawn)`, 'ms', updates, 'catalog watch -> SSE through both proxies -> page re-reads overview + page'),
       { name: 'dashboard page JS heap after the updates', unit: 'MiB', value: Math.round((heap / 1048576) * 10) / 10 },
+      { name: `skein-apiserver RSS with ${opts.services} services in the dashboard's catalog`, unit: 'MiB', value: Math.round(status.rssBytes / 1048576) },
     ];
   } finally {
     await browser?.close();
