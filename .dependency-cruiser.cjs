@@ -1,6 +1,7 @@
 // Import rules between the repository's parts (issue #11). Each part's README states its rule in its
 // "May import" line; this file is the machine check of exactly those lines (`npm run lint`, run by
-// deploy/scripts/test.sh). Data flows one way: mtls <- mesh <- {apiserver, sync, datapath, deploy, testbed} <- e2e.
+// deploy/scripts/test.sh). Data flows one way: mtls <- mesh <- {apiserver, sync, datapath, deploy, testbed} <- e2e;
+// ui/ (the browser UI) takes types from mesh/ and is imported by nothing.
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
@@ -77,6 +78,28 @@ module.exports = {
       severity: 'error',
       from: { path: '^testbed/' },
       to: { path: '^(apiserver|sync|datapath|e2e)/|^deploy/(?!images/)' },
+    },
+    {
+      name: 'ui-imports-mesh-types-only',
+      comment:
+        'ui/ is the browser UI, bundled by esbuild: it imports npm packages, and from mesh/ the dashboard and drill types only (type-only imports: no Node code reaches the bundle) (ui/README.md: "May import").',
+      severity: 'error',
+      from: { path: '^ui/' },
+      to: { path: '^(mtls|apiserver|sync|datapath|deploy|testbed|e2e)/' },
+    },
+    {
+      name: 'ui-mesh-type-only',
+      comment: 'ui/ takes only types from mesh/ (ui/README.md: "May import").',
+      severity: 'error',
+      from: { path: '^ui/' },
+      to: { path: '^mesh/', dependencyTypesNot: ['type-only'] },
+    },
+    {
+      name: 'no-imports-ui',
+      comment: 'Nothing imports ui/: the apiserver serves and the drill CLI inlines its built bundle (dist/ui) by path (ui/README.md).',
+      severity: 'error',
+      from: { pathNot: '^ui/' },
+      to: { path: '^ui/' },
     },
     {
       name: 'no-product-imports-e2e',

@@ -45,6 +45,11 @@ export default defineConfig(
     },
   },
   {
+    // The browser UI (ui/) is typed against the DOM by its own tsconfig.
+    files: ['ui/**/*.ts'],
+    languageOptions: { parserOptions: { project: './ui/tsconfig.json', tsconfigRootDir: import.meta.dirname } },
+  },
+  {
     // Vitest's asymmetric matchers (expect.stringContaining, expect.any, ...) are typed `any` by design, so
     // every `{ field: expect.stringContaining(...) }` would be an "unsafe assignment". Tests only.
     files: ['**/*.test.ts'],

@@ -10,6 +10,8 @@ import { parseConfig, type ApiserverConfig } from './config.js';
 import { Exporter } from './export/exporter.js';
 import { StateWriter } from '../mesh/state-writer.js';
 import { buildHttp } from './http.js';
+import { Catalog } from './dashboard/catalog.js';
+import { DrillHistoryReader } from './dashboard/drills.js';
 import { KubeRest } from '../mesh/kube/rest.js';
 import { KubeSecrets } from '../mesh/kube/secrets.js';
 import { ensureMeshAuth, syncPeerUsers } from './mesh-auth.js';
@@ -131,16 +133,25 @@ async function main(): Promise<void> {
   if (maintenance && cfg.meshEtcd.length > 1) log.warn({ endpoints: cfg.meshEtcd }, 'several mesh etcd endpoints: compacting, but not defragmenting (each member must be defragmented on its own)');
   if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
-  const http = buildHttp(exporter, metrics, async () => ({
+  const statusCore = () => ({
     ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     remotes: sync.status(),
     refusedLinks: sync.refusedLinks(),
-    // The mesh etcd down must not take the whole status with it (the export's etcd error says why it is empty).
-    agents: await agentViews(etcdRef(), cfg.clusterName).catch(() => []),
-  }));
+  });
+  const catalog = new Catalog({ etcd: etcdRef, cluster: cfg.clusterName, log });
+  const http = buildHttp(
+    exporter,
+    metrics,
+    async () => ({
+      ...statusCore(),
+      // The mesh etcd down must not take the whole status with it (the export's etcd error says why it is empty).
+      agents: await agentViews(etcdRef(), cfg.clusterName).catch(() => []),
+    }),
+    { catalog, status: statusCore, drills: new DrillHistoryReader(rest) },
+  );
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
   const nodeCa = ca && (await startNodeCa(cfg, ca, rest, etcdRef, log));
@@ -150,6 +161,7 @@ async function main(): Promise<void> {
   const shutdown = async () => {
     log.info('shutting down');
     await http.close();
+    await catalog.stop();
     await nodeCa?.close();
     await sync.stop().catch(() => {});
     await maintenance?.stop();
@@ -167,6 +179,7 @@ async function main(): Promise<void> {
     nodeUsers!.start();
   }
   sync.start();
+  catalog.start();
   issuer?.start();
   maintenance?.start();
   // The initial sync waits out a dead etcd or API server (retrying inside); readiness says when it is done.

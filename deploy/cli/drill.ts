@@ -1,12 +1,15 @@
 // `skein drill`: fault a global service's backends in this cluster or another one, and report how traffic
 // from a client pod in this cluster failed over to another cluster and back.
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { positiveInt } from './flags.js';
 import type { Command } from 'commander';
 import { DEFAULT_CLIENT_IMAGE, runDrill, type DrillProtocol } from '../drill/run.js';
 import { FAULTS, renderDrillReport, TARGETS, type DrillFault, type DrillTarget } from '../drill/report.js';
 import { testbedNetFaults } from './local.js';
 import { kubeconfigFor } from './status.js';
+import { drillHtml } from '../drill/html.js';
+import { keepDrill } from '../drill/history.js';
+import { KubeRest } from '../../mesh/kube/rest.js';
 
 const PROTOCOLS = ['http', 'tcp', 'udp'] as const;
 
@@ -56,12 +59,15 @@ export function registerDrill(program: Command): void {
     .option('--timeout <seconds>', 'give up on any one step after this long', '60')
     .option('--image <image>', 'the client image', DEFAULT_CLIENT_IMAGE)
     .option('--json', 'print the report as JSON')
-    .action(async (o: FaultFlags & { service: string; kubeconfig?: string; stateDir?: string; protocol: string; port?: string; intervalMs: string; requestTimeoutMs: string; phaseMs: string; timeout: string; image: string; json?: boolean }) => {
+    .option('--html <file>', 'also write a standalone HTML report with the timeline chart to this file')
+    .option('--no-keep', "do not keep the report in the cluster's drill history (ConfigMap skein-system/skein-drills, shown by skein dashboard)")
+    .action(async (o: FaultFlags & { service: string; kubeconfig?: string; stateDir?: string; protocol: string; port?: string; intervalMs: string; requestTimeoutMs: string; phaseMs: string; timeout: string; image: string; json?: boolean; html?: string; keep: boolean }) => {
       if (!PROTOCOLS.includes(o.protocol as DrillProtocol)) throw new Error(`--protocol ${o.protocol}: use ${PROTOCOLS.join(', ')}`);
       const { fault, target, remoteContext } = faultFlags(o);
       const kubeconfig = o.kubeconfig ?? process.env.KUBECONFIG?.split(':').find((f) => f && existsSync(f));
+      const kc = kubeconfigFor(o);
       const report = await runDrill({
-        kc: kubeconfigFor(o),
+        kc,
         service: o.service,
         fault,
         target,
@@ -78,5 +84,11 @@ export function registerDrill(program: Command): void {
         progress: (m) => console.error(`  ${m}`),
       });
       console.log(o.json ? JSON.stringify(report, null, 2) : renderDrillReport(report));
+      if (o.html) {
+        writeFileSync(o.html, drillHtml(report));
+        console.error(`  wrote the HTML report to ${o.html}`);
+      }
+      // The drill's result stands on its own: a history that cannot be written is a warning, not a failure.
+      if (o.keep) await keepDrill(new KubeRest(kc), report).catch((err: Error) => console.error(`  warning: the drill was not kept in the cluster's drill history: ${err.message}`));
     });
 }

@@ -5,6 +5,7 @@ import { registerLocal } from './local.js';
 import { registerConnect } from './connect.js';
 import { registerStatus } from './status.js';
 import { registerDrill } from './drill.js';
+import { registerDashboard } from './dashboard.js';
 
 const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version('0.1.0');
 program.showHelpAfterError();
@@ -12,6 +13,7 @@ registerLocal(program);
 registerStatus(program);
 registerConnect(program);
 registerDrill(program);
+registerDashboard(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`skein: ${err.message}`);

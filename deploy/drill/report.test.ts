@@ -118,6 +118,25 @@ describe('drillReport', () => {
     expect(text).toMatch(/failover\s+36\s+14%\s+81%\s+6%/);
     expect(text).toContain('loss window    10 ms   (first to last failed request, sent 5 ms to 15 ms after the loss)');
   });
+
+  it('buckets the requests for the timeline chart: per answering cluster and failed, every request counted once', () => {
+    const { buckets } = report();
+    expect(buckets!.bucketMs).toBe(10);
+    expect(buckets!.failed.length).toBe(90);
+    expect(buckets!.failed[30]).toBe(1);
+    expect(buckets!.answered.west![40]).toBe(1);
+    expect(buckets!.answered.east![40]).toBe(0);
+    const total = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(total(buckets!.answered.east!) + total(buckets!.answered.west!) + total(buckets!.failed)).toBe(90);
+  });
+
+  it('widens the buckets of a long drill to about 150, whole multiples of 10 ms', () => {
+    const long = Array.from({ length: 3000 }, (_, seq): Outcome => ({ seq, at: T0 + seq * 10, ok: true, ms: 1, cluster: 'east' }));
+    const { buckets } = drillReport(input({ outcomes: long }));
+    expect(buckets!.bucketMs).toBe(200);
+    expect(buckets!.answered.east!.length).toBe(150);
+    expect(buckets!.answered.east!.reduce((a, b) => a + b, 0)).toBe(3000);
+  });
 });
 
 describe('lossSpan and clientEjectedAt', () => {

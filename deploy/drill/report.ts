@@ -1,12 +1,10 @@
 // What a failover drill measured, from the client's per-request outcomes and the moments the drill saw in
 // the Kubernetes API. Pure: the same inputs give the same report (unit-tested without a cluster).
-import { z } from 'zod';
+import { DrillReport, type DrillBuckets, type DrillFault, type DrillTarget } from '../../mesh/drill-report.js';
 import type { Outcome } from '../images/outcome.js';
 
-export const FAULTS = ['scale', 'kill', 'blackhole'] as const;
-export type DrillFault = (typeof FAULTS)[number];
-export const TARGETS = ['local', 'remote'] as const;
-export type DrillTarget = (typeof TARGETS)[number];
+export { DrillReport, FAULTS, TARGETS, type DrillFault, type DrillTarget } from '../../mesh/drill-report.js';
+type PhaseResult = DrillReport['phases'][number];
 
 /** Moments in ms since the epoch, all on one clock (the drill checks the client's clock agrees). */
 interface DrillEvents {
@@ -21,69 +19,6 @@ interface DrillEvents {
   /** When the client's node agent showed every faulted backend ejected (its view's own times); null/absent: not shown. */
   agentEjectedAt?: number | null;
 }
-
-const Share = z.record(z.string(), z.number().int());
-const Phase = z.object({
-  name: z.enum(['before', 'failover', 'after']),
-  requests: z.number().int(),
-  failed: z.number().int(),
-  /** Answers per cluster that gave them. */
-  answeredBy: Share,
-});
-
-type PhaseResult = z.infer<typeof Phase>;
-
-export const DrillReport = z.object({
-  service: z.string(),
-  /** The cluster the client ran in. */
-  cluster: z.string(),
-  affinity: z.string(),
-  fault: z.enum(FAULTS),
-  /** local: the client's own cluster's backends were faulted; remote: another cluster's. */
-  target: z.enum(TARGETS),
-  /** The faulted cluster and pods. */
-  faulted: z.object({ cluster: z.string(), pods: z.array(z.string()) }),
-  /** The ClusterIP:port the client sent to. */
-  address: z.string(),
-  protocol: z.string(),
-  intervalMs: z.number(),
-  requests: z.number().int(),
-  /** Requests that got no answer, over the whole drill. */
-  requestsLost: z.number().int(),
-  /** From the fault to the first answer from a cluster other than the faulted one; null: none came. */
-  failoverMs: z.number().nullable(),
-  /** From the first faulted-cluster backend usable again to the first answer from that cluster; null: none came. */
-  failbackMs: z.number().nullable(),
-  /** From the first to the last failed request (when they were sent); null: none failed. */
-  lossWindowMs: z.number().nullable(),
-  /** When the first and last failed requests were sent, ms after the fault (negative: before it). */
-  lossWindow: z.object({ from: z.number(), to: z.number() }).nullable(),
-  /** From the fault to the moment the datapath stopped using the faulted backends; null: not observed. */
-  ejectedAfterMs: z.number().nullable(),
-  /** Where ejectedAfterMs comes from: the client node's agent view, or the client's answers. */
-  ejectedFrom: z.enum(['agent', 'client']).nullable(),
-  /** blackhole: whether Kubernetes kept every faulted backend ready throughout (it should); null for the others. */
-  faultedStayedReady: z.boolean().nullable(),
-  /** Why requests were lost: error text → count. */
-  lostErrors: Share,
-  /**
-   * The drill's moments, ms from the first request. faultAt is what failover, loss and ejection count from:
-   * for scale the loss of the last faulted backend in the EndpointSlices (terminating backends serve until
-   * then), for kill and blackhole the moment the drill struck.
-   */
-  timeline: z.object({
-    /** The first request, ms since the epoch (the client node's clock): what the others count from. */
-    start: z.number(),
-    takenAt: z.number(),
-    faultAt: z.number(),
-    lostAt: z.number().nullable(),
-    restoredAt: z.number(),
-    readyAt: z.number(),
-    end: z.number(),
-  }),
-  phases: z.array(Phase),
-});
-export type DrillReport = z.infer<typeof DrillReport>;
 
 export interface ReportInput {
   service: string;
@@ -130,6 +65,27 @@ export function clientEjectedAt(outcomes: readonly Outcome[], faultedPods: Reado
     if (!o.ok || (o.pod !== undefined && faultedPods.has(o.pod))) lastBad = i;
   });
   return during[lastBad + 1]?.at;
+}
+
+/** About this many buckets per chart: fine enough to see a failover, coarse enough to count in. */
+const CHART_BUCKETS = 150;
+
+/**
+ * Requests per time bucket by when they were sent, from `start`: answered per cluster, and failed. The
+ * bucket is a whole multiple of 10 ms, at least the request interval (no empty teeth between requests).
+ */
+function drillBuckets(sorted: readonly Outcome[], start: number, intervalMs: number): DrillBuckets {
+  const span = sorted.length ? sorted.at(-1)!.at - start : 0;
+  const bucketMs = Math.max(intervalMs, 10, Math.ceil(span / CHART_BUCKETS / 10) * 10);
+  const count = Math.floor(span / bucketMs) + 1;
+  const answered: Record<string, number[]> = {};
+  const failed = new Array<number>(count).fill(0);
+  for (const o of sorted) {
+    const i = Math.min(count - 1, Math.max(0, Math.floor((o.at - start) / bucketMs)));
+    if (!o.ok) failed[i]!++;
+    else (answered[o.cluster ?? 'unknown'] ??= new Array<number>(count).fill(0))[i]!++;
+  }
+  return { bucketMs, answered, failed };
 }
 
 export function drillReport(input: ReportInput): DrillReport {
@@ -182,6 +138,7 @@ export function drillReport(input: ReportInput): DrillReport {
       end: round((sorted.at(-1) ? answeredAt(sorted.at(-1)!) : events.readyAt) - start),
     },
     phases,
+    buckets: drillBuckets(sorted, start, input.intervalMs),
   };
 }
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git)
+# chromium: headless, for the dashboard's browser e2e test and benchmark (driven by playwright-core; no browser download).
+APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git chromium)
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs packages; skein local needs root for netns, cgroups and BPF)" >&2; exit 1; }
 missing=()

@@ -6,6 +6,7 @@ import { drillBench } from './drill-bench.js';
 import { exportBench } from './export-bench.js';
 import { svidBench } from './svid-bench.js';
 import { meshBench } from './mesh-bench.js';
+import { dashboardBench } from './dashboard-bench.js';
 import { table, writeResults } from './report.js';
 
 const { values } = parseArgs({
@@ -22,6 +23,9 @@ const { values } = parseArgs({
     issuances: { type: 'string', default: '500' },
     'forge-issuances': { type: 'string', default: '20' },
     pods: { type: 'string', default: '20' },
+    'dashboard-services': { type: 'string', default: '10000' },
+    renders: { type: 'string', default: '5' },
+    updates: { type: 'string', default: '10' },
   },
 });
 
@@ -30,6 +34,7 @@ const suites: Record<string, () => Promise<import('./report.js').Result[]>> = {
   mesh: () => meshBench({ changes: Number(values.changes), remoteServices: Number(values['remote-services']), backends: Number(values.backends) }),
   datapath: () => datapathBench({ requests: Number(values.requests), serviceCounts: values['service-counts'].split(',').map(Number) }),
   svid: () => svidBench({ issuances: Number(values.issuances), forgeIssuances: Number(values['forge-issuances']), pods: Number(values.pods) }),
+  dashboard: () => dashboardBench({ services: Number(values['dashboard-services']), renders: Number(values.renders), updates: Number(values.updates) }),
   drill: () => drillBench({ repetitions: Number(values.drills), protocol: 'http', intervalMs: 10, cases: values['drill-cases']?.split(',').filter(Boolean) }),
 };
 

@@ -2,7 +2,7 @@
 // tokens, exec plugins). Used where the generated 1.x client is awkward (merge patches, subresources) and
 // so list and watch objects share one raw shape.
 import { request } from 'node:https';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeList, KubeObject, Wire } from './objects.js';
 
@@ -84,6 +84,21 @@ export class KubeRest {
       req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
       req.on('error', reject);
       req.end(payload);
+    });
+  }
+
+  /**
+   * A GET whose answer (any status) is handed over as it arrives, without a timeout: for proxying, e.g. a
+   * stream of server-sent events through the service proxy. The caller reads or destroys the response.
+   */
+  async stream(path: string, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+    const { agent, headers: auth } = await this.authOptions();
+    const url = new URL(this.server + path);
+    const send = url.protocol === 'https:' ? request : httpRequest;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const req = send(url, { method: 'GET', agent: agent as never, headers: { ...headers, ...auth } }, resolve);
+      req.on('error', reject);
+      req.end();
     });
   }
 

@@ -30,7 +30,7 @@ export const cachePrefix = (remote: string) => `${ROOT}/cache/${remote}/`;
 const localPrefix = (cluster: string) => `${ROOT}/local/${cluster}/`;
 
 /** Where every remote's cached export lives, and the sync engine's per-remote health. */
-const CACHE_ROOT = `${ROOT}/cache/`;
+export const CACHE_ROOT = `${ROOT}/cache/`;
 const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
 
 export const keys = {
