@@ -4,7 +4,7 @@
 // CSR signature, its verification, the certificate signature), interleaved in rounds so that a shared
 // machine's noise falls on both; node-forge with RSA-2048 as the baseline; (2) on the test bed (skipped with
 // --pods 0), the time to first SVID for a new pod: from creating the pod to the SVID in hand, and the
-// Workload API call alone (attestation, node CA round trip).
+// pod's first Workload API call alone (answered from the SVID its agent signed when the pod was bound).
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -14,7 +14,7 @@ import { readTlv } from '../../mtls/der.js';
 import { signX509Svid } from '../../mtls/svid.js';
 import { createCA, newKeyAndCsr } from '../../mtls/x509.js';
 import { workloadSocket } from '../../testbed/agents.js';
-import { statePaths } from '../../testbed/state.js';
+import { readState, statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import { waitFor } from '../../testbed/daemon.js';
 import { clusterRest, tempStateDir, workloadProbe } from '../tests/helpers.js';
@@ -129,20 +129,31 @@ function forgeRsaIssuance(n: number): number[] {
 
 const rate = (times: number[]) => Math.round((times.length / times.reduce((a, b) => a + b, 0)) * 1000 * 10) / 10;
 
-async function firstSvids(pods: number): Promise<{ createToSvid: number[]; fetch: number[] }> {
+type AgentWorkload = { servedFromCache: number; servedAfterSigning: number; signCalls: number };
+
+/**
+ * New pods, each of a service account of its own (so every first call needs an SVID no other pod shares):
+ * from creation to the SVID in hand, and the first Workload API call alone, from a process in the pod. The
+ * agent signs each identity when the API binds its pod; how many first calls its cache answered is counted.
+ */
+async function firstSvids(pods: number): Promise<{ createToSvid: number[]; fetch: number[]; fromCache: number; signCalls: number }> {
   const stateDir = tempStateDir('bench-svid');
   const cluster = 'svid-a';
   try {
     await up({ stateDir, clusters: [{ name: cluster, id: 73 }], nodes: 1, echo: false });
     const rest = clusterRest(stateDir, cluster);
     await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
+    const agentUrl = readState(stateDir)!.clusters[0]!.agents[0]!;
+    const agent = async () => (await (await fetch(`${agentUrl}/v1/workload`)).json()) as AgentWorkload;
     const createToSvid: number[] = [];
-    const fetch: number[] = [];
+    const fetchMs: number[] = [];
     const socket = `unix://${workloadSocket(statePaths(stateDir).cluster(cluster), 1)}`;
+    const before = await agent();
     for (let i = 0; i < pods; i++) {
       const name = `svid-${i}`;
+      await rest.post('/api/v1/namespaces/default/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } });
       const t0 = performance.now();
-      await rest.post('/api/v1/namespaces/default/pods', { metadata: { name, labels: { app: 'svid-bench' } }, spec: { containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] } });
+      await rest.post('/api/v1/namespaces/default/pods', { metadata: { name, labels: { app: 'svid-bench' } }, spec: { serviceAccountName: name, containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] } });
       let pod: Pod;
       for (;;) {
         pod = await rest.get<Pod>(`/api/v1/namespaces/default/pods/${name}`);
@@ -152,10 +163,11 @@ async function firstSvids(pods: number): Promise<{ createToSvid: number[]; fetch
       const r = await workloadProbe(stateDir, cluster, pod, socket);
       if (!r.ok || r.ms === undefined) throw new Error(`no SVID for ${name}: ${r.details}`);
       createToSvid.push(performance.now() - t0);
-      fetch.push(r.ms);
+      fetchMs.push(r.ms);
       await rest.delete(`/api/v1/namespaces/default/pods/${name}`, { gracePeriodSeconds: 0 });
     }
-    return { createToSvid, fetch };
+    const after = await agent();
+    return { createToSvid, fetch: fetchMs, fromCache: after.servedFromCache - before.servedFromCache, signCalls: after.signCalls - before.signCalls };
   } finally {
     await down(stateDir);
   }
@@ -182,10 +194,11 @@ export async function svidBench(opts: { issuances: number; forgeIssuances: numbe
     distribution('  per SVID: node-forge (RSA-2048)', 'ms', rsa),
   ];
   if (opts.pods > 0) {
-    const { createToSvid, fetch } = await firstSvids(opts.pods);
+    const { createToSvid, fetch, fromCache, signCalls } = await firstSvids(opts.pods);
     results.push(
       distribution('new pod: created -> first SVID in hand', 'ms', createToSvid, 'pod start on the test bed included'),
-      distribution('new pod: Workload API call -> first SVID', 'ms', fetch, 'attestation + node CA round trip + signing'),
+      distribution('new pod: first Workload API call -> SVID', 'ms', fetch, 'from a process in the running pod: connect, attestation, answer (target p99 <= 10 ms)'),
+      { name: 'new pod: first calls answered from SVIDs signed at binding', unit: 'calls', value: fromCache, note: `of ${opts.pods} pods, each a service account of its own; ${signCalls} node CA calls in all` },
     );
   }
   return results;
