@@ -122,11 +122,11 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
     const client = new NodeCaClient(published.endpoint, this.o.nodeTls);
     client.connect();
-    const first = this.endpoint === undefined;
     this.nodeCa = { endpoint: published.endpoint, client };
     this.endpoint = published.endpoint;
     this.o.log.info({ endpoint: published.endpoint }, 'node CA');
-    if (!first) this.svids.renewAll();
+    // The first one signs what pods bound before it was known; a later one, everything again.
+    this.svids.renewAll();
   }
 
   private forget(uid: string): void {

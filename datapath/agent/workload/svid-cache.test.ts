@@ -28,7 +28,12 @@ function fakeNodeCa(ttlMs = 3600_000) {
   return { sign, serviceAccounts, refused, calls };
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 50));
+/** Polls (bounded: 10 s) until `done` holds; the tests assert what happened, not how fast. */
+async function until(done: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !done(); await new Promise((r) => setTimeout(r, 50))) {
+    if (Date.now() > deadline) throw new Error('timed out after 10 s');
+  }
+}
 
 describe('SvidCache: SVIDs made before the pods ask', () => {
   it('signs the identities of pods bound in one moment in one node-CA call, and serves them without another', async () => {
@@ -38,7 +43,7 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     cache.podBound(pod('a', 'u1'), 'default');
     cache.podBound(pod('b', 'u2'), 'api');
     cache.podBound(pod('c', 'u3'), 'default'); // same identity as a: no second SVID
-    await settle();
+    await until(() => cache.stats.issued === 2);
     expect(ca.calls).toHaveLength(1);
     expect(ca.calls[0]!.map((p) => p.name)).toEqual(['a', 'b']);
     const a = await cache.get(identityKey('default', 'default'));
@@ -68,7 +73,7 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     const cache = new SvidCache({ sign: ca.sign, log });
     cache.podBound(pod('a', 'u1'), 'default');
     cache.podBound(pod('b', 'u2'), 'default');
-    await settle();
+    await until(() => cache.stats.issued === 1);
     cache.podGone('u1');
     expect(cache.held()).toEqual([expect.objectContaining({ identity: 'default/default', pods: 1, spiffeId: expect.stringContaining('sa/default') })]);
     cache.podGone('u2');
@@ -77,7 +82,7 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     await expect(cache.get(identityKey('default', 'default'))).rejects.toThrow(/no pod of default\/default is bound to this node/);
     // A pod of it bound again gets a fresh SVID.
     cache.podBound(pod('c', 'u3'), 'default');
-    await settle();
+    await until(() => cache.stats.issued === 2);
     expect(ca.calls.map((c) => c.map((p) => p.name))).toEqual([['a'], ['c']]);
     cache.stop();
   });
@@ -88,7 +93,7 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     const cache = new SvidCache({ sign: ca.sign, log });
     cache.podBound(pod('a', 'u1'), 'default');
     cache.podBound(pod('b', 'u2', 'other'), 'default');
-    await settle();
+    await until(() => cache.stats.issued === 1 && cache.stats.signFailures === 1);
     expect((await cache.get(identityKey('other', 'default'))).spiffeId).toBe('spiffe://east.skein/ns/other/sa/default');
     expect(cache.stats.signFailures).toBe(1);
     // Asked for anyway, it signs again (not through the refused pod once that pod is gone).
@@ -99,6 +104,21 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     cache.stop();
   });
 
+  it('signs everything held again in one call when asked (a new node CA), and tells the streams', async () => {
+    const ca = fakeNodeCa();
+    const cache = new SvidCache({ sign: ca.sign, log });
+    cache.podBound(pod('a', 'u1'), 'default');
+    cache.podBound(pod('b', 'u2'), 'api');
+    await until(() => cache.stats.issued === 2);
+    let told = 0;
+    cache.subscribe(identityKey('default', 'api'), () => told++);
+    cache.renewAll();
+    await until(() => cache.stats.renewed === 2);
+    expect(ca.calls.map((c) => c.length)).toEqual([2, 2]);
+    expect(told).toBe(1);
+    cache.stop();
+  });
+
   it('renews at half-life and tells the identity’s streams', async () => {
     const ca = fakeNodeCa(2400); // renewed after ~1.2 s
     const cache = new SvidCache({ sign: ca.sign, log });
@@ -106,7 +126,7 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     const first = await cache.get(identityKey('default', 'default'));
     let told = 0;
     cache.subscribe(identityKey('default', 'default'), () => told++);
-    await new Promise((r) => setTimeout(r, 1600));
+    await until(() => cache.stats.renewed === 1);
     const second = await cache.get(identityKey('default', 'default'));
     expect(told).toBe(1);
     expect(cache.stats.renewed).toBe(1);

@@ -102,7 +102,7 @@ export class SvidCache {
     return held.entry;
   }
 
-  /** Signs every identity held here again now (a new node CA: its CA or SVID lifetime may have changed). */
+  /** Signs every identity here (held or not yet signed) now: a new node CA, whose CA or SVID lifetime may differ. */
   renewAll(): void {
     for (const [key, s] of this.identities) if (!s.pending) void this.renew(key, s);
   }
