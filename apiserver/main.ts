@@ -24,6 +24,8 @@ import { etcdMaintenanceTarget, MeshMaintenance } from './mesh-maintenance.js';
 import { retryUntilDone } from '../mesh/backoff.js';
 import { agentViews, type ExportStatus } from '../mesh/status.js';
 import { NodeCaServer } from './node-ca/server.js';
+import { keepMeshEtcdServing } from './mesh-etcd-serving.js';
+import type { RenewingCertificate } from '../mtls/renewing-cert.js';
 import { NodeUsers } from './node-users.js';
 import { publishBundle } from '../sync/bundles.js';
 import { keys } from '../mesh/schema/keys.js';
@@ -40,7 +42,7 @@ async function startNodeCa(cfg: ApiserverConfig, ca: ClusterCA, rest: KubeRest, 
     log.warn('no --advertise-ip (POD_IP): the node CA is off, so agents cannot issue workload SVIDs');
     return undefined;
   }
-  const server = new NodeCaServer({ ca, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, log });
+  const server = new NodeCaServer({ ca, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
   const [host, port] = cfg.nodeCaListen.split(':') as [string, string];
   const bound = await server.listen(host, Number(port), [cfg.advertiseIp]);
   const endpoint = `${cfg.advertiseIp}:${bound}`;
@@ -133,11 +135,20 @@ async function main(): Promise<void> {
   if (maintenance && cfg.meshEtcd.length > 1) log.warn({ endpoints: cfg.meshEtcd }, 'several mesh etcd endpoints: compacting, but not defragmenting (each member must be defragmented on its own)');
   if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
+  // Filled in as they start; /status shows each serving certificate and its renewals.
+  const serving: { nodeCa?: NodeCaServer; meshEtcd?: RenewingCertificate } = {};
+  if (ca && cfg.meshEtcdServingDir) {
+    serving.meshEtcd = await keepMeshEtcdServing({ dir: cfg.meshEtcdServingDir, ca, endpoints: [...cfg.meshEtcd, meshEndpoint], ttlMs: cfg.servingCertTtlMs, log });
+  }
   const statusCore = () => ({
     ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
+    servingCertificates: {
+      nodeCa: serving.nodeCa?.servingCertificate(),
+      meshEtcd: serving.meshEtcd && { serial: serving.meshEtcd.current.serial, notAfter: new Date(serving.meshEtcd.current.notAfterMs).toISOString(), renewals: serving.meshEtcd.renewals },
+    },
     remotes: sync.status(),
     refusedLinks: sync.refusedLinks(),
   });
@@ -155,6 +166,7 @@ async function main(): Promise<void> {
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
   const nodeCa = ca && (await startNodeCa(cfg, ca, rest, etcdRef, log));
+  serving.nodeCa = nodeCa;
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
@@ -163,6 +175,7 @@ async function main(): Promise<void> {
     await http.close();
     await catalog.stop();
     await nodeCa?.close();
+    serving.meshEtcd?.stop();
     await sync.stop().catch(() => {});
     await maintenance?.stop();
     await nodeUsers?.stop();

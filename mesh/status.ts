@@ -85,11 +85,20 @@ export const RemoteStatus = z.object({
 });
 export type RemoteStatus = z.infer<typeof RemoteStatus>;
 
+const ServingCertificate = z.object({ serial: z.string(), notAfter: z.string(), renewals: z.number().int() });
+
 export const ApiserverStatus = ExportStatus.extend({
   meshEndpoint: z.string(),
   trustDomain: z.string().optional(),
   /** This process's own mesh etcd identity: when it expires, how often it was renewed. */
   meshIdentity: z.object({ expires: z.string(), rotations: z.number().int() }).optional(),
+  /** The serving certificates this process keeps (renewed at half-life): the one it serves now and how often it was renewed. */
+  servingCertificates: z
+    .object({
+      nodeCa: ServingCertificate.optional(),
+      meshEtcd: ServingCertificate.optional(),
+    })
+    .optional(),
   remotes: z.array(RemoteStatus),
   /** Link updates refused because they claim a trust domain the peer may not (the link keeps its last good state). */
   refusedLinks: z.array(z.object({ cluster: z.string(), reason: z.string() })).optional(),

@@ -6,7 +6,7 @@
 // Each also carries a URI SAN in Skein's own `urn:skein:` space, never a SPIFFE ID: a SPIFFE verifier
 // (a workload's go-spiffe, a peer) neither chains it to a trust bundle nor reads it as a workload.
 import type { ClusterCA } from './cluster-ca.js';
-import { issueCertificate, type PemPair } from './x509.js';
+import { issueCertificate, type CertSpec, type PemPair } from './x509.js';
 
 /** What issuing a transport identity takes: the cluster's name and its mesh CA (never the workload CA). */
 export type MeshCA = Pick<ClusterCA, 'cluster' | 'mesh'>;
@@ -24,9 +24,15 @@ export const nodeUri = (cluster: string, node: string) => meshUri(cluster, `node
 /** The name every client verifies a cluster's mesh etcd by (its addresses are IPs, which TLS cannot name). */
 export const meshEtcdServerName = (cluster: string) => `mesh-etcd.${cluster}`;
 
-export function issueMeshEtcdServer(ca: MeshCA, ips: string[]): Promise<PemPair> {
+/** What the mesh etcd's serving certificate names (it is also etcd's client certificate towards its peers). */
+export function meshEtcdServerSpec(ca: MeshCA, ips: string[], ttlMs: number): CertSpec {
   const c = ca.cluster;
-  return issueCertificate(ca.mesh, { commonName: meshEtcdServerName(c), dnsNames: ['localhost', meshEtcdServerName(c)], ipAddresses: ips, uris: [meshUri(c, 'etcd')], usage: 'both', ttlMs: 365 * 24 * HOUR });
+  return { commonName: meshEtcdServerName(c), dnsNames: ['localhost', meshEtcdServerName(c)], ipAddresses: ips, uris: [meshUri(c, 'etcd')], usage: 'both', ttlMs };
+}
+
+/** The installer's first one; skein-apiserver with --mesh-etcd-serving-dir renews it (shorter-lived) from then on. */
+export function issueMeshEtcdServer(ca: MeshCA, ips: string[]): Promise<PemPair> {
+  return issueCertificate(ca.mesh, meshEtcdServerSpec(ca, ips, 365 * 24 * HOUR));
 }
 
 /** The cluster's own apiserver as etcd root. */

@@ -110,6 +110,16 @@ export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<Pem
 }
 
 /**
+ * Issues a leaf certificate for an existing key (PKCS#8 PEM): a renewal that a reader of separate certificate
+ * and key files can never see half-done (the key it reads always matches either certificate).
+ */
+export async function issueCertificateForKey(ca: PemPair, spec: CertSpec, keyPem: string): Promise<PemPair> {
+  const spki = createPublicKey(keyPem).export({ format: 'der', type: 'spki' });
+  const publicKey = await webcrypto.subtle.importKey('spki', spki, EC_P256, true, ['verify']);
+  return { certPem: (await signLeaf(ca, spec, publicKey)).toString('pem'), keyPem };
+}
+
+/**
  * Signs a leaf for `publicKey`. Never outlives the CA: a certificate valid past its issuer would fail
  * verification anyway, later and more confusingly.
  */

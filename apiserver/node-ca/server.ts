@@ -8,63 +8,105 @@ import type { ClusterCA } from '../../mtls/cluster-ca.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
 import { nodeUri } from '../../mtls/mesh-identities.js';
+import { RenewingCertificate } from '../../mtls/renewing-cert.js';
+import { SwappableServerCredentials } from './serving-credentials.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
 import { Dns1123Subdomain, podPath, PodRef } from '../../mesh/kube/names.js';
 import { firstIssue } from '../../mesh/schema/issue.js';
 import { loadNodeCaApi, NODE_CA_NAME, type NodeCAHandlers } from '../../mesh/node-ca/proto.js';
 import type { Pod } from '../../mesh/kube/objects.js';
+import type { SignX509SVIDResponse } from '../../mesh/node-ca/generated/skein/v1/SignX509SVIDResponse.js';
 
 type Refusal = { error: Partial<grpc.StatusObject> };
+
+/** Pods per batch call: a batch is the pods one node's API watch delivered together, never unbounded. */
+const MAX_BATCH = 256;
 
 export class NodeCaServer {
   private readonly server = new grpc.Server();
   readonly counts = { x509: 0, jwt: 0, denied: 0, invalid: 0 };
   private readonly bundleDer: Buffer;
+  private serving?: RenewingCertificate;
 
   constructor(
-    private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; log: { warn: (o: object, m: string) => void } },
+    private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; servingTtlMs: number; log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void } },
   ) {
     this.bundleDer = new X509Certificate(o.ca.workload.certPem).raw;
     const signX509: NodeCAHandlers['SignX509SVID'] = (call, cb) =>
-      this.handle(call, call.request.pod, cb, async (spiffeId) => {
-        const svid = await signX509Svid(this.o.ca.workload, { spiffeId, csrDer: call.request.csr, ttlMs: this.o.svidTtlMs });
-        this.counts.x509++;
-        return { spiffe_id: spiffeId, certificate: svid.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.expiresAt.getTime() };
-      });
+      void this.signX509(this.callerNode(call), call.request).then(
+        (r) => ('error' in r ? cb(r.error) : cb(null, r.svid)),
+        (err: Error) => cb(this.internal(err)),
+      );
+    const signX509Batch: NodeCAHandlers['SignX509SVIDs'] = (call, cb) => {
+      const requests = call.request.requests;
+      if (requests.length > MAX_BATCH) return cb(this.refuse(grpc.status.INVALID_ARGUMENT, `requests: at most ${MAX_BATCH} per call, got ${requests.length}; split the batch`).error);
+      const node = this.callerNode(call);
+      // Each request on its own: one pod gone (or refused) does not fail the others.
+      void Promise.all(requests.map((r) => this.signX509(node, r).catch((err: Error) => ({ error: this.internal(err) }))))
+        .then((results) => cb(null, { results: results.map((r) => ('error' in r ? { error: { code: r.error.code ?? grpc.status.INTERNAL, details: r.error.details ?? '' } } : { svid: r.svid })) }));
+    };
     const signJwt: NodeCAHandlers['SignJWTSVID'] = (call, cb) =>
-      this.handle(call, call.request.pod, cb, async (spiffeId) => {
-        const jwt = await signJwtSvid(this.o.ca.workload, { spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs });
-        this.counts.jwt++;
-        return { spiffe_id: spiffeId, token: jwt.token, expires_at_unix_ms: jwt.expiresAt.getTime() };
-      });
-    const handlers: NodeCAHandlers = { SignX509SVID: signX509, SignJWTSVID: signJwt };
+      void this.authorize(this.callerNode(call), call.request.pod)
+        .then(async (a) => {
+          if ('error' in a) return cb(a.error);
+          const jwt = await this.signing(() => signJwtSvid(this.o.ca.workload, { spiffeId: a.spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs }));
+          if ('error' in jwt) return cb(jwt.error);
+          this.counts.jwt++;
+          cb(null, { spiffe_id: a.spiffeId, token: jwt.ok.token, expires_at_unix_ms: jwt.ok.expiresAt.getTime() });
+        })
+        .catch((err: Error) => cb(this.internal(err)));
+    const handlers: NodeCAHandlers = { SignX509SVID: signX509, SignX509SVIDs: signX509Batch, SignJWTSVID: signJwt };
     this.server.addService(loadNodeCaApi().NodeCA.service, handlers);
   }
 
-  /** Authorizes, then signs; every failure becomes a gRPC status, never an exception or a rejection. */
-  private handle<Res>(call: grpc.ServerUnaryCall<unknown, Res>, pod: unknown, cb: grpc.sendUnaryData<Res>, sign: (spiffeId: string) => Promise<Res>): void {
-    this.authorize(call, pod)
-      .then(async (a) => {
-        if ('error' in a) return cb(a.error);
-        try {
-          cb(null, await sign(a.spiffeId));
-        } catch (err) {
-          this.counts.invalid++;
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
-        }
-      })
-      .catch((err: Error) => {
-        this.o.log.warn({ err: err.message }, 'node CA request failed');
-        cb({ code: grpc.status.INTERNAL, details: 'the node CA failed to handle the request' });
-      });
+  /** Authorizes one request, then signs; a refusal or a bad CSR is a status, never an exception. */
+  private async signX509(node: string | undefined, request: { pod?: unknown; csr: Buffer }): Promise<{ svid: SignX509SVIDResponse } | Refusal> {
+    const a = await this.authorize(node, request.pod);
+    if ('error' in a) return a;
+    const svid = await this.signing(() => signX509Svid(this.o.ca.workload, { spiffeId: a.spiffeId, csrDer: request.csr, ttlMs: this.o.svidTtlMs }));
+    if ('error' in svid) return svid;
+    this.counts.x509++;
+    return { svid: { spiffe_id: a.spiffeId, certificate: svid.ok.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.ok.expiresAt.getTime() } };
   }
 
-  /** Serves on host:port with a serving certificate for `ips` from the mesh CA; resolves the port. */
+  /** What the signer refuses (a CSR that is not one, a SAN it may not ask for) is the caller's error. */
+  private async signing<T>(sign: () => Promise<T>): Promise<{ ok: T } | Refusal> {
+    try {
+      return { ok: await sign() };
+    } catch (err) {
+      this.counts.invalid++;
+      return { error: { code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message } };
+    }
+  }
+
+  private internal(err: Error): Partial<grpc.StatusObject> {
+    this.o.log.warn({ err: err.message }, 'node CA request failed');
+    return { code: grpc.status.INTERNAL, details: 'the node CA failed to handle the request' };
+  }
+
+  /** The node the caller's certificate names (URI SAN of this cluster's node identity), if any. */
+  private callerNode(call: grpc.ServerUnaryCall<unknown, unknown>): string | undefined {
+    const san = call.getAuthContext()?.sslPeerCertificate?.subjectaltname ?? '';
+    const prefix = `URI:${nodeUri(this.o.ca.cluster, '')}`;
+    return san.split(', ').find((s) => s.startsWith(prefix))?.slice(prefix.length);
+  }
+
+  /**
+   * Serves on host:port with a serving certificate for `ips` from the mesh CA, renewed at half its lifetime
+   * (`servingTtlMs`) without a restart: new handshakes get the new one, open channels keep going. Resolves the port.
+   */
   async listen(host: string, port: number, ips: string[]): Promise<number> {
-    const serving = await issueCertificate(this.o.ca.mesh, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: 365 * 24 * 3600_000 });
-    const creds = grpc.ServerCredentials.createSsl(Buffer.from(this.o.ca.mesh.certPem), [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], true);
-    return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
+    const issue = () => issueCertificate(this.o.ca.mesh, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: this.o.servingTtlMs });
+    this.serving = await RenewingCertificate.start({ what: 'the node CA serving certificate', issue, onRenew: (c) => creds.setIdentity(c), log: this.o.log });
+    const creds = new SwappableServerCredentials(this.o.ca.mesh.certPem, this.serving.current);
+    return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds.credentials, (err, bound) => (err ? reject(err) : resolve(bound))));
+  }
+
+  /** The serving certificate now (serial, expiry) and how often it was renewed, for /status and tests. */
+  servingCertificate(): { serial: string; notAfter: string; renewals: number } | undefined {
+    const s = this.serving;
+    return s && { serial: s.current.serial, notAfter: new Date(s.current.notAfterMs).toISOString(), renewals: s.renewals };
   }
 
   private refuse(code: grpc.status, details: string): Refusal {
@@ -75,10 +117,7 @@ export class NodeCaServer {
   }
 
   /** The node the caller's certificate names, and the pod's SPIFFE ID if the pod is bound to that node. */
-  private async authorize(call: grpc.ServerUnaryCall<unknown, unknown>, requested: unknown): Promise<{ spiffeId: string } | Refusal> {
-    const san = call.getAuthContext()?.sslPeerCertificate?.subjectaltname ?? '';
-    const prefix = `URI:${nodeUri(this.o.ca.cluster, '')}`;
-    const node = san.split(', ').find((s) => s.startsWith(prefix))?.slice(prefix.length);
+  private async authorize(node: string | undefined, requested: unknown): Promise<{ spiffeId: string } | Refusal> {
     if (!node || !Dns1123Subdomain.safeParse(node).success) return this.refuse(grpc.status.PERMISSION_DENIED, `the client certificate names no node of cluster ${this.o.ca.cluster} (want URI SAN ${nodeUri(this.o.ca.cluster, '<node>')})`);
     const ref = PodRef.safeParse(requested);
     if (!ref.success) return this.refuse(grpc.status.INVALID_ARGUMENT, firstIssue(ref.error, 'pod.'));
@@ -102,6 +141,7 @@ export class NodeCaServer {
   }
 
   async close(): Promise<void> {
+    this.serving?.stop();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
   }
 }

@@ -243,7 +243,7 @@ async function main(): Promise<void> {
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()), ejected: agent.ejections(), health: Object.fromEntries(agent.outliers.failureCounts()) }));
   const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
-  if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals }));
+  if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals, x509FirstAnswerMs: workload.server.x509FirstAnswerMs }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
 

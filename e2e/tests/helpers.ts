@@ -95,6 +95,16 @@ export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<
   await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
 }
 
+/** Waits until skein-apiserver's Deployment has rolled out (after addApiserverArgs) and its one pod is ready. */
+export async function apiserverRolledOut(rest: KubeRest, what: string): Promise<void> {
+  await waitFor(`the skein-apiserver rollout with ${what}`, async () => {
+    const d = await rest.get<{ metadata: { generation: number }; status: { observedGeneration?: number; updatedReplicas?: number; replicas?: number } }>('/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver');
+    const running = await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods');
+    const settled = d.status.observedGeneration === d.metadata.generation && d.status.updatedReplicas === 1 && d.status.replicas === 1 && running.items.length === 1;
+    return settled && running.items[0]!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
+  }, 90_000);
+}
+
 export async function pods(rest: KubeRest, selector: string): Promise<Pod[]> {
   return (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/default/pods?labelSelector=${encodeURIComponent(selector)}`)).items;
 }
@@ -133,19 +143,33 @@ export function meshEtcd(stateDir: string, cluster: string): Etcd3 {
   return connectMeshEtcd({ endpoints: [c.meshEtcdUrl], caFile: pki.ca, certFile: pki.rootCert, keyFile: pki.rootKey, serverName: meshEtcdServerName(cluster) });
 }
 
-/** One FetchX509SVID call with Skein's own client, from a pod (or, without one, from this process). */
+/**
+ * One FetchX509SVID call with Skein's own client, from a pod (or, without one, from this process): the
+ * client connects first, then the call is timed (`ms`: call -> answer; `connectMs`: loading the client and
+ * connecting, the workload's own start-up).
+ */
 const probeScript = (socket: string, header: boolean) => `
 import { workloadApiClient, securityHeader } from '${REPO_ROOT}/dist/mtls/workload-api/client.js';
 import grpc from '@grpc/grpc-js';
-const t0 = performance.now();
+import { X509Certificate } from 'node:crypto';
+const c0 = performance.now();
 const c = workloadApiClient('${socket}');
-const call = c.FetchX509SVID({}, ${header ? 'securityHeader()' : 'new grpc.Metadata()'});
-call.on('data', (d) => { console.log(JSON.stringify({ ok: d.svids[0].spiffe_id, ms: performance.now() - t0 })); process.exit(0); });
-call.on('error', (e) => { console.log(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });`;
+c.waitForReady(Date.now() + 10000, (err) => {
+  if (err) { console.log(JSON.stringify({ code: 14, details: err.message })); process.exit(0); }
+  const connectMs = performance.now() - c0;
+  const t0 = performance.now();
+  const call = c.FetchX509SVID({}, ${header ? 'securityHeader()' : 'new grpc.Metadata()'});
+  call.on('data', (d) => { const ms = performance.now() - t0; const cert = new X509Certificate(d.svids[0].x509_svid); console.log(JSON.stringify({ ok: d.svids[0].spiffe_id, ms, connectMs, serial: cert.serialNumber, at: Date.now() - ms })); process.exit(0); });
+  call.on('error', (e) => { console.log(JSON.stringify({ code: e.code, details: e.details })); process.exit(0); });
+});`;
 
 export interface ProbeResult {
   ok?: string;
   ms?: number;
+  connectMs?: number;
+  /** The SVID's serial number (hex) and when the call was made (ms since the epoch, the host's clock). */
+  serial?: string;
+  at?: number;
   code?: number;
   details?: string;
 }

@@ -21,7 +21,7 @@ import { readState } from '../../testbed/state.js';
 import { workloadSocket } from '../../testbed/agents.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, exec, up } from '../../testbed/testbed.js';
-import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
+import { addApiserverArgs, apiserverRolledOut, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const EAST = 'wi-east';
 const WEST = 'wi-west';
@@ -52,12 +52,7 @@ beforeAll(async () => {
   westUrl = `https://${podIp(westClient)}:8443/`;
   // The west server runs for the rest of the file (down() ends it with everything else).
   void inPod(WEST, westClient, [peer, 'serve', '-addr', ':8443', '-allow', ID(EAST)]);
-  await waitFor('the east apiserver rollout with 20 s SVIDs', async () => {
-    const d = await east.get<{ metadata: { generation: number }; status: { observedGeneration?: number; updatedReplicas?: number; replicas?: number } }>('/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver');
-    const pods = await east.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods');
-    const settled = d.status.observedGeneration === d.metadata.generation && d.status.updatedReplicas === 1 && d.status.replicas === 1 && pods.items.length === 1;
-    return settled && pods.items[0]!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
-  }, 90_000);
+  await apiserverRolledOut(east, '20 s SVIDs');
 });
 
 afterAll(async () => {
@@ -71,6 +66,34 @@ describe('workload identities across clusters', () => {
       return out.code === 0 ? lines(out.stdout) : undefined;
     }, 60_000);
     expect(r[0]!.answer).toMatchObject({ client: ID(EAST), server: ID(WEST) });
+  });
+
+  it('a new pod’s first FetchX509SVID is answered with the SVID its agent signed when the pod was bound, without calling the node CA', async () => {
+    await east.post('/api/v1/namespaces/default/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'early' } });
+    await east.post('/api/v1/namespaces/default/pods', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'early', labels: { app: 'early' } },
+      spec: { serviceAccountName: 'early', terminationGracePeriodSeconds: 1, containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] },
+    });
+    const pod = (await readyPods(east, 'app=early', 1))[0]!;
+    type Held = { identity: string; spiffeId?: string; serial?: string; issuedAtMs?: number; pods: number };
+    type Workload = { identities: Held[]; signCalls: number; servedFromCache: number; servedAfterSigning: number; preIssued: number };
+    const agent = async () => (await (await fetch(`${agentUrl(EAST, nodeIndex(pod))}/v1/workload`)).json()) as Workload;
+    const before = await agent();
+    const held = before.identities.find((i) => i.identity === 'default/early');
+    // Held by the time the pod is ready, before anything in it asked.
+    expect(held).toMatchObject({ spiffeId: `spiffe://${EAST}.skein/ns/default/sa/early`, pods: 1 });
+    const r = await probe(pod, `unix://${socketOf(EAST, nodeIndex(pod))}`);
+    expect(r).toMatchObject({ ok: `spiffe://${EAST}.skein/ns/default/sa/early`, serial: held!.serial });
+    expect(held!.issuedAtMs).toBeLessThan(r.at!);
+    const after = await agent();
+    expect(after.signCalls).toBe(before.signCalls); // the node CA was not asked on that path
+    expect(after.servedFromCache).toBe(before.servedFromCache + 1);
+    expect(after.servedAfterSigning).toBe(before.servedAfterSigning);
+    // Its last pod gone, the identity's SVID is dropped from the node.
+    await east.delete('/api/v1/namespaces/default/pods/early', { gracePeriodSeconds: 0 });
+    await waitFor('the agent to drop default/early', async () => ((await agent()).identities.some((i) => i.identity === 'default/early') ? undefined : true), 30_000);
   });
 
   it('refuses a request without the security header, an unknown caller, and a pod asking another node’s agent', async () => {

@@ -1,6 +1,7 @@
 // A node agent's client of its apiserver's node CA (mTLS with the node's certificate).
 import * as grpc from '@grpc/grpc-js';
 import type { SignJWTSVIDResponse__Output } from './generated/skein/v1/SignJWTSVIDResponse.js';
+import type { SignX509SVIDResult__Output } from './generated/skein/v1/SignX509SVIDResult.js';
 import type { SignX509SVIDResponse__Output } from './generated/skein/v1/SignX509SVIDResponse.js';
 import { loadNodeCaApi, NODE_CA_NAME, type NodeCAClient, type PodRef } from './proto.js';
 
@@ -17,6 +18,18 @@ export class NodeCaClient {
 
   signX509(pod: PodRef, csr: Buffer): Promise<SignX509SVIDResponse__Output> {
     return new Promise((resolve, reject) => this.stub.SignX509SVID({ pod, csr }, (err, res) => (err || !res ? reject(err ?? new Error('node CA: empty answer')) : resolve(res))));
+  }
+
+  /** One call for many pods; each result is the SVID or why that pod's was refused, in request order. */
+  signX509Batch(requests: { pod: PodRef; csr: Buffer }[]): Promise<SignX509SVIDResult__Output[]> {
+    return new Promise((resolve, reject) =>
+      this.stub.SignX509SVIDs({ requests }, (err, res) => (err || !res ? reject(err ?? new Error('node CA: empty answer')) : res.results.length !== requests.length ? reject(new Error(`node CA: ${res.results.length} results for ${requests.length} requests`)) : resolve(res.results))),
+    );
+  }
+
+  /** Opens the channel now (TLS handshake included), so the first signing pays only its round trip. */
+  connect(): void {
+    this.stub.getChannel().getConnectivityState(true);
   }
 
   signJwt(pod: PodRef, audience: string[]): Promise<SignJWTSVIDResponse__Output> {

@@ -68,6 +68,8 @@ export class WorkloadApiServer<W> {
   private nextConn = 0;
   /** Calls refused and why, for metrics. */
   readonly refusals = { missingHeader: 0, unknownCaller: 0, connectorExited: 0 };
+  /** The last FetchX509SVID calls' time to their first answer on this side (call in -> answer written), ms. */
+  readonly x509FirstAnswerMs: number[] = [];
 
   constructor(
     private readonly source: IdentitySource<W>,
@@ -152,6 +154,7 @@ export class WorkloadApiServer<W> {
   }
 
   private async stream<Res>(call: grpc.ServerWritableStream<unknown, Res>, perWorkload: boolean, build: (w: W | undefined) => Promise<Res>): Promise<void> {
+    const t0 = performance.now();
     const admitted = await this.admit(call);
     if (!admitted.ok) return void call.emit('error', admitted.err);
     let last = '';
@@ -169,8 +172,13 @@ export class WorkloadApiServer<W> {
         const msg = await build(admitted.w);
         const fingerprint = JSON.stringify(msg, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
         if (fingerprint === last || closed) return;
+        const first = last === '';
         last = fingerprint;
         call.write(msg);
+        if (first && perWorkload) {
+          this.x509FirstAnswerMs.push(performance.now() - t0);
+          if (this.x509FirstAnswerMs.length > 100) this.x509FirstAnswerMs.shift();
+        }
       } catch (err) {
         closed = true;
         unsubscribe();

@@ -1,7 +1,7 @@
 // What the node's Workload API serves, from the agent's two sources: the Kubernetes API (the pods bound to
 // this node, for attestation) and the local mesh etcd (trust bundles, where the node CA is). SVID keys are
-// made here and never leave the node; the apiserver's node CA signs them. Each SVID is renewed at half its
-// lifetime and pushed to the streams of its pod.
+// made here and never leave the node; the apiserver's node CA signs them, before the pods ask (svid-cache.ts):
+// one per identity on the node, renewed at half its lifetime and pushed to the streams of its pods.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
 import { openWatch, type MeshWatch } from '../../../mesh/etcd-watch.js';
@@ -14,44 +14,46 @@ import { keys } from '../../../mesh/schema/keys.js';
 import { decodeJson, NodeCaEndpoint } from '../../../mesh/schema/values.js';
 import { jwtBundleOf, validateJwtSvid } from '../../../mtls/svid.js';
 import type { Caller, IdentitySource, X509SvidEntry } from '../../../mtls/workload-api/server.js';
-import { newKeyAndCsr } from '../../../mtls/x509.js';
 import { podUidOfPid } from './attest.js';
 import { acceptBundle, type AcceptedBundle } from './bundles.js';
 import type { Pod } from '../../../mesh/kube/objects.js';
+import type { PodRef } from '../../../mesh/kube/names.js';
+import { identityKey, SvidCache, type SignResult } from './svid-cache.js';
 
+/** What attestation proves about a caller: its pod, as the API binds it to this node, and that pod's service account. */
 export interface PodIdentity {
   namespace: string;
   name: string;
   uid: string;
+  serviceAccount: string;
 }
 
-interface CachedSvid {
-  entry: X509SvidEntry;
-  expiresAt: number;
-  timer?: NodeJS.Timeout;
-}
+const serviceAccountOf = (pod: Pod) => pod.spec?.serviceAccountName || 'default';
+const finished = (pod: Pod) => pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
 export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private readonly pods = new Map<string, Pod>();
-  private readonly svids = new Map<string, CachedSvid>();
-  private readonly inflight = new Map<string, Promise<CachedSvid>>();
+  private readonly svids: SvidCache;
   private readonly bundles = new Map<string, AcceptedBundle>();
   private jwks = new Map<string, JSONWebKeySet>();
-  private readonly podListeners = new Map<string, Set<() => void>>();
   private readonly bundleListeners = new Set<() => void>();
   private informer?: RunningInformer<Pod>;
-  private watch?: MeshWatch;
+  private readonly watches = new Map<string, MeshWatch>();
+  /** What each followed prefix held at its last listing. */
+  private readonly followed = new Map<string, Set<string>>();
   private nodeCa?: { endpoint: string; client: NodeCaClient };
   private endpoint?: string;
-  readonly stats = { issued: 0, renewed: 0, refusedBundles: 0 };
+  readonly stats = { refusedBundles: 0 };
 
   constructor(
     private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { caPem: string; certPem: string; keyPem: string }; log: Log;
       /** Where this node's pod cgroups live, as /proc/<pid>/cgroup names them (attest.ts). */
       podCgroupParents: readonly string[] },
-  ) {}
+  ) {
+    this.svids = new SvidCache({ sign: (requests) => this.signBatch(requests), log: o.log });
+  }
 
   async start(): Promise<void> {
     const fieldSelector = `spec.nodeName=${this.o.node}`;
@@ -63,44 +65,73 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
       onEvent: (type, pod) => {
         const uid = pod.metadata?.uid;
         if (!uid) return;
-        if (type === 'delete') this.forget(uid);
-        else this.pods.set(uid, pod);
+        if (type === 'delete' || finished(pod)) this.forget(uid);
+        else {
+          this.pods.set(uid, pod);
+          this.svids.podBound({ namespace: pod.metadata!.namespace!, name: pod.metadata!.name!, uid }, serviceAccountOf(pod));
+        }
       },
       onRestart: (err) => this.o.log.warn({ err: (err as Error)?.message }, 'pod watch restarting'),
     });
     // A new node's etcd user appears when the apiserver sees its Node: until then reads are refused.
-    await retryUntilDone('following the trust bundles in the mesh etcd', () => this.followBundles(), this.o.log);
+    await retryUntilDone('following the trust bundles in the mesh etcd', () => this.follow('the trust bundles', { prefix: keys.bundlesPrefix(this.o.cluster) }, (td, raw) => this.onBundle(td, raw)), this.o.log);
+    await retryUntilDone('following the node CA endpoint in the mesh etcd', () => this.follow('the node CA endpoint', { key: keys.nodeCa(this.o.cluster) }, (_key, raw) => this.onNodeCa(raw)), this.o.log);
     await this.informer.synced;
   }
 
   /**
-   * Lists the bundles, then watches from that revision. A watch the server cancels (its start revision was
-   * compacted while the agent was cut off) ends in a fresh listing: bundles gone meanwhile are dropped.
+   * Lists a prefix (or reads one key), then watches from that revision, handing every value (undefined: gone)
+   * to `apply` by its key under the prefix ('' for the key). A watch the server cancels (its start revision
+   * was compacted while the agent was cut off) ends in a fresh listing: keys gone meanwhile are handed over
+   * as gone. (A node's etcd user may read the node CA's key, not a range around it: a key is watched as such.)
    */
-  private async followBundles(): Promise<void> {
-    const prefix = keys.bundlesPrefix(this.o.cluster);
-    const current = await this.o.etcd.getAll().prefix(prefix).exec();
-    const watch = await openWatch(this.o.etcd, { prefix }, Number(current.header.revision) + 1);
-    const previous = this.watch;
-    this.watch = watch;
+  private async follow(what: string, target: { prefix: string } | { key: string }, apply: (name: string, raw: string | undefined) => Promise<void>): Promise<void> {
+    const prefix = 'prefix' in target ? target.prefix : target.key;
+    const current = await ('prefix' in target ? this.o.etcd.getAll().prefix(prefix) : this.o.etcd.get(prefix)).exec();
+    const watch = await openWatch(this.o.etcd, target, Number(current.header.revision) + 1);
+    const previous = this.watches.get(what);
+    this.watches.set(what, watch);
     await previous?.cancel();
-    watch.watcher.on('put', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString()));
-    watch.watcher.on('delete', (kv) => void this.onBundle(kv.key.toString().slice(prefix.length), undefined));
+    watch.watcher.on('put', (kv) => void apply(kv.key.toString().slice(prefix.length), kv.value.toString()));
+    watch.watcher.on('delete', (kv) => void apply(kv.key.toString().slice(prefix.length), undefined));
     watch.watcher.on('error', (err) => {
-      if (this.watch !== watch) return;
-      this.o.log.warn({ err: err.message }, 'trust bundle watch ended; listing again');
-      void retryUntilDone('following the trust bundles in the mesh etcd', () => this.followBundles(), this.o.log);
+      if (this.watches.get(what) !== watch) return;
+      this.o.log.warn({ err: err.message }, `${what} watch ended; listing again`);
+      void retryUntilDone(`following ${what} in the mesh etcd`, () => this.follow(what, target, apply), this.o.log);
     });
     const listed = new Set(current.kvs.map((kv) => kv.key.toString().slice(prefix.length)));
-    for (const td of [...this.bundles.keys()]) if (!listed.has(td)) await this.onBundle(td, undefined);
-    for (const kv of current.kvs) await this.onBundle(kv.key.toString().slice(prefix.length), kv.value.toString());
+    for (const name of this.followed.get(what) ?? []) if (!listed.has(name)) await apply(name, undefined);
+    this.followed.set(what, listed);
+    for (const kv of current.kvs) await apply(kv.key.toString().slice(prefix.length), kv.value.toString());
+  }
+
+  /**
+   * The node CA the apiserver publishes (it moves when its pod does): one long-lived channel to it, opened at
+   * once so the first signing does not pay the handshake. A new node CA (a new apiserver, perhaps with a new
+   * CA or SVID lifetime) signs every identity held here again.
+   */
+  private async onNodeCa(raw: string | undefined): Promise<void> {
+    const published = raw === undefined ? undefined : decodeJson(NodeCaEndpoint, raw);
+    if (published?.endpoint === this.nodeCa?.endpoint) return;
+    this.nodeCa?.client.close();
+    this.nodeCa = undefined;
+    if (!published) {
+      if (raw !== undefined) this.o.log.warn({ raw: raw.slice(0, 200) }, 'ignoring a node CA endpoint that is not one');
+      return;
+    }
+    // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
+    const client = new NodeCaClient(published.endpoint, this.o.nodeTls);
+    client.connect();
+    this.nodeCa = { endpoint: published.endpoint, client };
+    this.endpoint = published.endpoint;
+    this.o.log.info({ endpoint: published.endpoint }, 'node CA');
+    // The first one signs what pods bound before it was known; a later one, everything again.
+    this.svids.renewAll();
   }
 
   private forget(uid: string): void {
     this.pods.delete(uid);
-    clearTimeout(this.svids.get(uid)?.timer);
-    this.svids.delete(uid);
-    this.podListeners.delete(uid);
+    this.svids.podGone(uid);
   }
 
   private async onBundle(trustDomain: string, raw: string | undefined): Promise<void> {
@@ -123,17 +154,8 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     for (const l of this.bundleListeners) l();
   }
 
-  /** The node CA client for the endpoint the apiserver last published (it moves when its pod does). */
-  private async client(): Promise<NodeCaClient> {
-    const raw = (await this.o.etcd.get(keys.nodeCa(this.o.cluster)).string()) ?? undefined;
-    const published = raw ? decodeJson(NodeCaEndpoint, raw) : undefined;
-    if (!published) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
-    if (this.nodeCa?.endpoint !== published.endpoint) {
-      this.nodeCa?.client.close();
-      // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
-      this.nodeCa = { endpoint: published.endpoint, client: new NodeCaClient(published.endpoint, this.o.nodeTls) };
-      this.endpoint = published.endpoint;
-    }
+  private client(): NodeCaClient {
+    if (!this.nodeCa) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
     return this.nodeCa.client;
   }
 
@@ -141,49 +163,20 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     // The cgroup of the process that opened the connection, read while it lives (a reused pid is not it).
     const uid = caller.process.readWhileAlive((pid) => podUidOfPid(pid, this.o.podCgroupParents));
     const pod = uid ? this.pods.get(uid) : undefined;
-    if (!pod || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return undefined;
-    return { namespace: pod.metadata!.namespace!, name: pod.metadata!.name!, uid: uid! };
+    if (!pod || finished(pod)) return undefined;
+    return { namespace: pod.metadata!.namespace!, name: pod.metadata!.name!, uid: uid!, serviceAccount: serviceAccountOf(pod) };
   }
 
   async x509Svids(w: PodIdentity): Promise<X509SvidEntry[]> {
-    const have = this.svids.get(w.uid);
-    if (have && have.expiresAt > Date.now()) return [have.entry];
-    let pending = this.inflight.get(w.uid);
-    if (!pending) {
-      pending = this.issue(w).finally(() => this.inflight.delete(w.uid));
-      this.inflight.set(w.uid, pending);
-    }
-    return [(await pending).entry];
+    return [await this.svids.get(identityKey(w.namespace, w.serviceAccount))];
   }
 
-  private async issue(w: PodIdentity): Promise<CachedSvid> {
-    const { keyPkcs8Der, csrDer } = await newKeyAndCsr();
-    const signed = await (await this.client()).signX509(w, csrDer);
-    const renewal = this.svids.has(w.uid);
-    const cached: CachedSvid = {
-      entry: { spiffeId: signed.spiffe_id, certChainDer: signed.certificate, keyPkcs8Der, bundleDer: signed.bundle },
-      expiresAt: signed.expires_at_unix_ms,
-    };
-    clearTimeout(this.svids.get(w.uid)?.timer);
-    if (!this.pods.has(w.uid)) return cached; // the pod went away while this was being signed
-    this.svids.set(w.uid, cached);
-    if (renewal) this.stats.renewed++;
-    else this.stats.issued++;
-    // Renew at half-life; streams of this pod get the new SVID as soon as it is signed.
-    cached.timer = setTimeout(() => void this.renew(w), Math.max(1000, (cached.expiresAt - Date.now()) / 2));
-    cached.timer.unref();
-    return cached;
-  }
-
-  private async renew(w: PodIdentity): Promise<void> {
-    try {
-      await this.issue(w);
-      for (const l of this.podListeners.get(w.uid) ?? []) l();
-    } catch (err) {
-      this.o.log.warn({ pod: `${w.namespace}/${w.name}`, err: (err as Error).message }, 'SVID renewal failed, retrying in 5 s');
-      const t = setTimeout(() => void this.renew(w), 5000);
-      t.unref();
-    }
+  /** The node CA's batch call, as the cache wants it. */
+  private async signBatch(requests: { pod: PodRef; csr: Buffer }[]): Promise<SignResult[]> {
+    const results = await this.client().signX509Batch(requests);
+    return results.map((r) =>
+      r.svid ? { svid: { spiffeId: r.svid.spiffe_id, certificateDer: r.svid.certificate, bundleDer: r.svid.bundle, expiresAtMs: r.svid.expires_at_unix_ms } } : { error: { code: r.error?.code ?? 2, details: r.error?.details ?? 'no result' } },
+    );
   }
 
   x509Bundles(): ReadonlyMap<string, Buffer> {
@@ -191,7 +184,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   }
 
   async jwtSvids(w: PodIdentity, audience: string[], spiffeId?: string): Promise<{ spiffeId: string; token: string }[]> {
-    const signed = await (await this.client()).signJwt(w, audience);
+    const signed = await this.client().signJwt({ namespace: w.namespace, name: w.name, uid: w.uid }, audience);
     return spiffeId && spiffeId !== signed.spiffe_id ? [] : [{ spiffeId: signed.spiffe_id, token: signed.token }];
   }
 
@@ -205,25 +198,21 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
 
   subscribe(w: PodIdentity | undefined, listener: () => void): () => void {
     this.bundleListeners.add(listener);
-    let set: Set<() => void> | undefined;
-    if (w) {
-      set = this.podListeners.get(w.uid) ?? new Set();
-      this.podListeners.set(w.uid, set);
-      set.add(listener);
-    }
+    const unsubscribe = w ? this.svids.subscribe(identityKey(w.namespace, w.serviceAccount), listener) : undefined;
     return () => {
       this.bundleListeners.delete(listener);
-      set?.delete(listener);
+      unsubscribe?.();
     };
   }
 
-  status(): { endpoint?: string; pods: number; svids: number; bundles: string[] } & AgentIdentitySource['stats'] {
-    return { endpoint: this.endpoint, pods: this.pods.size, svids: this.svids.size, bundles: [...this.bundles.keys()].sort(), ...this.stats };
+  status() {
+    const held = this.svids.held();
+    return { endpoint: this.endpoint, pods: this.pods.size, svids: held.length, identities: held, bundles: [...this.bundles.keys()].sort(), ...this.stats, ...this.svids.stats };
   }
 
   async stop(): Promise<void> {
-    for (const s of this.svids.values()) clearTimeout(s.timer);
-    await this.watch?.cancel();
+    this.svids.stop();
+    for (const w of this.watches.values()) await w.cancel();
     await this.informer?.stop();
     this.nodeCa?.client.close();
   }
