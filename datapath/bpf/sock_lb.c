@@ -104,6 +104,15 @@ struct {
 	__type(value, struct config);
 } skein_config SEC(".maps");
 
+/* TCP failures counted so far, all backends: one value the agent can read every few ms to learn that
+ * skein_health changed (reading the whole map that often would not scale). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} skein_failure_seq SEC(".maps");
+
 static __always_inline int proto_of(struct bpf_sock_addr *ctx)
 {
 	return ctx->type == 1 /* SOCK_STREAM */ ? IPPROTO_TCP : IPPROTO_UDP;
@@ -212,6 +221,10 @@ static __always_inline void tcp_failed(struct health *h)
 	__sync_fetch_and_add(&h->failures, 1);
 	__sync_fetch_and_add(&h->consecutive, 1);
 	h->last_failure_ns = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&skein_failure_seq, &zero);
+	if (seq)
+		__sync_fetch_and_add(seq, 1);
 }
 
 /* TCP health of the connects connect4 rewrote: only sockets with a reverse entry for the backend they

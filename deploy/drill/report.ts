@@ -12,6 +12,12 @@ export type DrillTarget = (typeof TARGETS)[number];
 interface DrillEvents {
   /** The drill applied the fault: scaled the target backends to zero, deleted them, or dropped their traffic. */
   takenAt: number;
+  /**
+   * blackhole: the first faulted pod's rules were in place (its iptables-restore returned; seen up to a few
+   * hundred ms late on a loaded machine). The fault counts from the last request answered before the first
+   * one lost, at most this: spawning the rules is the drill's own time, no part of failover.
+   */
+  inEffectAt?: number | null;
   /** The target cluster's EndpointSlices showed none of the faulted backends ready any more; null: never (blackhole). */
   lostAt: number | null;
   /** The drill undid the fault (scale: replicas back; blackhole: rules removed; kill: the owner's own, = takenAt). */
@@ -69,7 +75,8 @@ export const DrillReport = z.object({
   /**
    * The drill's moments, ms from the first request. faultAt is what failover, loss and ejection count from:
    * for scale the loss of the last faulted backend in the EndpointSlices (terminating backends serve until
-   * then), for kill and blackhole the moment the drill struck.
+   * then), for kill the moment the drill struck, for blackhole the last request answered before the first
+   * lost one (the rules went in between; resolution: the interval), at most when the drill saw them in place.
    */
   timeline: z.object({
     /** The first request, ms since the epoch (the client node's clock): what the others count from. */
@@ -107,8 +114,15 @@ const answeredAt = (o: Outcome) => o.at + o.ms;
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
 /** The moment failover, loss and ejection count from (see DrillReport.timeline). */
-function faultMoment(fault: DrillFault, events: Pick<DrillEvents, 'takenAt' | 'lostAt'>): number {
-  return fault === 'scale' ? (events.lostAt ?? events.takenAt) : events.takenAt;
+function faultMoment(fault: DrillFault, events: Pick<DrillEvents, 'takenAt' | 'inEffectAt' | 'lostAt'>, sorted: readonly Outcome[]): number {
+  if (fault === 'scale') return events.lostAt ?? events.takenAt;
+  if (fault !== 'blackhole') return events.takenAt;
+  // The rules went in after the last request answered before the first one lost (one at a time: within an
+  // interval), and no later than the drill saw them in place; with nothing lost, when the drill struck.
+  const firstLost = sorted.findIndex((o) => !o.ok && o.at >= events.takenAt);
+  if (firstLost < 0) return events.takenAt;
+  const lastOk = sorted.slice(0, firstLost).findLast((o) => o.ok);
+  return Math.min(Math.max(events.takenAt, lastOk?.at ?? events.takenAt), events.inEffectAt ?? Infinity);
 }
 
 /** When the first and the last failed request were sent; undefined: none failed. */
@@ -136,7 +150,7 @@ export function drillReport(input: ReportInput): DrillReport {
   const { outcomes, events, cluster, faultedCluster } = input;
   const sorted = [...outcomes].sort((a, b) => a.seq - b.seq);
   const start = sorted[0]?.at ?? events.takenAt;
-  const faultAt = faultMoment(input.fault, events);
+  const faultAt = faultMoment(input.fault, events, sorted);
   const phaseOf = (o: Outcome): PhaseResult['name'] => (o.at < events.takenAt ? 'before' : o.at < events.readyAt ? 'failover' : 'after');
   const phases: PhaseResult[] = (['before', 'failover', 'after'] as const).map((name) => {
     const mine = sorted.filter((o) => phaseOf(o) === name);

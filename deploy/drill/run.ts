@@ -56,8 +56,11 @@ export interface NetFaults {
   readonly where: string;
   /** The pods' network namespaces, checked to exist, with any rules an earlier drill left removed. */
   locate(pods: readonly { uid: string; node: string }[]): Promise<string[]>;
-  /** Drops every packet to and from them but their node's own (its readiness probes). */
-  blackhole(netns: readonly string[]): Promise<void>;
+  /**
+   * Drops every packet to and from them but their node's own (its readiness probes); resolves with the moment
+   * (ms since the epoch) the first namespace's rules were in place: when the fault began.
+   */
+  blackhole(netns: readonly string[]): Promise<number>;
   /** Removes what blackhole added; a namespace already gone is fine. */
   restore(netns: readonly string[]): Promise<void>;
 }
@@ -534,7 +537,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
         if (!isNotFound(err)) throw err;
       })));
     }
-    if (fault === 'blackhole') await netFaults!.blackhole(netns);
+    const inEffectAt = fault === 'blackhole' ? await netFaults!.blackhole(netns) : null;
     const noneLeft = (ready: string[]) => !ready.some((u) => faultedUids.has(u));
     const lostAt = fault === 'blackhole' ? null : await endpoints.until(noneLeft, `the faulted backends of ${opts.service} in ${target.cluster} to stop being ready`, opts.stepTimeoutMs);
     await stream.until((all) => all.find((o) => o.ok && o.cluster !== target.cluster && o.at >= takenAt), `an answer from a cluster other than ${target.cluster}`, opts.stepTimeoutMs).catch((err: Error) => progress(`no failover: ${err.message}`));
@@ -573,7 +576,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
       protocol: opts.protocol,
       intervalMs: opts.intervalMs,
       outcomes,
-      events: { takenAt, lostAt, restoredAt, readyAt, agentEjectedAt: agentAt ?? null },
+      events: { takenAt, inEffectAt, lostAt, restoredAt, readyAt, agentEjectedAt: agentAt ?? null },
       faultedStayedReady: stayedReady,
     });
   } finally {

@@ -58,7 +58,9 @@ export async function drillBench(opts: { repetitions: number; protocol: DrillPro
           progress: () => {},
         });
         reports.push(r);
-        console.error(`  ${name} ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, ejected after ${r.ejectedAfterMs} ms (${r.ejectedFrom}), loss window ${r.lossWindowMs} ms, lost ${r.requestsLost}, failback ${r.failbackMs} ms`);
+        const slices = r.timeline.lostAt === null ? '' : `, EndpointSlices lost it after ${Math.round(r.timeline.lostAt - r.timeline.takenAt)} ms`;
+        const errors = Object.entries(r.lostErrors).map(([e, n]) => `${n}× ${e}`).join('; ');
+        console.error(`  ${name} ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, ejected after ${r.ejectedAfterMs} ms (${r.ejectedFrom})${slices}, loss window ${r.lossWindowMs} ms, lost ${r.requestsLost}${errors ? ` (${errors})` : ''}, failback ${r.failbackMs} ms`);
         await readyPods(clusterRest(stateDir, target === 'remote' ? B : A), 'app=echo', 2);
       }
       if (target === 'remote') await setAffinity(A, stateDir, 'local');
