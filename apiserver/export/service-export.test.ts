@@ -59,10 +59,17 @@ describe('service export', () => {
     t.services.onSlice('update', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-a'), ep('10.1.0.3', 'pod-b')]));
     await t.writer.idle();
     expect(ips()).toEqual(['10.1.0.3']);
-    // Its IP taken by a new pod: that one is in.
-    t.services.onSlice('update', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-c'), ep('10.1.0.3', 'pod-b')]));
+    // Killed (grace 0): out from the deletion timestamp on, before the pod is removed.
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 30 } }); // graceful: the slices say
     await t.writer.idle();
-    expect(ips()).toEqual(['10.1.0.2', '10.1.0.3']);
+    expect(ips()).toEqual(['10.1.0.3']);
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 0 } });
+    await t.writer.idle();
+    expect(ips()).toEqual([]);
+    // Its IP taken by a new pod: that one is in.
+    t.services.onSlice('update', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-c')]));
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.2']);
   });
 
   it('exports a global service with every backend and its ready, serving and terminating conditions', async () => {

@@ -10,7 +10,7 @@
 // fixed. After a restart the last good export is only in the mesh etcd: it is read back during the
 // initial sync (`lastExported`) and kept instead of pruned.
 //
-// A pod deleted from the API (grace 0, or the kubelet's final delete) leaves its services' exports at once,
+// A pod deleted from the API (grace 0: from its deletion timestamp on; or the kubelet's final delete) leaves its services' exports at once,
 // without waiting for the EndpointSlice controller to write the slices (one write and its watch fewer on
 // the path of a killed backend): its endpoints are left out by pod UID until the slices drop them.
 
@@ -121,7 +121,10 @@ export class ServiceExport {
 
   /** A pod deleted from the API: the services whose slices list it are exported without it now. */
   onPod(type: string, pod: Pod): void {
-    if (type !== 'delete' || !pod.metadata?.uid) return;
+    // Deleted with grace 0 (a kill): the API writes the deletion timestamp, then removes the pod; the first
+    // write is enough, the kubelet is already killing it.
+    const killed = pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionGracePeriodSeconds === 0;
+    if ((type !== 'delete' && !killed) || !pod.metadata?.uid) return;
     const now = Date.now();
     for (const [uid, at] of this.deletedPods) {
       if (now - at < DELETED_POD_MEMORY_MS) break; // oldest first

@@ -165,6 +165,9 @@ export class NodeAgent {
     if (!this.prober || this.stopped) return;
     const wanted = this.outliers.probesWanted(this.now());
     if (!wanted.size) return;
+    // Probes of backends not ejected (a failure streak, or its siblings): logged, the recovery probes are not.
+    const judging = [...wanted.keys()].filter((k) => !this.outliers.ejectedKeys().has(k));
+    if (judging.length) this.o.log.info({ backends: judging, probes: judging.reduce((n, k) => n + wanted.get(k)!, 0), inFlight: this.prober.probing }, 'probing failing backends and their siblings from this node');
     this.prober.run(
       wanted,
       (key, at) => this.outliers.probeStarted(key, at),

@@ -58,6 +58,8 @@ describe('drillReport', () => {
   it('counts kill from the moment the drill struck and blackhole from its rules in place, not from Kubernetes noticing', () => {
     const kill = drillReport(input({ fault: 'kill' }));
     expect(kill.failoverMs).toBe(320 + 2 - 250);
+    // From the API's confirmation of the deletion when known (recording it is the API's time, not failover).
+    expect(drillReport(input({ fault: 'kill', events: { ...events, inEffectAt: T0 + 270 } })).failoverMs).toBe(320 + 2 - 270);
     expect(kill.lossWindow).toEqual({ from: 50, to: 60 });
     expect(kill.timeline).toMatchObject({ start: T0, takenAt: 250, faultAt: 250, lostAt: 295 });
     const hole = drillReport(input({ fault: 'blackhole', events: { ...events, lostAt: null }, faultedStayedReady: true }));
