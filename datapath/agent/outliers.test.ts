@@ -295,7 +295,7 @@ describe('outlier detection with active probes', () => {
   });
 
   it('the siblings of a failing backend in the same cluster are probed, each judged on its own failures', () => {
-    const { d, c, services, poll, at } = setup([A, B, C, D]);
+    const { d, c, services, at } = setup([A, B, C, D]);
     const domains = new Map([
       [A, 'east'],
       [B, 'east'],
