@@ -10,9 +10,10 @@
 // fixed. After a restart the last good export is only in the mesh etcd: it is read back during the
 // initial sync (`lastExported`) and kept instead of pruned.
 //
-// A pod deleted from the API (grace 0: from its deletion timestamp on; or the kubelet's final delete) leaves its services' exports at once,
-// without waiting for the EndpointSlice controller to write the slices (one write and its watch fewer on
-// the path of a killed backend): its endpoints are left out by pod UID until the slices drop them.
+// A pod deleted from the API (grace 0: from its deletion timestamp on; or the kubelet's final delete)
+// leaves its services' exports at once, without waiting for the EndpointSlice controller to write the
+// slices (one write and its watch fewer on the path of a killed backend): its endpoints are left out by pod
+// UID until the slices drop them.
 
 import { retryUntilDone } from '../../mesh/backoff.js';
 import { keys } from '../../mesh/schema/keys.js';
