@@ -516,6 +516,11 @@ export class SocketLb {
     return out;
   }
 
+  /** TCP failures the datapath counted so far (all backends): when it moves, readHealth has news. */
+  failureSeq(): number {
+    return Number(this.obj.lookup('skein_failure_seq', u32(0))?.readBigUInt64LE(0) ?? 0n);
+  }
+
   /** Drops a backend's health entry (one no frontend uses any more); false when there was none. */
   forgetHealth(key: string): boolean {
     return this.obj.remove('skein_health', healthKeyBytes(key));

@@ -64,7 +64,8 @@ export const DrillReport = z.object({
   /**
    * The drill's moments, ms from the first request. faultAt is what failover, loss and ejection count from:
    * for scale the loss of the last faulted backend in the EndpointSlices (terminating backends serve until
-   * then), for kill and blackhole the moment the drill struck.
+   * then), for kill the API's confirmation of the first deletion, for blackhole the last request answered before the first
+   * lost one (the rules went in between; resolution: the interval), at most when the drill saw them in place.
    */
   timeline: z.object({
     /** The first request, ms since the epoch (the client node's clock): what the others count from. */

@@ -1,12 +1,15 @@
 // One skein-agent per node of a local cluster, attached to the node's cgroup (every pod process of the node
 // lives below it) with its maps and links pinned under the state dir's bpffs directory. Each agent has its
 // node identity from the mesh CA (etcd user node-<node> on the mesh etcd; its node to the node CA) and
-// serves the SPIFFE Workload API on a socket.
+// serves the SPIFFE Workload API on a socket. Like a hostNetwork DaemonSet, it runs in its node's network
+// namespace (entered with nsenter, which leaves the mount namespace alone: bpffs and cgroupfs stay as they
+// are): its probes of backends leave from the node, as its pods' connects do, and it serves HTTP on the
+// node's address (the host routes the cluster's /16 to the fabric); the mesh etcd and kube-apiserver listen
+// on the host's fabric address, which every node reaches.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { issueNodeIdentity } from '../mtls/mesh-identities.js';
 import { spawnDaemon, waitFor } from './daemon.js';
-import { freePort } from './ports.js';
 import { distPath } from './repo.js';
 import { meshPki } from './skein-apiserver.js';
 import { nodeNet } from './topology.js';
@@ -46,6 +49,9 @@ function agentArgv(a: AgentSpec, port: number): string[] {
   const pki = meshPki(a.clusterDir);
   const nodeCert = nodeCertFiles(a.clusterDir, a.index);
   return [
+    'nsenter',
+    `--net=/run/netns/${node.netns}`,
+    '--',
     process.execPath,
     distPath('datapath', 'agent', 'main.js'),
     `--cluster-name=${a.cluster.name}`,
@@ -58,7 +64,7 @@ function agentArgv(a: AgentSpec, port: number): string[] {
     // The node runner makes each pod's cgroup right under the node's (pod-<uid>): only there is a pod.
     `--pod-cgroup-parent=${join(a.cgroupRoot, node.cgroup)}`,
     `--pin-dir=${join(bpffsDir(a.tag), a.cluster.name, String(a.index))}`,
-    `--listen=127.0.0.1:${port}`,
+    `--listen=${node.nodeIp}:${port}`,
     `--workload-socket=${workloadSocket(a.clusterDir, a.index)}`,
     `--node-cert=${nodeCert.cert}`,
     `--node-key=${nodeCert.key}`,
@@ -69,9 +75,10 @@ function agentArgv(a: AgentSpec, port: number): string[] {
 /** Starts the agent of one node and waits until it serves; returns its HTTP address. */
 export async function startAgent(a: AgentSpec): Promise<string> {
   await ensureNodeCert(a);
-  const port = await freePort();
+  // Any port: the node's namespace runs nothing else that listens.
+  const port = 9877;
   spawnDaemon({ cgroup: join(a.controlCgroup, `agent-${a.index}`), logFile: join(a.logDir, `agent-${a.index}.log`), argv: agentArgv(a, port) });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${nodeNet(a.tag, a.cluster, a.index).nodeIp}:${port}`;
   await waitFor(`skein-agent ${a.cluster.name}/${a.index}`, async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 30_000, `see ${join(a.logDir, `agent-${a.index}.log`)}`);
   return url;
 }

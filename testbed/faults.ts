@@ -77,14 +77,18 @@ class Blackholes {
     return out;
   }
 
-  async blackhole(netns: readonly string[]): Promise<void> {
+  /** Resolves with when the first namespace's rules were in place (ms since the epoch). */
+  async blackhole(netns: readonly string[]): Promise<number> {
+    let first = Infinity;
     await Promise.all(
-      netns.map((ns) => {
+      netns.map(async (ns) => {
         const prober = this.probers.get(ns);
         if (!prober) throw new Error(`blackhole ${ns}: locate its pod first`);
-        return run('ip', ['netns', 'exec', ns, 'iptables-restore', '-w', '--noflush'], { input: blackholeRules(prober) });
+        await run('ip', ['netns', 'exec', ns, 'iptables-restore', '-w', '--noflush'], { input: blackholeRules(prober) });
+        first = Math.min(first, Date.now());
       }),
     );
+    return first;
   }
 
   async restore(netns: readonly string[]): Promise<void> {

@@ -95,7 +95,10 @@ export class Exporter {
       this.watch<KubeNode>('nodes', '/api/v1/nodes', (t, n) => this.nodes.onNode(t, n)),
       this.watch<Service>('services', '/api/v1/services', (t, s) => this.services.onService(t, s)),
       this.watch<EndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (t, s) => this.services.onSlice(t, s)),
-      this.watch<Pod>('pods', '/api/v1/pods', (t, p) => this.pods.onPod(t, p)),
+      this.watch<Pod>('pods', '/api/v1/pods', (t, p) => {
+        this.pods.onPod(t, p);
+        this.services.onPod(t, p);
+      }),
     ];
     await Promise.all(this.informers.map((i) => i.synced));
     await this.pods.settled();

@@ -40,6 +40,38 @@ function serviceExport() {
 }
 
 describe('service export', () => {
+  it('leaves a pod deleted from the API out at once, before its EndpointSlice is updated; another pod keeps its endpoint', async () => {
+    const t = serviceExport();
+    t.services.onService('add', service('cart', { 'skein.io/global': 'true' }));
+    const ep = (ip: string, uid: string): Endpoint => ({ addresses: [ip], conditions: { ready: true }, targetRef: { kind: 'Pod', namespace: 'shop', name: uid, uid } });
+    t.services.onSlice('add', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-a'), ep('10.1.0.3', 'pod-b')]));
+    await t.writer.idle();
+    const ips = () => t.read(keys.service(CLUSTER, 'shop', 'cart'))?.backends.map((b) => b.ip);
+    expect(ips()).toEqual(['10.1.0.2', '10.1.0.3']);
+    t.services.onPod('update', { metadata: { name: 'pod-a', namespace: 'shop', uid: 'pod-a' } }); // not a deletion
+    t.services.onPod('delete', { metadata: { name: 'pod-x', namespace: 'shop', uid: 'pod-x' } }); // in no slice
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.2', '10.1.0.3']);
+    t.services.onPod('delete', { metadata: { name: 'pod-a', namespace: 'shop', uid: 'pod-a' } });
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.3']);
+    // The slice still lists it for a moment (the controller has not caught up): it stays out.
+    t.services.onSlice('update', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-a'), ep('10.1.0.3', 'pod-b')]));
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.3']);
+    // Killed (grace 0): out from the deletion timestamp on, before the pod is removed.
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 30 } }); // graceful: the slices say
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.3']);
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 0 } });
+    await t.writer.idle();
+    expect(ips()).toEqual([]);
+    // Its IP taken by a new pod: that one is in.
+    t.services.onSlice('update', slice('cart-a', 'cart', [ep('10.1.0.2', 'pod-c')]));
+    await t.writer.idle();
+    expect(ips()).toEqual(['10.1.0.2']);
+  });
+
   it('exports a global service with every backend and its ready, serving and terminating conditions', async () => {
     const t = serviceExport();
     t.services.onService('add', service('cart', { 'skein.io/global': 'true', 'skein.io/affinity': 'local' }));

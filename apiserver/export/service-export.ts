@@ -9,6 +9,11 @@
 // annotation (or setting it "false") still unexports. A service never exported is not exported until
 // fixed. After a restart the last good export is only in the mesh etcd: it is read back during the
 // initial sync (`lastExported`) and kept instead of pruned.
+//
+// A pod deleted from the API (grace 0: from its deletion timestamp on; or the kubelet's final delete)
+// leaves its services' exports at once, without waiting for the EndpointSlice controller to write the
+// slices (one write and its watch fewer on the path of a killed backend): its endpoints are left out by pod
+// UID until the slices drop them.
 
 import { retryUntilDone } from '../../mesh/backoff.js';
 import { keys } from '../../mesh/schema/keys.js';
@@ -18,7 +23,10 @@ import type { ExportStatus } from '../../mesh/status.js';
 import { nsName, type ExportContext } from './context.js';
 import { globalServiceValue } from './service-model.js';
 import type { WarningEvents } from './warning-events.js';
-import type { EndpointSlice, Service } from '../../mesh/kube/objects.js';
+import type { EndpointSlice, Pod, Service } from '../../mesh/kube/objects.js';
+
+/** How long a deleted pod's UID is remembered: far longer than the EndpointSlice controller takes to catch up. */
+const DELETED_POD_MEMORY_MS = 10 * 60_000;
 
 const NOT_GLOBAL: GlobalSpec = { global: false, shared: false, affinity: 'none' };
 
@@ -71,6 +79,9 @@ export class ServiceExport {
   private readonly lookups = new Map<string, Promise<void> | 'done'>();
   /** After the initial sync every export is this process's own (the rest was pruned): nothing to read back. */
   private live = false;
+  /** Pod UID → the services whose slices listed it; and UIDs of pods deleted from the API → when. */
+  private readonly servicesOfPod = new Map<string, Set<string>>();
+  private readonly deletedPods = new Map<string, number>();
 
   constructor(private readonly o: ServiceExportOptions) {}
 
@@ -97,7 +108,35 @@ export class ServiceExport {
       bySlice.set(slice.metadata!.name!, slice);
     }
     if (bySlice?.size === 0) this.slices.delete(id);
+    if (type !== 'delete') {
+      for (const ep of slice.endpoints ?? []) {
+        const uid = ep.targetRef?.kind === 'Pod' ? ep.targetRef.uid : undefined;
+        if (!uid || this.deletedPods.has(uid)) continue;
+        let ids = this.servicesOfPod.get(uid);
+        if (!ids) this.servicesOfPod.set(uid, (ids = new Set()));
+        ids.add(id);
+      }
+    }
     this.recompute(id);
+  }
+
+  /** A pod deleted from the API: the services whose slices list it are exported without it now. */
+  onPod(type: string, pod: Pod): void {
+    // Deleted with grace 0 (a kill): the API writes the deletion timestamp, then removes the pod; the first
+    // write is enough, the kubelet is already killing it.
+    const killed = pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionGracePeriodSeconds === 0;
+    if ((type !== 'delete' && !killed) || !pod.metadata?.uid) return;
+    const now = Date.now();
+    for (const [uid, at] of this.deletedPods) {
+      if (now - at < DELETED_POD_MEMORY_MS) break; // oldest first
+      this.deletedPods.delete(uid);
+    }
+    const uid = pod.metadata.uid;
+    const ids = this.servicesOfPod.get(uid);
+    this.servicesOfPod.delete(uid);
+    if (!ids) return;
+    this.deletedPods.set(uid, now);
+    for (const id of ids) this.recompute(id);
   }
 
   /**
@@ -143,11 +182,11 @@ export class ServiceExport {
     if (!spec.global) {
       // Not exported, but this cluster's agents still serve its ClusterIP with its local backends (a service
       // with a bad annotation too: Kubernetes serves it whatever Skein thinks of the annotation).
-      const value = globalServiceValue(this.o.cluster, svc, NOT_GLOBAL, slices);
+      const value = globalServiceValue(this.o.cluster, svc, NOT_GLOBAL, slices, this.deletedPods);
       this.o.writer.set(localKey, value.clusterIps.length ? encodeValue(GlobalService, value) : null);
       return;
     }
-    const value = globalServiceValue(this.o.cluster, svc, spec, slices);
+    const value = globalServiceValue(this.o.cluster, svc, spec, slices, this.deletedPods);
     this.exported.set(id, value);
     this.o.writer.set(localKey, null);
     this.o.writer.set(key, encodeValue(GlobalService, value));

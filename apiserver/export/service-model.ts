@@ -9,13 +9,15 @@ import type { EndpointSlice, Service } from '../../mesh/kube/objects.js';
 type Protocol = 'TCP' | 'UDP' | 'SCTP';
 const proto = (p: string | undefined): Protocol => (p === 'UDP' || p === 'SCTP' ? p : 'TCP');
 
-function backendsFromSlices(slices: Iterable<EndpointSlice>): Backend[] {
+function backendsFromSlices(slices: Iterable<EndpointSlice>, deletedPods: ReadonlySet<string> | ReadonlyMap<string, unknown>): Backend[] {
   const byIp = new Map<string, Backend>();
   for (const slice of slices) {
     if (slice.addressType !== 'IPv4') continue;
     const ports: Backend['ports'] = {};
     for (const p of slice.ports ?? []) if (p.port) ports[p.name ?? ''] = { port: p.port, protocol: proto(p.protocol) };
     for (const ep of slice.endpoints ?? []) {
+      // A pod already deleted from the API is gone, whatever the slice (not yet updated) still says.
+      if (ep.targetRef?.uid && deletedPods.has(ep.targetRef.uid)) continue;
       // EndpointSlice semantics: nil ready means ready; nil serving means "same as ready".
       const ready = ep.conditions?.ready ?? true;
       const serving = ep.conditions?.serving ?? ready;
@@ -39,7 +41,8 @@ function backendsFromSlices(slices: Iterable<EndpointSlice>): Backend[] {
     .sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
 }
 
-export function globalServiceValue(cluster: string, svc: Service, spec: GlobalSpec, slices: Iterable<EndpointSlice>): GlobalService {
+/** `deletedPods`: UIDs of pods deleted from the API, whose endpoints are left out. */
+export function globalServiceValue(cluster: string, svc: Service, spec: GlobalSpec, slices: Iterable<EndpointSlice>, deletedPods: ReadonlySet<string> | ReadonlyMap<string, unknown> = new Set()): GlobalService {
   const clusterIps = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
   return {
     cluster,
@@ -50,6 +53,6 @@ export function globalServiceValue(cluster: string, svc: Service, spec: GlobalSp
     ...(spec.localMinReady ? { localMinReady: spec.localMinReady } : {}),
     clusterIps,
     ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name ?? '', port: p.port, protocol: proto(p.protocol) })),
-    backends: backendsFromSlices(slices),
+    backends: backendsFromSlices(slices, deletedPods),
   };
 }

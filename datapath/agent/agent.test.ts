@@ -291,4 +291,43 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     expect(lb.programmed.get(f)).toEqual(['10.1.0.1:8080', '10.1.0.2:8080']);
     expect(log.info).toHaveBeenCalledWith(expect.objectContaining({ backend: 'TCP/10.1.0.1:8080' }), expect.stringContaining('returned'));
   });
+
+  it('a new failure seen through the failure count is probed from the node, with its siblings; failed probes eject it without more client failures', async () => {
+    const lb = new FakeLb();
+    const etcd = new FakeEtcd();
+    const view = new MergedView(CLUSTER);
+    const s = service('echo', 1, 3);
+    view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
+    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const health = new Map(['10.1.0.0', '10.1.0.1', '10.1.0.2'].map((ip) => [`TCP/${ip}:8080`, sample(`TCP/${ip}:8080`)]));
+    let seq = 0;
+    const probed: string[] = [];
+    let now = 1_000;
+    const agent = new NodeAgent({
+      etcd: etcd as unknown as Etcd3,
+      cluster: CLUSTER,
+      node: 'node-1',
+      lb,
+      log: { warn: vi.fn(), info: vi.fn() },
+      loadView: async () => ({ view, revision: 1 }),
+      health: { readHealth: () => health, forgetHealth: () => false, failureSeq: () => seq },
+      healthPollMs: 60_000,
+      failureSignalMs: 5,
+      // The one that failed stays silent; its siblings answer.
+      probe: { timeoutMs: 200, maxInFlight: 8, connect: async (ip) => (probed.push(ip), ip !== '10.1.0.1') },
+      now: () => now,
+    });
+    agents.push(agent);
+    await agent.start();
+    const f = `TCP/${vip(1)}:80`;
+    expect(lb.programmed.get(f)).toHaveLength(3);
+    now += 100;
+    Object.assign(health.get('TCP/10.1.0.1:8080')!, { failures: 1, consecutive: 1, lastFailureMs: now });
+    seq = 1; // no pollHealth call: the agent looks at the count by itself
+    await vi.waitFor(() => expect(lb.programmed.get(f)).toEqual(['10.1.0.0:8080', '10.1.0.2:8080']), { timeout: 5_000 });
+    expect(probed.filter((ip) => ip === '10.1.0.1')).toHaveLength(2); // it lacked two failures
+    expect(probed.filter((ip) => ip !== '10.1.0.1').sort()).toEqual(['10.1.0.0', '10.1.0.0', '10.1.0.0', '10.1.0.2', '10.1.0.2', '10.1.0.2']);
+    expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', failures: 3 })]);
+    expect(agent.prober?.started).toBe(8);
+  });
 });

@@ -15,7 +15,8 @@ import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values
 import { loadMergedView, type MergedView } from './merged-view.js';
 import { monotonicMs, ProgramError, type Programmed, type ServiceProgrammer, type SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
-import { OutlierDetector, serviceBackends, type OutlierEvent, type OutlierOptions } from './outliers.js';
+import { backendClusters, OutlierDetector, serviceBackends, type OutlierEvent, type OutlierOptions } from './outliers.js';
+import { Prober, type ProbeConnect } from './prober.js';
 import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
 const fkey = (p: Programmed) => `${p.frontend.proto}/${p.frontend.ip}:${p.frontend.port}`;
@@ -44,9 +45,11 @@ export interface EjectedBackend {
 }
 
 /** Where backend health comes from (SocketLb in the agent, a fake in unit tests). */
-export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'>;
+export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'> & Partial<Pick<SocketLb, 'failureSeq'>>;
 /** How often the health map is read. */
 const HEALTH_POLL_MS = 100;
+/** How often the datapath's failure count is looked at (one value): a new failure is read at once. */
+const FAILURE_SIGNAL_MS = 20;
 
 /** Retries of one failing service: the first after RETRY.minMs, doubling to RETRY.maxMs. */
 const RETRY = { minMs: 500, maxMs: 30_000, jitter: 0.2 };
@@ -78,7 +81,13 @@ export class NodeAgent {
   readonly outliers: OutlierDetector;
   /** Service id → its usable backends (PROTO/ip:port): what ejection shares are counted against. */
   private readonly members = new Map<string, string[]>();
+  /** Backend key → its cluster: a failing backend's siblings in the same cluster are probed. */
+  private readonly clusterOf = new Map<string, string>();
   private healthTimer?: NodeJS.Timeout;
+  private signalTimer?: NodeJS.Timeout;
+  private failureSeq = -1;
+  private pollQueued = false;
+  readonly prober?: Prober;
 
   /** The published view's lease: the view expires with a dead agent, and is put again on a new lease after a loss. */
   private readonly viewLease = new LeaseSession({
@@ -109,16 +118,64 @@ export class NodeAgent {
       outliers?: Partial<OutlierOptions>;
       /** The clock of the health samples (CLOCK_MONOTONIC, ms); unit tests hand in a fake. */
       now?: () => number;
+      /** Active probes of failing, suspected and ejected backends (prober.ts); without it none. */
+      probe?: { timeoutMs: number; maxInFlight: number; connect?: ProbeConnect };
+      /** How often the datapath's failure count is looked at (default FAILURE_SIGNAL_MS; 0: only the poll). */
+      failureSignalMs?: number;
     },
   ) {
     this.outliers = new OutlierDetector(o.outliers);
+    if (o.probe) this.prober = new Prober({ ...o.probe, now: () => this.now() });
   }
 
   async start(): Promise<void> {
     for (const p of this.o.lb.adopt()) this.programmed.set(fkey(p), p);
     await this.follow();
     await this.idle();
-    if (this.o.health && !this.stopped) this.healthTimer = setInterval(() => this.pollHealth(), this.o.healthPollMs ?? HEALTH_POLL_MS);
+    if (!this.o.health || this.stopped) return;
+    this.healthTimer = setInterval(() => this.pollHealth(), this.o.healthPollMs ?? HEALTH_POLL_MS);
+    const signalMs = this.o.failureSignalMs ?? FAILURE_SIGNAL_MS;
+    if (this.o.health.failureSeq && signalMs > 0) this.signalTimer = setInterval(() => this.checkFailureSignal(), signalMs);
+  }
+
+  /** One look at the datapath's failure count: a new failure is judged now, not at the next poll. */
+  private checkFailureSignal(): void {
+    let seq;
+    try {
+      seq = this.o.health?.failureSeq?.() ?? 0;
+    } catch {
+      return; // the regular poll reports read errors
+    }
+    if (seq === this.failureSeq) return;
+    this.failureSeq = seq;
+    this.pollHealth();
+  }
+
+  /** A poll as soon as the current work is done (after a probe ends): bursts of outcomes make one poll. */
+  private pollSoon(): void {
+    if (this.pollQueued || this.stopped) return;
+    this.pollQueued = true;
+    setImmediate(() => {
+      this.pollQueued = false;
+      if (!this.stopped) this.pollHealth();
+    });
+  }
+
+  private runProbes(): void {
+    if (!this.prober || this.stopped) return;
+    const wanted = this.outliers.probesWanted(this.now());
+    if (!wanted.size) return;
+    // Probes of backends not ejected (a failure streak, or its siblings): logged, the recovery probes are not.
+    const judging = [...wanted.keys()].filter((k) => !this.outliers.ejectedKeys().has(k));
+    if (judging.length) this.o.log.info({ backends: judging, probes: judging.reduce((n, k) => n + wanted.get(k)!, 0), inFlight: this.prober.probing }, 'probing failing backends and their siblings from this node');
+    this.prober.run(
+      wanted,
+      (key, at) => this.outliers.probeStarted(key, at),
+      (key, ok, startedMs, endedMs) => {
+        this.outliers.probeEnded(key, ok, startedMs, endedMs);
+        this.pollSoon();
+      },
+    );
   }
 
   /**
@@ -135,8 +192,9 @@ export class NodeAgent {
       this.o.log.warn({ err: (err as Error).message }, 'reading backend health failed');
       return;
     }
-    const { changed, events } = this.outliers.observe(samples, this.members, this.now());
+    const { changed, events } = this.outliers.observe(samples, this.members, this.now(), this.clusterOf);
     for (const e of events) this.logOutlier(e);
+    this.runProbes();
     if (changed.size) {
       const touched = new Set<string>();
       for (const [id, keys] of this.members) if (keys.some((k) => changed.has(k))) touched.add(id);
@@ -145,6 +203,7 @@ export class NodeAgent {
     }
     const keep = new Set([...this.members.values()].flat());
     for (const p of this.programmed.values()) for (const b of p.backends) keep.add(`${p.frontend.proto}/${b.ip}:${b.port}`);
+    for (const k of this.clusterOf.keys()) if (!keep.has(k)) this.clusterOf.delete(k);
     for (const k of samples.keys()) {
       if (keep.has(k)) continue;
       try {
@@ -168,7 +227,7 @@ export class NodeAgent {
 
   private logOutlier(e: OutlierEvent): void {
     if (e.kind === 'ejected') this.o.log.warn({ backend: e.backend, services: e.services, failures: e.failures, ejections: e.ejections, ejectedMs: Math.round(e.untilMs - e.sinceMs) }, 'backend ejected: consecutive failures seen by this node');
-    else if (e.kind === 'returned') this.o.log.info({ backend: e.backend, services: e.services, ejectedMs: Math.round(e.ejectedMs), ejections: e.ejections }, 'backend returned after ejection (on probation: one failure ejects it again)');
+    else if (e.kind === 'returned') this.o.log.info({ backend: e.backend, services: e.services, ejectedMs: Math.round(e.ejectedMs), ejections: e.ejections, early: e.early }, e.early ? 'backend returned early: a probe from this node connected (on probation: one failure ejects it again)' : 'backend returned after ejection (on probation: one failure ejects it again)');
     else this.o.log.warn({ backend: e.backend, service: e.service, failures: e.failures }, 'backend failing but not ejected: its service already has the most ejected backends it may');
   }
 
@@ -276,6 +335,7 @@ export class NodeAgent {
       const members = m ? serviceBackends(m) : [];
       if (members.length) this.members.set(id, members);
       else this.members.delete(id);
+      if (m) for (const [k, cluster] of backendClusters(m)) this.clusterOf.set(k, cluster);
       let attempts = 0; // the most of any frontend of this service still failing: its retry's backoff
       for (const [k, p] of desired) {
         const have = this.programmed.get(k);
@@ -448,6 +508,7 @@ export class NodeAgent {
     this.stopped = true;
     clearTimeout(this.publishTimer);
     clearInterval(this.healthTimer);
+    clearInterval(this.signalTimer);
     for (const t of this.retries.values()) clearTimeout(t);
     this.retries.clear();
     await this.cancelWatchers();

@@ -48,6 +48,11 @@ const Config = z.object({
   udpAnswerWindowMs: z.coerce.number().int().min(1).max(60_000),
   /** Initial SYN RTO of connects the LB rewrites (0: the kernel's 1 s). */
   synRtoMs: z.coerce.number().int().min(0).max(120_000),
+  /** Active probes (prober.ts): timeout, bound per node, recovery cadence (0: no probes). */
+  probeTimeoutMs: z.coerce.number().int().min(1, '--probe-timeout-ms must be at least 1').max(60_000),
+  probeMaxInFlight: z.coerce.number().int().min(1, '--probe-max-in-flight must be at least 1').max(10_000),
+  recoveryProbeMs: z.coerce.number().int().min(0).max(3_600_000),
+  failureSignalMs: z.coerce.number().int().min(0).max(10_000),
 });
 
 const NUMERIC_FLAGS = {
@@ -58,6 +63,10 @@ const NUMERIC_FLAGS = {
   'outlier-max-ejected-percent': String(OUTLIER_DEFAULTS.maxEjectedPercent),
   'udp-answer-window-ms': String(OUTLIER_DEFAULTS.udpAnswerWindowMs),
   'syn-rto-ms': '200',
+  'probe-timeout-ms': '200',
+  'probe-max-in-flight': '32',
+  'recovery-probe-ms': String(OUTLIER_DEFAULTS.recoveryProbeMs),
+  'failure-signal-ms': '20',
 } as const;
 
 const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
@@ -92,6 +101,10 @@ function config() {
     outlierMaxEjectedPercent: values['outlier-max-ejected-percent'],
     udpAnswerWindowMs: values['udp-answer-window-ms'],
     synRtoMs: values['syn-rto-ms'],
+    probeTimeoutMs: values['probe-timeout-ms'],
+    probeMaxInFlight: values['probe-max-in-flight'],
+    recoveryProbeMs: values['recovery-probe-ms'],
+    failureSignalMs: values['failure-signal-ms'],
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -163,12 +176,15 @@ async function main(): Promise<void> {
     log,
     health: lb,
     healthPollMs: cfg.healthPollMs,
+    failureSignalMs: cfg.failureSignalMs,
+    probe: cfg.recoveryProbeMs > 0 ? { timeoutMs: cfg.probeTimeoutMs, maxInFlight: cfg.probeMaxInFlight } : undefined,
     outliers: {
       consecutiveFailures: cfg.outlierFailures,
       baseEjectionMs: cfg.outlierBaseEjectionMs,
       maxEjectionMs: Math.max(cfg.outlierMaxEjectionMs, cfg.outlierBaseEjectionMs),
       maxEjectedPercent: cfg.outlierMaxEjectedPercent,
       udpAnswerWindowMs: cfg.udpAnswerWindowMs,
+      recoveryProbeMs: cfg.recoveryProbeMs,
     },
   });
 
@@ -219,6 +235,15 @@ async function main(): Promise<void> {
     collect() {
       this.reset();
       this.inc(agent.outliers.failuresTotal);
+    },
+  });
+  new Counter({
+    name: 'skein_agent_backend_probes_total',
+    help: 'Active TCP probes this node started (failing, suspected and ejected backends)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(agent.prober?.started ?? 0);
     },
   });
   new Counter({

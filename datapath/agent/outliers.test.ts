@@ -6,10 +6,12 @@ import { OutlierDetector, serviceBackends, type HealthSample } from './outliers.
 /** Fake datapath counters: what bpf/sock_lb.c would have counted. */
 class Counters {
   readonly map = new Map<string, HealthSample>();
+  /** The clock of the timestamps (the test's). */
+  constructor(private readonly now: () => number = () => 0) {}
   private get(k: string): HealthSample {
     const proto = k.startsWith('UDP') ? 'UDP' : 'TCP';
     let h = this.map.get(k);
-    if (!h) this.map.set(k, (h = { proto, successes: 0, consecutive: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0 }));
+    if (!h) this.map.set(k, (h = { proto, successes: 0, consecutive: 0, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0 }));
     return h;
   }
   ok(k: string, n = 1): void {
@@ -17,9 +19,12 @@ class Counters {
     h.successes += n;
     h.consecutive = 0;
     h.unanswered = 0;
+    h.lastSuccessMs = this.now();
   }
   fail(k: string, n = 1): void {
-    this.get(k).consecutive += n;
+    const h = this.get(k);
+    h.consecutive += n;
+    h.lastFailureMs = this.now();
   }
   send(k: string, at: number): void {
     const h = this.get(k);
@@ -37,9 +42,9 @@ const D = 'TCP/10.2.1.3:8080';
 /** With a 1 s base ejection (the default is 5 s): the timings below are written for it. */
 function setup(members: string[], options = {}) {
   const d = new OutlierDetector({ baseEjectionMs: 1000, ...options });
-  const c = new Counters();
-  const services = new Map([['default/echo', members]]);
   let now = 1000;
+  const c = new Counters(() => now);
+  const services = new Map([['default/echo', members]]);
   const poll = (advance = 100) => {
     now += advance;
     return d.observe(c.map, services, now);
@@ -90,7 +95,15 @@ describe('outlier detection', () => {
     c.fail(A, 2);
     expect(poll().changed.size).toBe(0); // needs N again
     c.ok(A);
-    poll(3000); // healthy for maxEjectionMs: the multiplier starts over
+    poll();
+    poll(2000); // healthy for two base ejection times: two ejections fewer count (of 3)
+    c.fail(A, 3);
+    const decayed = poll().events[0]!;
+    expect(decayed).toMatchObject({ kind: 'ejected', ejections: 2 });
+    poll(2000); // back
+    c.ok(A);
+    poll();
+    poll(3000); // healthy long enough: the multiplier is back to nothing
     c.fail(A, 3);
     const fresh = poll().events[0]!;
     expect(fresh).toMatchObject({ kind: 'ejected', ejections: 1 });
@@ -226,5 +239,137 @@ describe('serviceBackends', () => {
     });
     expect(serviceBackends(m(false))).toEqual(['TCP/10.1.1.2:8080', 'TCP/10.2.1.2:8080', 'UDP/10.1.1.2:53', 'UDP/10.2.1.2:53']);
     expect(serviceBackends(m(true))).toEqual(['TCP/10.1.1.2:8080', 'UDP/10.1.1.2:53']);
+  });
+});
+
+describe('outlier detection with active probes', () => {
+  /** Runs what probesWanted asks for, each probe ending as `outcome` says, `ms` later. */
+  function probeAll(d: OutlierDetector, at: number, outcome: (key: string) => boolean, ms = 200): string[] {
+    const started: string[] = [];
+    for (const [key, n] of d.probesWanted(at)) {
+      for (let i = 0; i < n; i++) {
+        d.probeStarted(key, at);
+        started.push(key);
+      }
+    }
+    for (const key of started) d.probeEnded(key, outcome(key), at, at + ms);
+    return started;
+  }
+
+  it('a failing backend gets the probes it lacks to be judged; their failures eject it (ejected one probe timeout after its first failure)', () => {
+    const { d, c, poll, at } = setup([A, B, C, D]);
+    c.ok(A);
+    poll();
+    expect(d.probesWanted(at()).size).toBe(0); // nothing failing: nothing probed
+    c.fail(A); // one client connect timed out
+    expect(poll().changed.size).toBe(0);
+    expect(probeAll(d, at(), () => false)).toEqual([A, A]); // 3 - 1 at once
+    const r = poll(200);
+    expect([...r.changed]).toEqual([A]);
+    expect(r.events[0]).toMatchObject({ kind: 'ejected', failures: 3 });
+    expect(d.failuresTotal).toBe(3);
+  });
+
+  it('a probe that connects ends the probing but never clears what the clients saw', () => {
+    const { d, c, poll, at } = setup([A, B, C, D]);
+    c.ok(A);
+    c.fail(A, 2);
+    poll();
+    expect(probeAll(d, at(), () => true)).toEqual([A]);
+    poll();
+    expect(d.probesWanted(at()).size).toBe(0); // answered the node: no more probes for this streak
+    c.fail(A); // the clients still fail: the third in a row ejects it
+    expect([...poll().changed]).toEqual([A]);
+  });
+
+  it('a client success between a failed probe and the judgement resets it', () => {
+    const { d, c, poll, at } = setup([A, B, C, D]);
+    c.fail(A);
+    poll();
+    probeAll(d, at(), (k) => k !== A, 50); // both fail
+    poll(10);
+    c.ok(A); // after the probes ended
+    poll(100);
+    c.fail(A);
+    expect(poll().changed.size).toBe(0); // 1 in a row, not 4
+  });
+
+  it('the siblings of a failing backend in the same cluster are probed, each judged on its own failures', () => {
+    const { d, c, services, at } = setup([A, B, C, D]);
+    const domains = new Map([
+      [A, 'east'],
+      [B, 'east'],
+      [C, 'west'],
+      [D, 'west'],
+    ]);
+    c.ok(A);
+    c.ok(B);
+    d.observe(c.map, services, at(), domains);
+    c.fail(A);
+    d.observe(c.map, services, at() + 10, domains);
+    const wanted = d.probesWanted(at() + 10);
+    expect(Object.fromEntries(wanted)).toEqual({ [A]: 2, [B]: 3 }); // west is not suspected
+    probeAll(d, at() + 10, () => false);
+    const r = d.observe(c.map, services, at() + 300, domains);
+    expect([...r.changed].sort()).toEqual([A, B]);
+    // A sibling that answers is left alone (and not suspected again right away).
+    const s = setup([A, B, C, D]);
+    s.c.ok(B);
+    s.c.fail(A);
+    s.d.observe(s.c.map, s.services, s.at(), domains);
+    probeAll(s.d, s.at(), (k) => k === B);
+    const t = s.d.observe(s.c.map, s.services, s.at() + 300, domains);
+    expect([...t.changed]).toEqual([A]);
+    expect([...s.d.probesWanted(s.at() + 300).keys()]).toEqual([A]); // the ejected one's recovery probe; B answered
+  });
+
+  it('an ejected backend is probed every recoveryProbeMs and returns early once one connects, on probation', () => {
+    const { d, c, poll, at } = setup([A, B], { baseEjectionMs: 5000, recoveryProbeMs: 250 });
+    c.fail(A, 3);
+    expect(poll().events[0]).toMatchObject({ kind: 'ejected' });
+    expect(probeAll(d, at(), () => false)).toEqual([A]);
+    poll(100);
+    expect(d.probesWanted(at()).size).toBe(0); // 250 ms apart
+    poll(200);
+    expect(probeAll(d, at(), () => true)).toEqual([A]);
+    const back = poll();
+    expect(back.events).toEqual([expect.objectContaining({ kind: 'returned', backend: A, early: true })]);
+    c.fail(A); // on probation: one failure ejects it again, for longer
+    expect(poll().events[0]).toMatchObject({ kind: 'ejected', ejections: 2 });
+  });
+
+  it('a held backend is not probed; recoveryProbeMs 0 turns probes off', () => {
+    const { d, c, poll, at } = setup([A, B]);
+    c.fail(A, 3);
+    poll();
+    c.fail(B, 1);
+    poll();
+    probeAll(d, at(), () => false);
+    expect(poll(200).events).toEqual([expect.objectContaining({ kind: 'held', backend: B })]);
+    expect([...d.probesWanted(at() + 100).keys()]).toEqual([A]); // the ejected one's recovery probe only
+    const off = setup([A, B, C, D], { recoveryProbeMs: 0 });
+    off.c.fail(A);
+    off.poll();
+    expect(off.d.probesWanted(off.at()).size).toBe(0);
+  });
+
+  it('past the share, ejects a failing backend only while another one is proven to answer; probes the unproven to find out', () => {
+    // Two local backends (A, B) die, one remote (C) is left: the share (50 % of 3) allows one ejection.
+    const { d, c, poll, at } = setup([A, B, C]);
+    c.fail(A, 3);
+    c.fail(B, 3);
+    const r = poll();
+    expect([...r.changed]).toEqual([A]);
+    expect(r.events).toContainEqual(expect.objectContaining({ kind: 'held', backend: B }));
+    // C never answered this node: it is probed; its probe fails, so B stays held (maybe this node is the trouble).
+    expect(Object.fromEntries(d.probesWanted(at()))).toMatchObject({ [C]: 3 });
+    probeAll(d, at(), () => false, 10); // A's recovery probe too
+    expect(poll(50).changed.size).toBe(0);
+    // C answers a client (or a probe): B goes too, C is never ejected (the last one).
+    c.ok(C);
+    expect([...poll().changed]).toEqual([B]);
+    c.fail(C, 5);
+    poll();
+    expect([...d.ejectedKeys()].sort()).toEqual([A, B]);
   });
 });

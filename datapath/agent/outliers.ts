@@ -24,6 +24,15 @@ export interface OutlierOptions {
   maxEjectedPercent: number;
   /** UDP: how long datagrams may go unanswered before they count as failures. */
   udpAnswerWindowMs: number;
+  /** Active probes (TCP): 0 turns them off. How often an ejected backend is probed for an early return. */
+  recoveryProbeMs: number;
+  /** A backend whose siblings were probed (and answered) is not suspected again for this long. */
+  suspectCooldownMs: number;
+  /**
+   * Past maxEjectedPercent a backend is still ejected while another member has answered this node (a client
+   * connect or a probe) within this long; never the last one.
+   */
+  provenMs: number;
 }
 
 /**
@@ -33,9 +42,9 @@ export interface OutlierOptions {
  * 1 s base put such bursts of loss at 1 s, 3 s, 6 s, ... into every blackhole longer than a second; at 5 s
  * a fault as long as a drill's is over before the first return. The n-th ejection lasts n × 5 s, up to 30 s.
  */
-export const OUTLIER_DEFAULTS: OutlierOptions = { consecutiveFailures: 3, baseEjectionMs: 5000, maxEjectionMs: 30_000, maxEjectedPercent: 50, udpAnswerWindowMs: 300 };
+export const OUTLIER_DEFAULTS: OutlierOptions = { consecutiveFailures: 3, baseEjectionMs: 5000, maxEjectionMs: 30_000, maxEjectedPercent: 50, udpAnswerWindowMs: 300, recoveryProbeMs: 250, suspectCooldownMs: 1000, provenMs: 10_000 };
 
-export type HealthSample = Pick<BackendHealth, 'proto' | 'successes' | 'consecutive' | 'sent' | 'unanswered' | 'firstUnansweredMs'>;
+export type HealthSample = Pick<BackendHealth, 'proto' | 'successes' | 'consecutive' | 'lastSuccessMs' | 'lastFailureMs' | 'sent' | 'unanswered' | 'firstUnansweredMs'>;
 
 export interface Ejection {
   /** PROTO/ip:port */
@@ -45,29 +54,43 @@ export interface Ejection {
   untilMs: number;
   /** Consecutive failures that ejected it. */
   failures: number;
-  /** Times ejected (the multiplier of the base ejection time; decays after a healthy maxEjectionMs). */
+  /** Times ejected (the multiplier of the base ejection time; one less per healthy base ejection time). */
   ejections: number;
 }
 
 export type OutlierEvent =
   | ({ kind: 'ejected' } & Ejection)
-  | { kind: 'returned'; backend: string; services: string[]; ejectedMs: number; ejections: number }
+  | { kind: 'returned'; backend: string; services: string[]; ejectedMs: number; ejections: number; early: boolean }
   /** Would be ejected, but its services already have as many ejected as they may (logged once per streak). */
   | { kind: 'held'; backend: string; services: string[]; failures: number; service: string };
 
 interface State {
   /** The sample's cumulative successes at the last poll. */
   successes: number;
-  /** Consecutive failures as judged at the last poll. */
+  /** Consecutive failures as judged at the last poll (with failed probes). */
   consecutive: number;
+  /** TCP: the datapath's last client failure seen (its lastFailureMs). */
+  clientFailureMs?: number;
   /** Failure events seen (the metric). */
   failures: number;
   ejections: number;
   ejected?: { sinceMs: number; untilMs: number; failures: number };
   /** Back from an ejection: `base` is the consecutive count it returned with (old sockets still fail). */
   probation?: { base: number };
-  returnedMs?: number;
+  /** Healthy (not ejected, nothing failing) since: every base ejection time of it takes one off `ejections`. */
+  healthySinceMs?: number;
   held?: boolean;
+  /** Probes: in flight now, when the last was started, end times of those failed since the last that succeeded. */
+  probing: number;
+  probedAtMs?: number;
+  probeFailures: number[];
+  probeOkMs?: number;
+  /** The last time it answered this node: a client connect (the datapath's lastSuccessMs) or a probe. */
+  okMs?: number;
+  /** Ejected, and a probe has succeeded since: it returns at the next look. */
+  recovered?: boolean;
+  /** A sibling of a failing backend, to probe (from this moment). */
+  suspectSinceMs?: number;
   /** UDP: unanswered datagrams from before this moment (the agent's clock) are not held against it again. */
   udpReset?: { atMs: number; sent: number; firstSendMs?: number };
 }
@@ -99,6 +122,22 @@ export function serviceBackends(m: MergedService): string[] {
     }
   }
   return [...out].sort();
+}
+
+/** Every backend of the service (all tiers) as health keys, with the cluster it is in. */
+export function backendClusters(m: MergedService): Map<string, string> {
+  const out = new Map<string, string>();
+  const local = m.clusters.find((c) => c.local);
+  if (!local) return out;
+  for (const c of m.clusters) {
+    for (const b of c.service.backends) {
+      for (const port of local.service.ports) {
+        const p = b.ports[port.name];
+        if (p && p.protocol === port.protocol && port.protocol !== 'SCTP') out.set(keyOf(port.protocol, b.ip, p.port), c.cluster);
+      }
+    }
+  }
+  return out;
 }
 
 export class OutlierDetector {
@@ -133,10 +172,11 @@ export class OutlierDetector {
 
   /**
    * One poll: the datapath's counters by backend key, each service's usable backends (serviceBackends), and
-   * the time in ms (the clock of the samples' timestamps: CLOCK_MONOTONIC). Returns the backends whose
+   * the time in ms (the clock of the samples' timestamps: CLOCK_MONOTONIC). `domainOf` (backend key → its
+   * cluster) lets a failing backend's siblings in the same cluster be probed. Returns the backends whose
    * ejection changed (their services need reprogramming) and what happened.
    */
-  observe(samples: ReadonlyMap<string, HealthSample>, services: ReadonlyMap<string, readonly string[]>, nowMs: number): { changed: Set<string>; events: OutlierEvent[] } {
+  observe(samples: ReadonlyMap<string, HealthSample>, services: ReadonlyMap<string, readonly string[]>, nowMs: number, domainOf: ReadonlyMap<string, string> = new Map()): { changed: Set<string>; events: OutlierEvent[] } {
     const of = servicesOf(services);
     const changed = new Set<string>();
     const events: OutlierEvent[] = [];
@@ -146,36 +186,46 @@ export class OutlierDetector {
       this.state.delete(k);
       if (this.ejectedSet.delete(k)) changed.add(k);
     }
-    // The ejected first: one that returns makes room for another held by the share in the same poll.
-    for (const [key, svcs] of [...of].sort(([a], [b]) => Number(this.ejectedSet.has(b)) - Number(this.ejectedSet.has(a)))) {
+    // The ejected first (one that returns makes room for another held by the share in the same poll), then
+    // those the clients see working (proven before a failing one asks for room past the share).
+    const rank = (k: string) => (this.ejectedSet.has(k) ? 0 : samples.get(k)?.consecutive === 0 ? 1 : 2);
+    for (const [key, svcs] of [...of].sort(([a], [b]) => rank(a) - rank(b))) {
       const h = samples.get(key);
       let st = this.state.get(key);
       if (!h && !st) continue;
       if (!st) {
-        st = { successes: h!.successes, consecutive: 0, failures: 0, ejections: 0 };
+        st = fresh(h!.successes);
         this.state.set(key, st);
       }
       // A recreated entry (agent cleanup, LRU) starts its counters over.
       if (h && h.successes < st.successes) st.successes = 0;
       const advanced = !!h && h.successes > st.successes;
-      const consecutive = h ? this.judge(st, h, nowMs) : st.consecutive;
-      const fresh = advanced ? consecutive : Math.max(0, consecutive - st.consecutive);
-      st.failures += fresh;
-      this.failuresTotal += fresh;
+      const consecutive = this.judge(key, st, h, nowMs);
+      const added = advanced ? consecutive : Math.max(0, consecutive - st.consecutive);
+      st.failures += added;
+      this.failuresTotal += added;
+      // New failures the clients saw: the backend's siblings in the same cluster are probed too.
+      if (h?.proto === 'TCP' && h.consecutive > 0 && h.lastFailureMs > (st.clientFailureMs ?? 0)) {
+        st.clientFailureMs = h.lastFailureMs;
+        if (!st.ejected) this.suspectSiblings(key, svcs, services, domainOf, nowMs);
+      }
       if (h) st.successes = h.successes;
+      if (advanced && h.proto === 'TCP') st.okMs = Math.max(st.okMs ?? h.lastSuccessMs, h.lastSuccessMs);
       st.consecutive = consecutive;
 
       if (st.ejected) {
-        if (nowMs < st.ejected.untilMs) continue;
+        if (nowMs < st.ejected.untilMs && !st.recovered) continue;
         const ejectedMs = nowMs - st.ejected.sinceMs;
+        const early = nowMs < st.ejected.untilMs;
         st.ejected = undefined;
+        st.recovered = undefined;
+        st.probeFailures = [];
         this.ejectedSet.delete(key);
-        st.returnedMs = nowMs;
         if (h?.proto === 'UDP') st.udpReset = { atMs: nowMs, sent: h.sent };
-        st.probation = { base: h ? this.judge(st, h, nowMs) : 0 };
+        st.probation = { base: this.judge(key, st, h, nowMs) };
         st.consecutive = st.probation.base;
         changed.add(key);
-        events.push({ kind: 'returned', backend: key, services: svcs, ejectedMs, ejections: st.ejections });
+        events.push({ kind: 'returned', backend: key, services: svcs, ejectedMs, ejections: st.ejections, early });
         continue;
       }
       const n = this.options.consecutiveFailures;
@@ -186,22 +236,22 @@ export class OutlierDetector {
       } else trip = n > 0 && consecutive >= n;
       if (!trip) {
         st.held = false;
-        // Healthy for as long as the longest ejection: its next ejection starts from the base again.
-        if (consecutive === 0 && st.returnedMs !== undefined && nowMs - st.returnedMs >= this.options.maxEjectionMs) {
-          st.ejections = 0;
-          st.probation = undefined;
-          st.returnedMs = undefined;
-        }
+        this.decay(st, consecutive, nowMs);
         continue;
       }
-      const full = svcs.find((s) => !this.room(services.get(s) ?? []));
+      st.healthySinceMs = undefined;
+      const full = svcs.find((s) => !this.room(services.get(s) ?? [], key, nowMs));
       if (full) {
         if (!st.held) events.push({ kind: 'held', backend: key, services: svcs, failures: consecutive, service: full });
         st.held = true;
+        // Past the share only while another backend is known to work: find out (probe those not known).
+        this.suspectUnproven(services.get(full) ?? [], key, nowMs);
         continue;
       }
       st.held = false;
       st.probation = undefined;
+      st.suspectSinceMs = undefined;
+      st.probeFailures = [];
       st.ejections++;
       this.ejectionsTotal++;
       const forMs = Math.min(this.options.baseEjectionMs * st.ejections, this.options.maxEjectionMs);
@@ -213,16 +263,126 @@ export class OutlierDetector {
     return { changed, events };
   }
 
-  /** Whether one more of `members` may be ejected: within the share, and never the last one. */
-  private room(members: readonly string[]): boolean {
-    const ejected = members.filter((k) => this.ejectedSet.has(k)).length;
-    const limit = Math.min(members.length - 1, Math.floor((members.length * this.options.maxEjectedPercent) / 100));
-    return ejected + 1 <= limit;
+  /**
+   * The probes to start now, by backend key (TCP only): a failing or suspected backend gets as many at once as
+   * it still lacks failures to be judged (one on probation), none while it is held by the share; an ejected one
+   * one every recoveryProbeMs. The caller reports each start (probeStarted) and end (probeEnded).
+   */
+  probesWanted(nowMs: number): Map<string, number> {
+    const out = new Map<string, number>();
+    if (this.options.recoveryProbeMs <= 0 || this.options.consecutiveFailures <= 0) return out;
+    for (const [key, st] of this.state) {
+      if (!key.startsWith('TCP/')) continue;
+      let want = 0;
+      if (st.ejected) {
+        if (!st.recovered && st.probing === 0 && nowMs - (st.probedAtMs ?? -Infinity) >= this.options.recoveryProbeMs) want = 1;
+      } else if (!st.held) {
+        const base = st.probation?.base ?? 0;
+        const failing = st.consecutive > base && !(st.probeOkMs !== undefined && st.probeOkMs > (st.clientFailureMs ?? -Infinity));
+        if (failing || st.suspectSinceMs !== undefined) want = (st.probation ? 1 : Math.max(1, this.options.consecutiveFailures - st.consecutive)) - st.probing;
+      }
+      if (want > 0) out.set(key, want);
+    }
+    return out;
   }
 
-  /** The backend's consecutive failures now. */
-  private judge(st: State, h: HealthSample, nowMs: number): number {
-    if (h.proto === 'TCP') return h.consecutive;
+  probeStarted(key: string, nowMs: number): void {
+    const st = this.state.get(key);
+    if (!st) return;
+    st.probing++;
+    st.probedAtMs = nowMs;
+  }
+
+  /**
+   * A probe's outcome. A failure counts (at the next observe) as a consecutive failure unless a probe that
+   * started later already succeeded; a success ends the probing of this streak, and returns an ejected backend
+   * at the next observe.
+   */
+  probeEnded(key: string, ok: boolean, startedMs: number, endedMs: number): void {
+    const st = this.state.get(key);
+    if (!st) return;
+    st.probing = Math.max(0, st.probing - 1);
+    if (ok) {
+      st.probeOkMs = Math.max(st.probeOkMs ?? endedMs, endedMs);
+      st.okMs = Math.max(st.okMs ?? endedMs, endedMs);
+      st.probeFailures = [];
+      st.suspectSinceMs = undefined;
+      if (st.ejected && startedMs >= st.ejected.sinceMs) st.recovered = true;
+    } else if (startedMs >= (st.probeOkMs ?? -Infinity) && !st.ejected) st.probeFailures.push(endedMs);
+  }
+
+  /** Probes in flight (all backends). */
+  probing(): number {
+    let n = 0;
+    for (const st of this.state.values()) n += st.probing;
+    return n;
+  }
+
+  /** The other TCP backends of `key`'s services in its cluster become suspects (not one probed fine lately). */
+  private suspectSiblings(key: string, svcs: readonly string[], services: ReadonlyMap<string, readonly string[]>, domainOf: ReadonlyMap<string, string>, nowMs: number): void {
+    const domain = domainOf.get(key);
+    if (domain === undefined || this.options.recoveryProbeMs <= 0) return;
+    for (const s of svcs) {
+      for (const m of services.get(s) ?? []) {
+        if (m === key || !m.startsWith('TCP/') || domainOf.get(m) !== domain) continue;
+        let st = this.state.get(m);
+        if (!st) this.state.set(m, (st = fresh(0)));
+        if (st.ejected || st.held || st.suspectSinceMs !== undefined) continue;
+        if (st.probeOkMs !== undefined && nowMs - st.probeOkMs < this.options.suspectCooldownMs) continue;
+        st.suspectSinceMs = nowMs;
+      }
+    }
+  }
+
+  /** Healthy for a base ejection time: one ejection fewer counts towards the next one's length (as Envoy). */
+  private decay(st: State, consecutive: number, nowMs: number): void {
+    if (consecutive > (st.probation?.base ?? 0)) {
+      st.healthySinceMs = undefined;
+      return;
+    }
+    st.healthySinceMs ??= nowMs;
+    while (st.ejections > 0 && nowMs - st.healthySinceMs >= this.options.baseEjectionMs) {
+      st.ejections--;
+      st.healthySinceMs += this.options.baseEjectionMs;
+    }
+  }
+
+  /**
+   * Whether `candidate`, one more of `members`, may be ejected: within the share; past it only while another
+   * member not ejected and failing nothing has answered this node (a client connect or a probe) within
+   * provenMs — the share guards against this node's own trouble (everything failing from here), not against
+   * failing over from dead backends to working ones — and never the last one.
+   */
+  private room(members: readonly string[], candidate: string, nowMs: number): boolean {
+    const ejected = members.filter((k) => this.ejectedSet.has(k)).length;
+    if (ejected + 1 > members.length - 1) return false;
+    if (ejected + 1 <= Math.floor((members.length * this.options.maxEjectedPercent) / 100)) return true;
+    return members.some((k) => k !== candidate && this.proven(k, nowMs));
+  }
+
+  /** Not ejected, failing nothing, and answered this node within provenMs. */
+  private proven(key: string, nowMs: number): boolean {
+    const st = this.state.get(key);
+    return !!st && !st.ejected && st.consecutive === 0 && st.okMs !== undefined && nowMs - st.okMs <= this.options.provenMs;
+  }
+
+  /** Members of a full service neither ejected, failing nor proven lately become suspects (probed once). */
+  private suspectUnproven(members: readonly string[], candidate: string, nowMs: number): void {
+    if (this.options.recoveryProbeMs <= 0) return;
+    for (const k of members) {
+      if (k === candidate || !k.startsWith('TCP/') || this.proven(k, nowMs)) continue;
+      let st = this.state.get(k);
+      if (!st) this.state.set(k, (st = fresh(0)));
+      if (st.ejected || st.held || st.consecutive > 0 || st.suspectSinceMs !== undefined) continue;
+      if (st.probeOkMs !== undefined && nowMs - st.probeOkMs < this.options.suspectCooldownMs) continue;
+      st.suspectSinceMs = nowMs;
+    }
+  }
+
+  /** The backend's consecutive failures now: the datapath's, plus for TCP the probes failed since its last success. */
+  private judge(key: string, st: State, h: HealthSample | undefined, nowMs: number): number {
+    if (!h) return key.startsWith('TCP/') ? st.probeFailures.length : st.consecutive;
+    if (h.proto === 'TCP') return h.consecutive + st.probeFailures.filter((t) => t > h.lastSuccessMs).length;
     // Never answered this node: maybe a one-way protocol; not judged.
     if (h.successes === 0 || h.unanswered === 0) {
       if (h.unanswered === 0) st.udpReset = undefined;
@@ -241,6 +401,8 @@ export class OutlierDetector {
     return nowMs - since >= this.options.udpAnswerWindowMs ? count : 0;
   }
 }
+
+const fresh = (successes: number): State => ({ successes, consecutive: 0, failures: 0, ejections: 0, probing: 0, probeFailures: [] });
 
 function servicesOf(services: ReadonlyMap<string, readonly string[]>): Map<string, string[]> {
   const of = new Map<string, string[]>();

@@ -6,8 +6,9 @@
 //
 // Backend health (skein_health, per backend ip:port and protocol) is counted here and judged in user space
 // (datapath/agent/outliers.ts): for TCP, a sockops program follows the connects this LB rewrote (found by
-// socket cookie in skein_revnat) and counts established connects as successes, SYN retransmission timeouts
-// and connects that die in SYN_SENT (refused, reset, given up) as failures; for UDP, sendmsg4 counts
+// socket cookie in skein_revnat) and counts established connects as successes, SYN retransmission timeouts,
+// connects that die in SYN_SENT (refused, reset, given up) and a first retransmission timeout of a connection
+// the backend never sent a byte on as failures; for UDP, sendmsg4 counts
 // datagrams sent to a backend and recvmsg4 datagrams received from it. The agent may shorten the SYN RTO
 // of rewritten connects (skein_config), so a silent backend shows in a few hundred ms instead of 1 s.
 #include <linux/bpf.h>
@@ -103,6 +104,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } skein_config SEC(".maps");
+
+/* TCP failures counted so far, all backends: one value the agent can read every few ms to learn that
+ * skein_health changed (reading the whole map that often would not scale). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} skein_failure_seq SEC(".maps");
 
 static __always_inline int proto_of(struct bpf_sock_addr *ctx)
 {
@@ -212,6 +222,10 @@ static __always_inline void tcp_failed(struct health *h)
 	__sync_fetch_and_add(&h->failures, 1);
 	__sync_fetch_and_add(&h->consecutive, 1);
 	h->last_failure_ns = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&skein_failure_seq, &zero);
+	if (seq)
+		__sync_fetch_and_add(seq, 1);
 }
 
 /* TCP health of the connects connect4 rewrote: only sockets with a reverse entry for the backend they
@@ -248,13 +262,22 @@ int skein_sockops(struct bpf_sock_ops *skops)
 		__sync_fetch_and_add(&h->successes, 1);
 		h->consecutive = 0;
 		h->last_success_ns = bpf_ktime_get_ns();
-		/* What an established connection does later is not this counter's business. */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~(BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG));
+		/* How it ends is not this counter's business; its retransmission timeouts are, until the backend
+		 * has sent a byte (see RTO_CB). */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
 		/* A SYN not answered in time: the connect timed out once (each retransmission counts). */
-		if (skops->state == BPF_TCP_SYN_SENT)
+		if (skops->state == BPF_TCP_SYN_SENT) {
 			tcp_failed(h);
+			break;
+		}
+		/* Connected, then silence: the first bytes sent went unacknowledged before the backend sent any (it
+		 * went silent between its SYN-ACK and the request). Counted once; a backend that answered anything
+		 * is not judged by later timeouts (loss on a long connection is not a dead backend). */
+		if (skops->bytes_received == 0)
+			tcp_failed(h);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTO_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* Refused (RST), unreachable, or given up while connecting. */

@@ -55,17 +55,28 @@ describe('drillReport', () => {
     expect(renderDrillReport(clean)).toContain('loss window    none');
   });
 
-  it('counts kill and blackhole from the moment the drill struck, not from Kubernetes noticing', () => {
+  it('counts kill from the moment the drill struck and blackhole from its rules in place, not from Kubernetes noticing', () => {
     const kill = drillReport(input({ fault: 'kill' }));
     expect(kill.failoverMs).toBe(320 + 2 - 250);
+    // From the API's confirmation of the deletion when known (recording it is the API's time, not failover).
+    expect(drillReport(input({ fault: 'kill', events: { ...events, inEffectAt: T0 + 270 } })).failoverMs).toBe(320 + 2 - 270);
     expect(kill.lossWindow).toEqual({ from: 50, to: 60 });
     expect(kill.timeline).toMatchObject({ start: T0, takenAt: 250, faultAt: 250, lostAt: 295 });
     const hole = drillReport(input({ fault: 'blackhole', events: { ...events, lostAt: null }, faultedStayedReady: true }));
     expect(hole.timeline.lostAt).toBeNull();
-    expect(hole.timeline.faultAt).toBe(250);
+    expect(hole.timeline.faultAt).toBe(290); // the last answer before the first loss (300)
     expect(hole.faultedStayedReady).toBe(true);
     expect(report().faultedStayedReady).toBeNull();
     expect(renderDrillReport(hole)).toContain('kept every blackholed backend ready throughout');
+    // A blackhole counts from when its rules were in place (the drill's own spawning of them is no failover).
+    const applied = drillReport(input({ fault: 'blackhole', events: { ...events, inEffectAt: T0 + 280, lostAt: null } }));
+    expect(applied.timeline).toMatchObject({ takenAt: 250, faultAt: 280 });
+    expect(applied.failoverMs).toBe(320 + 2 - 280);
+    expect(applied.lossWindow).toEqual({ from: 20, to: 30 });
+    // Seen in place late: the fault began after the last answer before the first loss (sent at 290).
+    const late = drillReport(input({ fault: 'blackhole', events: { ...events, inEffectAt: T0 + 450, lostAt: null } }));
+    expect(late.timeline.faultAt).toBe(290);
+    expect(late.failoverMs).toBe(320 + 2 - 290);
   });
 
   it('finds the ejection from the client: the first request after the last one that failed or reached a faulted pod', () => {

@@ -10,6 +10,14 @@ type PhaseResult = DrillReport['phases'][number];
 interface DrillEvents {
   /** The drill applied the fault: scaled the target backends to zero, deleted them, or dropped their traffic. */
   takenAt: number;
+  /**
+   * When the fault existed for the cluster. kill: the API confirmed the first deletion (what kill counts from:
+   * the API's own time to record a deletion, ~0.1-0.3 s on a loaded test bed, is no part of failover).
+   * blackhole: the first faulted pod's rules were in place (its iptables-restore returned; seen up to a few
+   * hundred ms late on a loaded machine): blackhole counts from the last request answered before the first
+   * one lost, at most this. null/absent: takenAt.
+   */
+  inEffectAt?: number | null;
   /** The target cluster's EndpointSlices showed none of the faulted backends ready any more; null: never (blackhole). */
   lostAt: number | null;
   /** The drill undid the fault (scale: replicas back; blackhole: rules removed; kill: the owner's own, = takenAt). */
@@ -42,8 +50,15 @@ const answeredAt = (o: Outcome) => o.at + o.ms;
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
 /** The moment failover, loss and ejection count from (see DrillReport.timeline). */
-function faultMoment(fault: DrillFault, events: Pick<DrillEvents, 'takenAt' | 'lostAt'>): number {
-  return fault === 'scale' ? (events.lostAt ?? events.takenAt) : events.takenAt;
+function faultMoment(fault: DrillFault, events: Pick<DrillEvents, 'takenAt' | 'inEffectAt' | 'lostAt'>, sorted: readonly Outcome[]): number {
+  if (fault === 'scale') return events.lostAt ?? events.takenAt;
+  if (fault === 'kill') return events.inEffectAt ?? events.takenAt;
+  // The rules went in after the last request answered before the first one lost (one at a time: within an
+  // interval), and no later than the drill saw them in place; with nothing lost, when the drill struck.
+  const firstLost = sorted.findIndex((o) => !o.ok && o.at >= events.takenAt);
+  if (firstLost < 0) return events.takenAt;
+  const lastOk = sorted.slice(0, firstLost).findLast((o) => o.ok);
+  return Math.min(Math.max(events.takenAt, lastOk?.at ?? events.takenAt), events.inEffectAt ?? Infinity);
 }
 
 /** When the first and the last failed request were sent; undefined: none failed. */
@@ -92,7 +107,7 @@ export function drillReport(input: ReportInput): DrillReport {
   const { outcomes, events, cluster, faultedCluster } = input;
   const sorted = [...outcomes].sort((a, b) => a.seq - b.seq);
   const start = sorted[0]?.at ?? events.takenAt;
-  const faultAt = faultMoment(input.fault, events);
+  const faultAt = faultMoment(input.fault, events, sorted);
   const phaseOf = (o: Outcome): PhaseResult['name'] => (o.at < events.takenAt ? 'before' : o.at < events.readyAt ? 'failover' : 'after');
   const phases: PhaseResult[] = (['before', 'failover', 'after'] as const).map((name) => {
     const mine = sorted.filter((o) => phaseOf(o) === name);
@@ -155,7 +170,7 @@ export function renderDrillReport(r: DrillReport): string {
   const others = [...new Set(r.phases.flatMap((p) => Object.keys(p.answeredBy)))].filter((c) => c !== r.cluster).sort();
   const columns = [r.cluster, ...others, 'failed'];
   const f = r.faulted.cluster;
-  const from = r.fault === 'scale' ? `last ${f} backend lost` : 'fault';
+  const from = r.fault === 'scale' ? `last ${f} backend lost` : r.fault === 'kill' ? 'first deletion confirmed' : 'fault';
   const lines = [
     `drill of ${r.service} from ${r.cluster} (affinity ${r.affinity}): ${r.requests} ${r.protocol} requests to ${r.address}, one every ${r.intervalMs} ms`,
     `  fault          ${r.fault}: ${r.faulted.pods.length} ${r.target} backend${r.faulted.pods.length === 1 ? '' : 's'} in ${f} ${FAULT_TEXT[r.fault]}`,

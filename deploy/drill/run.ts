@@ -56,8 +56,11 @@ export interface NetFaults {
   readonly where: string;
   /** The pods' network namespaces, checked to exist, with any rules an earlier drill left removed. */
   locate(pods: readonly { uid: string; node: string }[]): Promise<string[]>;
-  /** Drops every packet to and from them but their node's own (its readiness probes). */
-  blackhole(netns: readonly string[]): Promise<void>;
+  /**
+   * Drops every packet to and from them but their node's own (its readiness probes); resolves with the moment
+   * (ms since the epoch) the first namespace's rules were in place: when the fault began.
+   */
+  blackhole(netns: readonly string[]): Promise<number>;
   /** Removes what blackhole added; a namespace already gone is fine. */
   restore(netns: readonly string[]): Promise<void>;
 }
@@ -529,12 +532,19 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     ejection = new EjectionWatch(kc, running.spec?.nodeName ?? '', frontend, new Set(faulted.flatMap((p) => p.ip ?? [])), takenAt);
     struck = true;
     if (fault === 'scale') for (const o of owners) await setReplicas(target.rest, o, 0);
+    let inEffectAt: number | null = null;
     if (fault === 'kill') {
-      await Promise.all(faulted.map((p) => target.rest.delete(`/api/v1/namespaces/${namespace}/pods/${p.name}`, { gracePeriodSeconds: 0, preconditions: { uid: p.uid } }).catch((err: unknown) => {
-        if (!isNotFound(err)) throw err;
-      })));
+      // The first deletion the API confirmed: the kill exists for the cluster from then on.
+      let deleted = Infinity;
+      await Promise.all(faulted.map((p) => target.rest.delete(`/api/v1/namespaces/${namespace}/pods/${p.name}`, { gracePeriodSeconds: 0, preconditions: { uid: p.uid } }).then(
+        () => void (deleted = Math.min(deleted, Date.now())),
+        (err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        },
+      )));
+      if (deleted !== Infinity) inEffectAt = deleted;
     }
-    if (fault === 'blackhole') await netFaults!.blackhole(netns);
+    if (fault === 'blackhole') inEffectAt = await netFaults!.blackhole(netns);
     const noneLeft = (ready: string[]) => !ready.some((u) => faultedUids.has(u));
     const lostAt = fault === 'blackhole' ? null : await endpoints.until(noneLeft, `the faulted backends of ${opts.service} in ${target.cluster} to stop being ready`, opts.stepTimeoutMs);
     await stream.until((all) => all.find((o) => o.ok && o.cluster !== target.cluster && o.at >= takenAt), `an answer from a cluster other than ${target.cluster}`, opts.stepTimeoutMs).catch((err: Error) => progress(`no failover: ${err.message}`));
@@ -573,7 +583,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
       protocol: opts.protocol,
       intervalMs: opts.intervalMs,
       outcomes,
-      events: { takenAt, lostAt, restoredAt, readyAt, agentEjectedAt: agentAt ?? null },
+      events: { takenAt, inEffectAt, lostAt, restoredAt, readyAt, agentEjectedAt: agentAt ?? null },
       faultedStayedReady: stayedReady,
     });
   } finally {

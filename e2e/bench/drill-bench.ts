@@ -58,7 +58,9 @@ export async function drillBench(opts: { repetitions: number; protocol: DrillPro
           progress: () => {},
         });
         reports.push(r);
-        console.error(`  ${name} ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, ejected after ${r.ejectedAfterMs} ms (${r.ejectedFrom}), loss window ${r.lossWindowMs} ms, lost ${r.requestsLost}, failback ${r.failbackMs} ms`);
+        const slices = (r.timeline.faultAt !== r.timeline.takenAt ? `, in effect ${Math.round(r.timeline.faultAt - r.timeline.takenAt)} ms after the call` : '') + (r.timeline.lostAt === null ? '' : `, EndpointSlices lost it ${Math.round(r.timeline.lostAt - r.timeline.takenAt)} ms after the call`);
+        const errors = Object.entries(r.lostErrors).map(([e, n]) => `${n}× ${e}`).join('; ');
+        console.error(`  ${name} ${i + 1}/${opts.repetitions}: failover ${r.failoverMs} ms, ejected after ${r.ejectedAfterMs} ms (${r.ejectedFrom})${slices}, loss window ${r.lossWindowMs} ms, lost ${r.requestsLost}${errors ? ` (${errors})` : ''}, failback ${r.failbackMs} ms`);
         await readyPods(clusterRest(stateDir, target === 'remote' ? B : A), 'app=echo', 2);
       }
       if (target === 'remote') await setAffinity(A, stateDir, 'local');
@@ -67,6 +69,9 @@ export async function drillBench(opts: { repetitions: number; protocol: DrillPro
       const lost = reports.map((r) => r.requestsLost);
       results.push(
         distribution(`${name}: failover (fault -> first answer from another cluster)`, 'ms', got((r) => r.failoverMs), `${how}; ${note}`),
+        ...(fault === 'scale'
+          ? []
+          : [distribution(`${name}: failover from the drill's own call (${fault === 'kill' ? 'the delete request' : 'starting the rules'})`, 'ms', got((r) => (r.failoverMs === null ? null : r.failoverMs + r.timeline.faultAt - r.timeline.takenAt)), fault === 'kill' ? 'includes the API recording the deletion' : 'includes spawning iptables-restore into the pods')]),
         distribution(`${name}: loss window (first to last failed request; 0: none)`, 'ms', reports.map((r) => r.lossWindowMs ?? 0), how),
         distribution(`${name}: ejected after (fault -> datapath off the faulted backends)`, 'ms', got((r) => r.ejectedAfterMs), `from ${[...new Set(reports.map((r) => r.ejectedFrom ?? 'unobserved'))].join(', ')}`),
         distribution(`${name}: failback (faulted cluster usable -> its first answer)`, 'ms', got((r) => r.failbackMs), how),

@@ -142,6 +142,44 @@ describe('backend health from the datapath', () => {
     expect(h.lastFailureMs - attempt!.t).toBeLessThan(50);
   });
 
+  it('a backend that accepts the connect, then never answers the request, counts one failure at the retransmission timeout', async () => {
+    lb.setService(tcp, [ok]);
+    // The handshake passes, every packet carrying data to it is dropped: silent right after its SYN-ACK.
+    const rule = ['INPUT', '-d', ok.ip, '-p', 'tcp', '--dport', String(ok.port), '--tcp-flags', 'PSH', 'PSH', '-j', 'DROP'];
+    await inNetns(ns, 'iptables', ['-I', ...rule]);
+    try {
+      const before = health(ok)!;
+      const out = JSON.parse(
+        await runClient(`
+import { connect } from 'node:net';
+const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
+const t = now();
+const s = connect({ host: '${VIP}', port: 80 }, () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+let got = 0;
+s.on('data', (d) => (got += d.length));
+s.on('error', () => {});
+setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500);
+`),
+      ) as { t: number; got: number };
+      const h = health(ok)!;
+      expect(out.got).toBe(0);
+      // Established (a success), then its request retransmitted at ~200, ~600, ~1400 ms: one failure, not three.
+      expect(h.successes - before.successes).toBe(1);
+      expect(h.failures - before.failures).toBe(1);
+      expect(h.consecutive).toBe(1);
+      const latency = h.lastFailureMs - out.t;
+      console.log(`connected, then silent: failure counted ${latency.toFixed(1)} ms after the connect`);
+      expect(latency).toBeGreaterThanOrEqual(SYN_RTO_MS - 20);
+      expect(latency).toBeLessThan(450);
+    } finally {
+      await inNetns(ns, 'iptables', ['-D', ...rule]);
+    }
+    // A connection the backend answered is never judged by its later timeouts: a plain exchange counts nothing.
+    const [attempt] = JSON.parse(await runClient(connects(1, 0, 1000))) as Attempt[];
+    expect(attempt!.r).toBe('ok');
+    expect(health(ok)!.consecutive).toBe(0);
+  });
+
   it('UDP: datagrams sent and answered are counted; unanswered ones are judged after the window', async () => {
     lb.setService(udp, [dead]);
     expect(JSON.parse(await runClient(datagrams(3, 10, 300)))).toEqual({ answers: 3 });

@@ -25,7 +25,8 @@ const faultAbs = (r: DrillReport) => r.timeline.start + r.timeline.faultAt;
 export function lossConfined(r: DrillReport): boolean {
   if (!r.lossWindow) return true;
   const end = Math.max(r.failoverMs ?? Infinity, r.ejectedAfterMs ?? 0);
-  return r.lossWindow.from >= -r.intervalMs && r.lossWindow.to <= end + r.intervalMs;
+  // Sent after the drill struck (the fault may begin a little before its moment is taken), up to the failover.
+  return r.lossWindow.from >= r.timeline.takenAt - r.timeline.faultAt - r.intervalMs && r.lossWindow.to <= end + r.intervalMs;
 }
 
 /**
@@ -43,7 +44,7 @@ export function reportProblems(r: DrillReport, outcomes: readonly Outcome[]): st
   if (r.requestsLost !== failed.length) problems.push(`requestsLost ${r.requestsLost}, the client lost ${failed.length}`);
   const window = failed.length ? failed.at(-1)!.at - failed[0]!.at : null;
   if ((window === null) !== (r.lossWindowMs === null) || (window !== null && Math.abs(window - r.lossWindowMs!) > 0.1)) problems.push(`lossWindowMs ${r.lossWindowMs}, the client's failures span ${window} ms`);
-  if (!lossConfined(r)) problems.push(`losses sent ${JSON.stringify(r.lossWindow)} ms from the fault, outside [−${r.intervalMs}, max(failover ${r.failoverMs}, ejection ${r.ejectedAfterMs}) + ${r.intervalMs}]`);
+  if (!lossConfined(r)) problems.push(`losses sent ${JSON.stringify(r.lossWindow)} ms from the fault, outside [struck − ${r.intervalMs}, max(failover ${r.failoverMs}, ejection ${r.ejectedAfterMs}) + ${r.intervalMs}]`);
   if (r.failoverMs !== null) {
     const answer = outcomes.find((o) => o.ok && o.cluster !== r.faulted.cluster && Math.abs(o.at + o.ms - fault - r.failoverMs!) <= 0.1);
     if (!answer && r.failoverMs > 0) problems.push(`failoverMs ${r.failoverMs}: no answer from outside ${r.faulted.cluster} came then`);
