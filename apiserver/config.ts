@@ -41,6 +41,13 @@ export const ApiserverConfig = z.object({
     .string()
     .refine((s) => parseCidr(s) !== undefined, "--service-cidr must be this cluster's Service CIDR as kube-apiserver's --service-cluster-ip-range has it, for example 10.96.0.0/12")
     .optional(),
+  /**
+   * The cluster's whole pod CIDR(s) (kube-controller-manager's --cluster-cidr): what `skein connect` pins at
+   * peers, so pods of nodes added later are accepted. Default: the pod CIDRs of the nodes there are.
+   */
+  clusterPodCidrs: z
+    .array(z.string().refine((s) => parseCidr(s) !== undefined, "--cluster-pod-cidr must be the cluster's pod CIDR as kube-controller-manager's --cluster-cidr has it, for example 10.244.0.0/16 (comma-separated for several)"))
+    .optional(),
   /** Lifetime of workload X.509-SVIDs (agents renew them at half-life) and of JWT-SVIDs. */
   svidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--svid-ttl must be at least 10 seconds'),
   jwtSvidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--jwt-svid-ttl must be at least 10 seconds'),
@@ -91,6 +98,7 @@ const FLAG_OF: Record<string, string> = {
   nodeCaListen: '--node-ca-listen',
   advertiseIp: '--advertise-ip',
   serviceCidr: '--service-cidr',
+  clusterPodCidrs: '--cluster-pod-cidr',
   svidTtlMs: '--svid-ttl',
   jwtSvidTtlMs: '--jwt-svid-ttl',
   identityGcGraceMs: '--identity-gc-grace',
@@ -121,6 +129,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'node-ca-listen': { type: 'string' },
       'advertise-ip': { type: 'string' },
       'service-cidr': { type: 'string' },
+      'cluster-pod-cidr': { type: 'string' },
       'svid-ttl': { type: 'string' },
       'jwt-svid-ttl': { type: 'string' },
       'identity-gc-grace': { type: 'string' },
@@ -164,6 +173,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     nodeCaListen: values['node-ca-listen'] ?? env.SKEIN_NODE_CA_LISTEN ?? '0.0.0.0:9443',
     advertiseIp: values['advertise-ip'] ?? env.POD_IP,
     serviceCidr: values['service-cidr'] ?? env.SKEIN_SERVICE_CIDR,
+    clusterPodCidrs: (values['cluster-pod-cidr'] ?? env.SKEIN_CLUSTER_POD_CIDR)?.split(',').filter(Boolean),
     svidTtlMs: seconds(svidTtlText) * 1000,
     jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
     identityGcGraceMs: seconds(identityGcText) * 1000,

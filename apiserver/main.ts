@@ -102,7 +102,7 @@ async function main(): Promise<void> {
       log.warn({ key, bytes, limit, why }, 'refused an export write that can never fit an etcd request: etcd keeps its previous value');
     },
   });
-  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
+  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, clusterPodCidrs: cfg.clusterPodCidrs, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
   identity?.onRenewed(() => exporter.moveLease());
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
   const sync = new SyncManager({
