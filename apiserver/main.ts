@@ -23,6 +23,7 @@ import { retryUntilDone } from '../mesh/backoff.js';
 import { agentViews, type ExportStatus } from '../mesh/status.js';
 import { NodeCaServer } from './node-ca/server.js';
 import { NodeUsers } from './node-users.js';
+import { NodeCsrSigner } from './node-csr.js';
 import { publishBundle } from '../sync/bundles.js';
 import { keys } from '../mesh/schema/keys.js';
 import { encodeValue, NodeCaEndpoint } from '../mesh/schema/values.js';
@@ -147,6 +148,8 @@ async function main(): Promise<void> {
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
+  const nodeSigner = ca && cfg.signNodeRequests ? new NodeCsrSigner({ kc, rest, ca, log }) : undefined;
+  if (cfg.signNodeRequests && !ca) log.warn('--sign-node-requests needs this process to hold the cluster CA (an https mesh etcd without --mesh-etcd-cert): not signing');
   const shutdown = async () => {
     log.info('shutting down');
     await http.close();
@@ -154,6 +157,7 @@ async function main(): Promise<void> {
     await sync.stop().catch(() => {});
     await maintenance?.stop();
     await nodeUsers?.stop();
+    await nodeSigner?.stop();
     await exporter.stop().catch(() => {});
     identity?.close();
     process.exit(0);
@@ -166,6 +170,7 @@ async function main(): Promise<void> {
     identity.start();
     nodeUsers!.start();
   }
+  nodeSigner?.start();
   sync.start();
   issuer?.start();
   maintenance?.start();

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { IMAGES, SKEIN_VERSION } from '../version.js';
 
-export function versionText(): string {
+function versionText(): string {
   const width = Math.max(...Object.values(IMAGES).map((i) => i.ref.length));
   return [`skein ${SKEIN_VERSION}`, 'images:', ...Object.values(IMAGES).map((i) => `  ${i.ref.padEnd(width)}  ${i.runs}`)].join('\n');
 }

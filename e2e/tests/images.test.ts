@@ -6,7 +6,7 @@
 // afterwards, also when a test fails.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -85,6 +85,10 @@ class Containerd {
       try { execFileSync('umount', ['-l', m]); } catch { /* gone */ }
     }
     rmSync(this.dir, { recursive: true, force: true });
+    // The shims' socket directory is fixed; removed only when empty (nobody else's shim uses it).
+    for (const d of ['/run/containerd/s', '/run/containerd']) {
+      try { rmdirSync(d); } catch { /* in use or absent */ }
+    }
   }
 
   private list(args: string[]): string[] {
