@@ -27,7 +27,17 @@ tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(crane helm)
 for t in "${tools[@]}"; do
   case "$t" in
     crane) build crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane "" ;;
-    helm) build helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+    helm)
+      # The Kubernetes version helm assumes without a cluster (template, lint) is its client-go's, as helm's
+      # own Makefile sets it; without it, it is 1.20 and the chart's kubeVersion refuses it.
+      kube_minor=""
+      if [ ! -x "$CACHE_ROOT/tools/helm-$HELM_VERSION/helm" ]; then
+        modfile=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+        kube_minor=$(sed -n 's/^\s*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$modfile")
+        [ -n "$kube_minor" ] || { echo "build-tools: cannot read helm $HELM_VERSION's client-go version" >&2; exit 1; }
+      fi
+      kv="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kube_minor"
+      build helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean $kv" ;;
     *) echo "build-tools: unknown tool \"$t\" (crane or helm)" >&2; exit 2 ;;
   esac
 done
