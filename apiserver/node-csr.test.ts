@@ -115,6 +115,19 @@ describe('node identity requests', () => {
     expect(denial((await decide(csr({ usages: ['digital signature', 'client auth', 'server auth'] }))).puts)).toContain('usages server auth are not granted');
   });
 
+  it('decides again when the Kubernetes API failed it, from the request as it is then', async () => {
+    const { rest, puts } = api([agentPod('skein-agent-abcde', 'n1', 'uid-1')], ['n1']);
+    const put = rest.put;
+    let failures = 1;
+    const flaky = { ...rest, put: (path: string, body: unknown) => (failures-- > 0 ? Promise.reject(new KubeApiError(500, 'InternalError', 'etcd timeout')) : put(path, body)), get: (path: string) => (path.endsWith('/skein-node-n1-xyz') ? Promise.resolve(csr()) : rest.get(path)) };
+    const log = { info: vi.fn(), warn: vi.fn() };
+    const signer = new NodeCsrSigner({ kc: undefined as never, rest: flaky as typeof rest, ca, log });
+    await signer.handle(csr());
+    expect(puts).toEqual([]);
+    await vi.waitFor(() => expect(puts.map((p) => p.path.split('/').pop())).toEqual(['approval', 'status']), { timeout: 10_000, interval: 100 });
+    await signer.stop();
+  });
+
   it('leaves a request alone once decided', async () => {
     expect((await decide(csr({ status: { certificate: 'eA==' } }))).puts).toEqual([]);
     expect((await decide(csr({ status: { conditions: [{ type: 'Denied', status: 'True' }] } }))).puts).toEqual([]);

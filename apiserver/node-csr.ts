@@ -13,6 +13,7 @@ import { issueNodeIdentityFor, type MeshCA } from '../mtls/mesh-identities.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 type Decision = { node: string } | { refused: string };
+const RETRY_MS = 2_000;
 
 const one = (extra: Record<string, string[]> | undefined, key: string): string | undefined => {
   const v = extra?.[key];
@@ -58,6 +59,8 @@ const pending = (csr: CertificateSigningRequest) => !csr.status?.certificate && 
 export class NodeCsrSigner {
   private informer?: RunningInformer<CertificateSigningRequest>;
   private readonly busy = new Set<string>();
+  private readonly retries = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
 
   constructor(private readonly o: { kc: KubeConfig; rest: Pick<KubeRest, 'get' | 'put' | 'list'>; ca: MeshCA; log: Log }) {}
 
@@ -104,14 +107,25 @@ export class NodeCsrSigner {
       await this.o.rest.put(`${path}/status`, { ...approved, status: { ...approved.status, certificate: Buffer.from(outcome.certPem + this.o.ca.mesh.certPem).toString('base64') } });
       this.o.log.info({ request: name, node: outcome.node }, 'issued a node identity');
     } catch (err) {
-      // Retried on the request's next event or the watch's relist; a request already decided is skipped.
-      this.o.log.warn({ request: name, err: (err as Error).message }, 'could not decide a node identity request');
+      // The API failed us (not the request): read it again and decide later; one retry pending per request.
+      this.o.log.warn({ request: name, err: (err as Error).message }, 'could not decide a node identity request, retrying');
+      if (!this.stopped && !this.retries.has(name)) {
+        this.retries.set(
+          name,
+          setTimeout(() => {
+            this.retries.delete(name);
+            void this.o.rest.get<CertificateSigningRequest>(`${CSR_PATH}/${encodeURIComponent(name)}`).then((fresh) => this.handle(fresh), () => undefined);
+          }, RETRY_MS),
+        );
+      }
     } finally {
       this.busy.delete(name);
     }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.retries.values()) clearTimeout(t);
     await this.informer?.stop();
   }
 }

@@ -15,6 +15,8 @@ import { meshPki } from '../../testbed/skein-apiserver.js';
 import { exec } from '../../testbed/testbed.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ExportStatus } from '../../mesh/status.js';
 
 const stateDirs: string[] = [];
 
@@ -93,6 +95,22 @@ export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<
   const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
   const d = await rest.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
   await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
+}
+
+/** addApiserverArgs, then waits until the one skein-apiserver pod runs with them, ready and synced. */
+export async function rollOutApiserverArgs(rest: KubeRest, args: string[], timeoutMs = 120_000): Promise<void> {
+  await addApiserverArgs(rest, args);
+  await waitFor(
+    `skein-apiserver rolled out with ${args.join(' ')}`,
+    async () => {
+      const running = (await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver')).items;
+      const [pod] = running;
+      const ok = running.length === 1 && args.every((a) => pod!.spec!.containers[0]!.args?.includes(a)) && pod!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      return ok ? true : undefined;
+    },
+    timeoutMs,
+  );
+  await waitFor('skein-apiserver synced', async () => ((await rest.get<ExportStatus>(skeinProxyPath('/v1/status'))).synced ? true : undefined), 60_000);
 }
 
 export async function pods(rest: KubeRest, selector: string): Promise<Pod[]> {

@@ -20,7 +20,7 @@ import { applyManifest } from '../../testbed/manifests.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { readState } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
-import { addApiserverArgs, clusterKubeconfig, clusterRest, tempStateDir } from './helpers.js';
+import { clusterKubeconfig, clusterRest, rollOutApiserverArgs, tempStateDir } from './helpers.js';
 
 const CLUSTER = 'nid';
 const stateDir = tempStateDir('node-identity');
@@ -44,7 +44,7 @@ beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: CLUSTER, id: 84 }], nodes: 2, echo: false });
   rest = clusterRest(stateDir, CLUSTER);
   await applyManifest(clusterKubeconfig(stateDir, CLUSTER), await chartRbac());
-  await addApiserverArgs(rest, ['--sign-node-requests']);
+  await rollOutApiserverArgs(rest, ['--sign-node-requests']);
   nodes = (await rest.get<{ items: { metadata: { name: string } }[] }>('/api/v1/nodes')).items.map((n) => n.metadata.name).sort();
   // An agent pod on node 0, as the DaemonSet would place it; its token is what the kubelet would mount.
   await rest.post('/api/v1/namespaces/skein-system/pods', {
