@@ -57,6 +57,9 @@ for f in dist/deploy/cli/skein.js dist/apiserver/main.js dist/datapath/agent/mai
   [ -f "$f" ] || { echo "build.sh: $f is missing: run \`npm run build\` first" >&2; exit 1; }
 done
 mkdir -p "$CACHE/debs" "$CACHE/node" "$CACHE/layers" "$OUT"
+# Layers of builds unused for a week (every code change makes a new application layer).
+find "$CACHE/layers" -name '*.tar.gz' -mtime +7 -delete
+umask 022
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -121,6 +124,8 @@ make_layer() {
   # SKEIN_IMAGES_FRESH_LAYERS=1 compresses again even when cached (how the reproducibility test checks gzip).
   if [ ! -f "$LAYER_FILE" ] || [ -n "${SKEIN_IMAGES_FRESH_LAYERS:-}" ]; then
     gzip -n -6 -c "$tarfile" > "$LAYER_FILE.tmp" && mv "$LAYER_FILE.tmp" "$LAYER_FILE"
+  else
+    touch "$LAYER_FILE" # in use: kept by the pruning below
   fi
   LAYER_DIGEST=$(sha256sum "$LAYER_FILE" | cut -d' ' -f1)
   LAYER_SIZE=$(stat -c %s "$LAYER_FILE")
@@ -139,11 +144,9 @@ stage_base() { # the C/C++ runtime and libbpf, a passwd with the non-root user, 
   (cd "$x" && find "${dirs[@]}" \( -name '*.so*' -o -name copyright \) -not -type d -not -path '*/gconv/*' -print0) | copy_files "$x" "$root"
   find "$root" -depth -type d -empty -delete
   mkdir -p "$root/etc" "$root/tmp"
-  chmod 1777 "$root/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%s:%s:nonroot:/home/nonroot:/sbin/nologin\n' $NONROOT $NONROOT > "$root/etc/passwd"
   printf 'root:x:0:\nnonroot:x:%s:\n' $NONROOT > "$root/etc/group"
   printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
-  chmod -R u=rwX,go=rX "$root/etc"
 }
 
 stage_node() {
@@ -172,10 +175,9 @@ stage_skein() {
   for f in datapath/build/skein_bpf.node datapath/build/sock_lb.o mtls/build/peer_cred.node mesh/node-ca/node-ca.proto mtls/workload-api/workload.proto; do
     install -D -m 0644 "$f" "$app/$f"
   done
-  chmod -R u=rwX,go=rX "$root"
 }
 
-stage_modules() { local root=$1 modules=$2; mkdir -p "$root/opt/skein"; cp -a "$modules" "$root/opt/skein/node_modules"; chmod -R u=rwX,go=rX "$root"; }
+stage_modules() { local root=$1 modules=$2; mkdir -p "$root/opt/skein"; cp -a "$modules" "$root/opt/skein/node_modules"; }
 
 stage_demo() {
   local root=$1 modules=$2 app="$1/opt/skein"
@@ -183,7 +185,6 @@ stage_demo() {
   cp package.json "$app/"
   cp dist/deploy/images/*.js "$app/dist/deploy/images/"
   cp -a "$modules/zod" "$app/node_modules/"
-  chmod -R u=rwX,go=rX "$root"
 }
 
 # ---- image assembly --------------------------------------------------------------------------------
@@ -236,6 +237,9 @@ modules=$(production_modules)
 layer() { # stage function + args -> "diff:digest:size"
   local root="$work/root"; rm -rf "$root"; mkdir -p "$root"
   "$@" "$root" >/dev/null
+  # Modes independent of the checkout's and this shell's umask: what the tar records must not vary.
+  chmod -R u=rwX,go=rX "$root"
+  if [ -d "$root/tmp" ]; then chmod 1777 "$root/tmp"; fi
   make_layer "$root"
   echo "$LAYER_DIFF:$LAYER_DIGEST:$LAYER_SIZE"
 }
