@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { KubernetesObject } from '@kubernetes/client-node';
+import { KubernetesObjectApi, PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
@@ -32,13 +32,14 @@ let agentKubeconfig = '';
 const run = promisify(execFile);
 const initStep = (node: string, out: string) => run(process.execPath, [join(REPO_ROOT, 'dist/datapath/agent/node-identity.js'), `--node-name=${node}`, `--out=${out}`, `--kubeconfig=${agentKubeconfig}`, '--timeout=60'], { encoding: 'utf8' });
 
-/** The chart's service accounts and RBAC, as helm renders them. */
-async function chartRbac(): Promise<KubernetesObject[]> {
+/** The chart as helm renders it (the given templates only, or all). */
+async function renderChart(args: string[]): Promise<KubernetesObject[]> {
   const helm = (await run('bash', [join(REPO_ROOT, 'deploy/scripts/build-tools.sh'), 'helm'], { encoding: 'utf8' })).stdout.trim();
   const chart = join(REPO_ROOT, 'deploy/helm/skein');
-  const { stdout } = await run(helm, ['template', 'skein', chart, '-n', 'skein-system', '--set', `cluster.name=${CLUSTER}`, '--show-only', 'templates/serviceaccounts.yaml', '--show-only', 'templates/rbac.yaml'], { encoding: 'utf8' });
+  const { stdout } = await run(helm, ['template', 'skein', chart, '-n', 'skein-system', '--set', `cluster.name=${CLUSTER}`, ...args], { encoding: 'utf8' });
   return parseAllDocuments(stdout).map((d) => d.toJS() as KubernetesObject).filter(Boolean);
 }
+const chartRbac = () => renderChart(['--show-only', 'templates/serviceaccounts.yaml', '--show-only', 'templates/rbac.yaml']);
 
 beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: CLUSTER, id: 84 }], nodes: 2, echo: false });
@@ -95,6 +96,15 @@ describe('node identity from a CertificateSigningRequest', () => {
       await expect(etcd.put(keys.agent(CLUSTER, nodes[1]!)).value('{}')).rejects.toThrow(/permission denied/);
     } finally {
       etcd.close();
+    }
+  });
+
+  it('renders a chart this kube-apiserver accepts whole (server-side apply, dry run), with the kind values too', async () => {
+    const api = KubernetesObjectApi.makeApiClient(clusterKubeconfig(stateDir, CLUSTER));
+    for (const values of [[], ['-f', join(REPO_ROOT, 'deploy/kind/values.yaml'), '--set', 'cluster.podCidr=10.1.0.0/16']]) {
+      const objects = await renderChart(values);
+      expect(objects.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount']);
+      for (const o of objects) await api.patch(o, undefined, 'All', 'skein-e2e', true, PatchStrategy.ServerSideApply);
     }
   });
 
