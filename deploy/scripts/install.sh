@@ -45,8 +45,8 @@ bash e2e/spiffe-peer/build.sh >/dev/null
 bash deploy/scripts/build-tools.sh >/dev/null
 # `skein` on PATH, running this checkout's build (rewritten only when it points elsewhere).
 wrapper="#!/bin/sh
-exec $(command -v node) $PWD/dist/deploy/cli/skein.js \"\$@\""
+exec '$(command -v node)' '$PWD/dist/deploy/cli/skein.js' \"\$@\""
 if [ "$(cat /usr/local/bin/skein 2>/dev/null)" != "$wrapper" ]; then
   printf '%s\n' "$wrapper" > /usr/local/bin/skein.tmp && chmod 755 /usr/local/bin/skein.tmp && mv /usr/local/bin/skein.tmp /usr/local/bin/skein
-  echo "install: skein -> $PWD/dist/deploy/cli/skein.js ($(skein version | head -1))" >&2
+  echo "install: skein -> $PWD/dist/deploy/cli/skein.js ($(/usr/local/bin/skein version | head -1))" >&2
 fi
