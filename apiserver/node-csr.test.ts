@@ -72,8 +72,11 @@ describe('node identity requests', () => {
     const { puts } = await decide(csr());
     expect(puts.map((p) => p.path)).toEqual(['/apis/certificates.k8s.io/v1/certificatesigningrequests/skein-node-n1-xyz/approval', '/apis/certificates.k8s.io/v1/certificatesigningrequests/skein-node-n1-xyz/status']);
     expect(puts[0]!.body.status!.conditions!.at(-1)).toMatchObject({ type: 'Approved', status: 'True' });
-    const { leafPem, caPem } = splitChain(Buffer.from(puts[1]!.body.status!.certificate!, 'base64').toString('utf8'));
-    expect(caPem).toBe(ca.mesh.certPem);
+    const chain = Buffer.from(puts[1]!.body.status!.certificate!, 'base64').toString('utf8');
+    // As kube-apiserver's validation reads PEM: every block on lines of its own.
+    expect(chain).toMatch(/^(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----\n){2}$/);
+    const { leafPem, caPem } = splitChain(chain);
+    expect(caPem.trim()).toBe(ca.mesh.certPem.trim());
     const leaf = new X509Certificate(leafPem);
     expect(leaf.verify(new X509Certificate(ca.mesh.certPem).publicKey)).toBe(true);
     expect(leaf.subject).toBe('CN=node-n1');
@@ -126,6 +129,12 @@ describe('node identity requests', () => {
     expect(puts).toEqual([]);
     await vi.waitFor(() => expect(puts.map((p) => p.path.split('/').pop())).toEqual(['approval', 'status']), { timeout: 10_000, interval: 100 });
     await signer.stop();
+  });
+
+  it('only signs a request it approved before signing failed', async () => {
+    const approved = csr({ status: { conditions: [{ type: 'Approved', status: 'True', reason: 'SkeinNodeIdentity' }] } });
+    const { puts } = await decide(approved);
+    expect(puts.map((p) => p.path.split('/').pop())).toEqual(['status']);
   });
 
   it('leaves a request alone once decided', async () => {

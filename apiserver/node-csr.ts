@@ -103,8 +103,13 @@ export class NodeCsrSigner {
         await this.o.rest.put(`${path}/approval`, decided('Denied', 'SkeinNodeIdentityRefused', outcome.refused));
         return;
       }
-      const approved = await this.o.rest.put<CertificateSigningRequest>(`${path}/approval`, decided('Approved', 'SkeinNodeIdentity', `the agent pod of node ${outcome.node}`));
-      await this.o.rest.put(`${path}/status`, { ...approved, status: { ...approved.status, certificate: Buffer.from(outcome.certPem + this.o.ca.mesh.certPem).toString('base64') } });
+      // Approved already when signing failed before: only the signing is left to do.
+      const approved = (csr.status?.conditions ?? []).some((c) => c.type === 'Approved')
+        ? csr
+        : await this.o.rest.put<CertificateSigningRequest>(`${path}/approval`, decided('Approved', 'SkeinNodeIdentity', `the agent pod of node ${outcome.node}`));
+      // PEM blocks each on their own lines (kube-apiserver refuses "-----END ...----------BEGIN ...").
+      const chain = `${outcome.certPem.trim()}\n${this.o.ca.mesh.certPem.trim()}\n`;
+      await this.o.rest.put(`${path}/status`, { ...approved, status: { ...approved.status, certificate: Buffer.from(chain).toString('base64') } });
       this.o.log.info({ request: name, node: outcome.node }, 'issued a node identity');
     } catch (err) {
       // The API failed us (not the request): read it again and decide later; one retry pending per request.

@@ -104,7 +104,11 @@ describe('node identity from a CertificateSigningRequest', () => {
     for (const values of [[], ['-f', join(REPO_ROOT, 'deploy/kind/values.yaml'), '--set', 'cluster.podCidr=10.1.0.0/16']]) {
       const objects = await renderChart(values);
       expect(objects.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount']);
-      for (const o of objects) await api.patch(o, undefined, 'All', 'skein-e2e', true, PatchStrategy.ServerSideApply);
+      for (const o of objects) {
+        await api.patch(o, undefined, 'All', 'skein-e2e', true, PatchStrategy.ServerSideApply).catch((err: { body?: unknown }) => {
+          throw new Error(`${o.kind}/${o.metadata?.name} refused: ${JSON.stringify(err.body)}`);
+        });
+      }
     }
   });
 
