@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { KubernetesObjectApi, PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
+import { KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
@@ -86,7 +86,7 @@ describe('node identity from a CertificateSigningRequest', () => {
     const { stdout } = await initStep(nodes[0]!, out);
     expect(stdout).toContain(`node identity node-${nodes[0]} written`);
     const ca = (await rest.get<{ data: Record<string, string> }>('/api/v1/namespaces/skein-system/secrets/skein-ca')).data['ca.crt']!;
-    expect(readFileSync(join(out, 'ca.crt'), 'utf8')).toBe(Buffer.from(ca, 'base64').toString('utf8'));
+    expect(readFileSync(join(out, 'ca.crt'), 'utf8').trim()).toBe(Buffer.from(ca, 'base64').toString('utf8').trim());
     const etcd = connectMeshEtcd({ endpoints: [readState(stateDir)!.clusters[0]!.meshEtcdUrl], caFile: join(out, 'ca.crt'), certFile: join(out, 'node.crt'), keyFile: join(out, 'node.key'), serverName: meshEtcdServerName(CLUSTER) });
     try {
       // The node CA endpoint is readable by node users only (apiserver/mesh-auth.ts).
@@ -99,13 +99,18 @@ describe('node identity from a CertificateSigningRequest', () => {
     }
   });
 
-  it('renders a chart this kube-apiserver accepts whole (server-side apply, dry run), with the kind values too', async () => {
+  it('renders a chart this kube-apiserver accepts whole (dry-run create), with the kind values too', async () => {
+    // A fresh copy beside the test bed's own skein-apiserver: namespaced objects in a namespace of their own,
+    // cluster-scoped ones renamed; the API validates them as it would a first install.
+    const ns = 'skein-chart-dryrun';
+    await rest.post('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
     const api = KubernetesObjectApi.makeApiClient(clusterKubeconfig(stateDir, CLUSTER));
     for (const values of [[], ['-f', join(REPO_ROOT, 'deploy/kind/values.yaml'), '--set', 'cluster.podCidr=10.1.0.0/16']]) {
       const objects = await renderChart(values);
       expect(objects.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount']);
       for (const o of objects) {
-        await api.patch(o, undefined, 'All', 'skein-e2e', true, PatchStrategy.ServerSideApply).catch((err: { body?: unknown }) => {
+        const copy = { ...o, metadata: o.metadata?.namespace ? { ...o.metadata, namespace: ns } : { ...o.metadata, name: `${o.metadata?.name}-dryrun` } };
+        await api.create(copy, undefined, 'All').catch((err: { body?: unknown }) => {
           throw new Error(`${o.kind}/${o.metadata?.name} refused: ${JSON.stringify(err.body)}`);
         });
       }
