@@ -21,6 +21,12 @@ describe('apiserver configuration', () => {
     expect(parseConfig([...base, '--remote-stale-after=1'], {}).remoteStaleAfterMs).toBe(1_000);
     expect(parseConfig(base, { SKEIN_REMOTE_STALE_AFTER: '20' }).remoteStaleAfterMs).toBe(20_000);
   });
+  it('takes the cluster pod CIDRs, comma-separated, and refuses one that is not a CIDR, naming the flag', () => {
+    expect(parseConfig(base, {}).clusterPodCidrs).toBeUndefined();
+    expect(parseConfig([...base, '--cluster-pod-cidr=10.1.0.0/16,10.3.0.0/16'], {}).clusterPodCidrs).toEqual(['10.1.0.0/16', '10.3.0.0/16']);
+    expect(parseConfig(base, { SKEIN_CLUSTER_POD_CIDR: '10.2.0.0/16' }).clusterPodCidrs).toEqual(['10.2.0.0/16']);
+    expect(() => parseConfig([...base, '--cluster-pod-cidr=10.1.0.0'], {})).toThrow(/^--cluster-pod-cidr "10.1.0.0": --cluster-pod-cidr must be the cluster's pod CIDR/);
+  });
   it('falls back to SKEIN_* environment variables', () => {
     expect(parseConfig([], { SKEIN_CLUSTER_NAME: 'west', SKEIN_CLUSTER_ID: '7', SKEIN_MESH_ETCD: 'https://a:1,https://b:2' })).toMatchObject({ clusterName: 'west', clusterId: 7, meshEtcd: ['https://a:1', 'https://b:2'] });
   });

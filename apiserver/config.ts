@@ -41,6 +41,18 @@ export const ApiserverConfig = z.object({
     .string()
     .refine((s) => parseCidr(s) !== undefined, "--service-cidr must be this cluster's Service CIDR as kube-apiserver's --service-cluster-ip-range has it, for example 10.96.0.0/12")
     .optional(),
+  /**
+   * The cluster's whole pod CIDR(s) (kube-controller-manager's --cluster-cidr): what `skein connect` pins at
+   * peers, so pods of nodes added later are accepted. Default: the pod CIDRs of the nodes there are.
+   */
+  clusterPodCidrs: z
+    .array(z.string().refine((s) => parseCidr(s) !== undefined, "--cluster-pod-cidr must be the cluster's pod CIDR as kube-controller-manager's --cluster-cidr has it, for example 10.244.0.0/16 (comma-separated for several)"))
+    .optional(),
+  /**
+   * Certify node agents that ask through Kubernetes CertificateSigningRequests of signer skein.io/node
+   * (apiserver/node-csr.ts; the Helm chart's agents do). Off where node identities are issued otherwise.
+   */
+  signNodeRequests: z.boolean(),
   /** Lifetime of workload X.509-SVIDs (agents renew them at half-life) and of JWT-SVIDs. */
   svidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--svid-ttl must be at least 10 seconds'),
   jwtSvidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--jwt-svid-ttl must be at least 10 seconds'),
@@ -99,6 +111,7 @@ const FLAG_OF: Record<string, string> = {
   nodeCaListen: '--node-ca-listen',
   advertiseIp: '--advertise-ip',
   serviceCidr: '--service-cidr',
+  clusterPodCidrs: '--cluster-pod-cidr',
   svidTtlMs: '--svid-ttl',
   jwtSvidTtlMs: '--jwt-svid-ttl',
   servingCertTtlMs: '--serving-cert-ttl',
@@ -131,6 +144,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'node-ca-listen': { type: 'string' },
       'advertise-ip': { type: 'string' },
       'service-cidr': { type: 'string' },
+      'cluster-pod-cidr': { type: 'string' },
+      'sign-node-requests': { type: 'boolean' },
       'svid-ttl': { type: 'string' },
       'jwt-svid-ttl': { type: 'string' },
       'serving-cert-ttl': { type: 'string' },
@@ -177,6 +192,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     nodeCaListen: values['node-ca-listen'] ?? env.SKEIN_NODE_CA_LISTEN ?? '0.0.0.0:9443',
     advertiseIp: values['advertise-ip'] ?? env.POD_IP,
     serviceCidr: values['service-cidr'] ?? env.SKEIN_SERVICE_CIDR,
+    signNodeRequests: values['sign-node-requests'] ?? env.SKEIN_SIGN_NODE_REQUESTS === 'true',
+    clusterPodCidrs: (values['cluster-pod-cidr'] ?? env.SKEIN_CLUSTER_POD_CIDR)?.split(',').filter(Boolean),
     svidTtlMs: seconds(svidTtlText) * 1000,
     jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
     servingCertTtlMs: seconds(servingTtlText) * 1000,

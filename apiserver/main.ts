@@ -27,6 +27,7 @@ import { NodeCaServer } from './node-ca/server.js';
 import { keepMeshEtcdServing } from './mesh-etcd-serving.js';
 import type { RenewingCertificate } from '../mtls/renewing-cert.js';
 import { NodeUsers } from './node-users.js';
+import { NodeCsrSigner } from './node-csr.js';
 import { publishBundle } from '../sync/bundles.js';
 import { keys } from '../mesh/schema/keys.js';
 import { encodeValue, NodeCaEndpoint } from '../mesh/schema/values.js';
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
       log.warn({ key, bytes, limit, why }, 'refused an export write that can never fit an etcd request: etcd keeps its previous value');
     },
   });
-  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
+  exporter = new Exporter({ cluster: cfg.clusterName, clusterId: cfg.clusterId, clusterPodCidrs: cfg.clusterPodCidrs, kc, rest, etcd: etcdRef, writer, identities: new EtcdReleasableIdentityStore(etcdRef, cfg.clusterName, cfg.clusterId), identityGcGraceMs: cfg.identityGcGraceMs, metrics, log });
   identity?.onRenewed(() => exporter.moveLease());
   const issuer = ca && new CredentialIssuer({ etcd: etcdRef, ca, cluster: cfg.clusterName, ttlMs: cfg.remoteIdentityTtlMs, log });
   const sync = new SyncManager({
@@ -170,6 +171,8 @@ async function main(): Promise<void> {
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
+  const nodeSigner = ca && cfg.signNodeRequests ? new NodeCsrSigner({ kc, rest, ca, log }) : undefined;
+  if (cfg.signNodeRequests && !ca) log.warn('--sign-node-requests needs this process to hold the cluster CA (an https mesh etcd without --mesh-etcd-cert): not signing');
   const shutdown = async () => {
     log.info('shutting down');
     await http.close();
@@ -179,6 +182,7 @@ async function main(): Promise<void> {
     await sync.stop().catch(() => {});
     await maintenance?.stop();
     await nodeUsers?.stop();
+    await nodeSigner?.stop();
     await exporter.stop().catch(() => {});
     identity?.close();
     process.exit(0);
@@ -191,6 +195,7 @@ async function main(): Promise<void> {
     identity.start();
     nodeUsers!.start();
   }
+  nodeSigner?.start();
   sync.start();
   catalog.start();
   issuer?.start();

@@ -6,7 +6,7 @@
 // Each also carries a URI SAN in Skein's own `urn:skein:` space, never a SPIFFE ID: a SPIFFE verifier
 // (a workload's go-spiffe, a peer) neither chains it to a trust bundle nor reads it as a workload.
 import type { ClusterCA } from './cluster-ca.js';
-import { issueCertificate, type CertSpec, type PemPair } from './x509.js';
+import { issueCertificate, issueForRequest, newKeyAndRequest, type CertSpec, type PemPair } from './x509.js';
 
 /** What issuing a transport identity takes: the cluster's name and its mesh CA (never the workload CA). */
 export type MeshCA = Pick<ClusterCA, 'cluster' | 'mesh'>;
@@ -50,5 +50,20 @@ export function issueRemoteClient(ca: MeshCA, peer: string, ttlMs = 365 * 24 * H
  * node CA, which signs SVIDs only for that node's pods.
  */
 export function issueNodeIdentity(ca: MeshCA, node: string, ttlMs = 365 * 24 * HOUR): Promise<PemPair> {
-  return issueCertificate(ca.mesh, { commonName: nodeUser(node), uris: [nodeUri(ca.cluster, node)], usage: 'client', ttlMs });
+  return issueCertificate(ca.mesh, nodeIdentitySpec(ca, node, ttlMs));
+}
+
+const nodeIdentitySpec = (ca: MeshCA, node: string, ttlMs: number) => ({ commonName: nodeUser(node), uris: [nodeUri(ca.cluster, node)], usage: 'client' as const, ttlMs });
+
+/** What a node agent makes on its node for its identity: a key that never leaves it and a request for it. */
+export function nodeIdentityRequest(node: string): Promise<{ keyPem: string; csrPem: string }> {
+  return newKeyAndRequest(nodeUser(node));
+}
+
+/**
+ * The cluster's side: the node identity for the key of `node`'s request (checked: it proves the key and
+ * names exactly node-<node>). The caller decides that the requester is that node's agent.
+ */
+export function issueNodeIdentityFor(ca: MeshCA, node: string, csrPem: string, ttlMs = 365 * 24 * HOUR): Promise<string> {
+  return issueForRequest(ca.mesh, csrPem, nodeUser(node), nodeIdentitySpec(ca, node, ttlMs));
 }

@@ -109,6 +109,33 @@ export async function issueCertificate(ca: PemPair, spec: CertSpec): Promise<Pem
   return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
 }
 
+/** A new key and a PKCS#10 request for it naming `commonName` alone (the key stays with the caller). */
+export async function newKeyAndRequest(commonName: string): Promise<{ keyPem: string; csrPem: string }> {
+  const keys = await newKeyPair();
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: subjectName(commonName), keys, signingAlgorithm: EC_P256 });
+  return { keyPem: await exportKeyPem(keys.privateKey), csrPem: csr.toString('pem') };
+}
+
+/**
+ * Issues a leaf for the key of someone else's PKCS#10 request, after checking it: it parses, its signature
+ * proves possession of the key, the key is ECDSA P-256, and its subject is exactly CN=`commonName`. What
+ * the certificate says comes from `spec`, never from the request. Throws saying what is wrong.
+ */
+export async function issueForRequest(ca: PemPair, csrPem: string, commonName: string, spec: CertSpec): Promise<string> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (err) {
+    throw new Error(`the certificate request does not parse: ${(err as Error).message}`, { cause: err });
+  }
+  if (!(await csr.verify())) throw new Error('the certificate request\'s signature does not verify (no proof of the key)');
+  const algorithm = csr.publicKey.algorithm as { name?: string; namedCurve?: string };
+  if (algorithm.name !== 'ECDSA' || algorithm.namedCurve !== 'P-256') throw new Error(`the certificate request's key is ${algorithm.name ?? '?'} ${algorithm.namedCurve ?? ''}: only ECDSA P-256 keys are certified`.replace(/ +:/, ':'));
+  if (csr.subject !== `CN=${commonName}`) throw new Error(`the certificate request names "${csr.subject}", not CN=${commonName}`);
+  const publicKey = await webcrypto.subtle.importKey('spki', csr.publicKey.rawData, EC_P256, true, ['verify']);
+  return (await signLeaf(ca, spec, publicKey)).toString('pem');
+}
+
 /**
  * Issues a leaf certificate for an existing key (PKCS#8 PEM): a renewal that a reader of separate certificate
  * and key files can never see half-done (the key it reads always matches either certificate).

@@ -26,6 +26,8 @@ import type { EndpointSlice, KubeNode, KubeObject, Namespace, Pod, Service } fro
 export interface ExporterOptions {
   cluster: string;
   clusterId: number;
+  /** The cluster's whole pod CIDR(s) (--cluster-pod-cidr): what peers pin; default: the nodes' pod CIDRs. */
+  clusterPodCidrs?: string[];
   kc: KubeConfig;
   rest: KubeRest;
   etcd: EtcdRef;
@@ -69,7 +71,7 @@ export class Exporter {
       localIds: o.identityLocalIds,
       onEtcdError: (err) => health.failed(err),
     });
-    this.nodes = new NodeExport({ cluster, clusterId, writer, metrics, log });
+    this.nodes = new NodeExport({ cluster, clusterId, clusterPodCidrs: o.clusterPodCidrs, writer, metrics, log });
     this.presence = new ExportPresence({
       cluster,
       etcd: o.etcd,

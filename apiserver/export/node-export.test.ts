@@ -15,13 +15,13 @@ const node = (name: string, spec: V1Node['spec'], zone?: string): V1Node => ({
   status: { addresses: [{ type: 'InternalIP', address: `172.18.0.${name.length}` }, { type: 'Hostname', address: name }] },
 });
 
-function nodeExport() {
+function nodeExport(clusterPodCidrs?: string[]) {
   const kv = new MemoryKv();
   const writer = new StateWriter(kv);
   writer.resume();
   const metrics = createMetrics();
   const log = { info: vi.fn(), warn: vi.fn() };
-  const nodes = new NodeExport({ cluster: CLUSTER, clusterId: 3, writer, metrics, log });
+  const nodes = new NodeExport({ cluster: CLUSTER, clusterId: 3, clusterPodCidrs, writer, metrics, log });
   const config = async () => {
     await writer.idle();
     return ClusterConfig.parse(JSON.parse(kv.data.get(keys.config(CLUSTER))!));
@@ -72,5 +72,20 @@ describe('node export', () => {
     const t = nodeExport();
     t.nodes.writeConfig();
     expect(await t.config()).toEqual({ name: CLUSTER, id: 3, podCidrs: [], schema: 'v1' });
+  });
+
+  it('advertises the configured cluster pod CIDR, so nodes added later are covered, and names a node outside it', async () => {
+    const t = nodeExport(['10.4.0.0/16']);
+    t.nodes.writeConfig();
+    // Before any node exists: what connect pins already covers every future node's range.
+    expect((await t.config()).podCidrs).toEqual(['10.4.0.0/16']);
+    t.nodes.onNode('add', node('n1', { podCIDR: '10.4.1.0/24' }));
+    t.nodes.onNode('add', node('n2', { podCIDR: '10.9.0.0/24' }));
+    t.nodes.onNode('update', node('n2', { podCIDR: '10.9.0.0/24' }));
+    expect((await t.config()).podCidrs).toEqual(['10.4.0.0/16']);
+    expect(t.nodes.podCidrs()).toEqual(['10.4.0.0/16']);
+    expect((await t.meshNode('n2')).podCidrs).toEqual(['10.9.0.0/24']);
+    expect(t.log.warn).toHaveBeenCalledTimes(1);
+    expect(t.log.warn).toHaveBeenCalledWith({ node: 'n2', podCidrs: ['10.9.0.0/24'], clusterPodCidrs: ['10.4.0.0/16'] }, expect.stringContaining('outside --cluster-pod-cidr'));
   });
 });

@@ -1,6 +1,8 @@
 // Nodes → one MeshNode value each (IPv4 addresses, pod CIDRs, zone), and the cluster config, whose pod
-// CIDRs are every node's together: peers pin and check this cluster's pod addresses against them.
+// CIDRs peers pin and check this cluster's pod addresses against: the cluster's whole pod CIDR when it is
+// configured (--cluster-pod-cidr: nodes added after a connect are covered), else every node's together.
 import { isIPv4 } from 'node:net';
+import { Subnet } from '../../mesh/address-policy.js';
 
 import { keys } from '../../mesh/schema/keys.js';
 import { ClusterConfig, encodeValue, MeshNode } from '../../mesh/schema/values.js';
@@ -17,7 +19,11 @@ export class NodeExport {
   private readonly nodes = new Map<string, KubeNode>();
   private readonly reportedIgnored = new Map<string, string>();
 
-  constructor(private readonly o: ExportContext & { clusterId: number }) {}
+  private readonly clusterSubnets: Subnet[];
+
+  constructor(private readonly o: ExportContext & { clusterId: number; clusterPodCidrs?: string[] }) {
+    this.clusterSubnets = (o.clusterPodCidrs ?? []).flatMap((c) => Subnet.parse(c) ?? []);
+  }
 
   get count(): number {
     return this.nodes.size;
@@ -35,6 +41,7 @@ export class NodeExport {
         this.reportedIgnored.set(name, ignored.join(','));
         this.o.log.warn({ node: name, podCidrs: ignored }, 'IPv6 pod CIDRs are not meshed (Skein carries IPv4 only); exporting the node with its IPv4 ranges');
       }
+      this.warnOutsideClusterCidr(name, node);
       this.nodes.set(name, node);
       const value = {
         name,
@@ -49,9 +56,24 @@ export class NodeExport {
     this.writeConfig();
   }
 
-  /** Every node's pod CIDRs, deduplicated and sorted. */
+  /** The configured cluster pod CIDRs, else every node's, deduplicated and sorted. */
   podCidrs(): string[] {
+    if (this.clusterSubnets.length) return this.clusterSubnets.map((s) => s.text).sort();
     return [...new Set([...this.nodes.values()].flatMap(nodePodCidrs))].sort();
+  }
+
+  /** A node whose pod CIDR the configured cluster CIDR misses: peers pinned to it would refuse its pods. */
+  private warnOutsideClusterCidr(name: string, node: KubeNode): void {
+    if (!this.clusterSubnets.length) return;
+    const outside = nodePodCidrs(node).filter((c) => {
+      const s = Subnet.parse(c);
+      return !s || !this.clusterSubnets.some((cluster) => cluster.covers(s));
+    });
+    const key = `outside:${outside.join(',')}`;
+    if (outside.length && this.reportedIgnored.get(`${name}/cluster`) !== key) {
+      this.reportedIgnored.set(`${name}/cluster`, key);
+      this.o.log.warn({ node: name, podCidrs: outside, clusterPodCidrs: this.podCidrs() }, 'node pod CIDRs outside --cluster-pod-cidr: peers pinned to the cluster CIDR refuse these pods (widen --cluster-pod-cidr)');
+    }
   }
 
   /** Also written once after the initial sync: a cluster without nodes still has a config. */

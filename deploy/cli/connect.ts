@@ -1,7 +1,8 @@
 // `skein connect` / `skein disconnect`: link two clusters in both directions with one command, through the
 // two Kubernetes APIs only. Each side gets the other's mesh endpoint, CA and a read-only client identity
 // the other's CA signed; each side authorizes the other's etcd user. Each link pins the peer's cluster ID
-// and pod CIDRs as connect sees them: all the peer may ever claim (mesh/address-policy.ts); only running
+// and pod CIDRs as connect sees them (the cluster pod CIDR when its apiserver has --cluster-pod-cidr, else
+// its nodes' at this moment): all the peer may ever claim (mesh/address-policy.ts); only running
 // connect again re-pins, and it says so. Idempotent; refuses clusters that cannot be meshed (same name, same
 // ID, overlapping pod CIDRs) and, before writing anything, a peer that collides with an existing link (the
 // same name with another CA, another linked cluster's ID or pod CIDRs).

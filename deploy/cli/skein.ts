@@ -6,14 +6,17 @@ import { registerConnect } from './connect.js';
 import { registerStatus } from './status.js';
 import { registerDrill } from './drill.js';
 import { registerDashboard } from './dashboard.js';
+import { registerVersion } from './version.js';
+import { SKEIN_VERSION } from '../version.js';
 
-const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version('0.1.0');
+const program = new Command('skein').description('Skein: multi-cluster service mesh control for Kubernetes').version(SKEIN_VERSION);
 program.showHelpAfterError();
 registerLocal(program);
 registerStatus(program);
 registerConnect(program);
 registerDrill(program);
 registerDashboard(program);
+registerVersion(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   console.error(`skein: ${err.message}`);

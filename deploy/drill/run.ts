@@ -20,6 +20,7 @@ import { fetchStatus } from '../cli/status.js';
 import { agentEjectedAt, publishesEjections } from './ejection.js';
 import { drillReport, type DrillFault, type DrillReport, type DrillTarget } from './report.js';
 import type { EndpointSlice, Pod, Service } from '../../mesh/kube/objects.js';
+import { IMAGES } from '../version.js';
 
 export type DrillProtocol = 'http' | 'tcp' | 'udp';
 
@@ -68,7 +69,7 @@ export interface NetFaults {
 const BLACKHOLE_NEEDS_TESTBED =
   'the blackhole fault needs `skein local` (it drops traffic inside pod network namespaces); on a real cluster use a NetworkPolicy or your CNI\'s tooling';
 
-export const DEFAULT_CLIENT_IMAGE = 'ghcr.io/skein-mesh/skein-client:0.1.0';
+export const DEFAULT_CLIENT_IMAGE = IMAGES.client.ref;
 /** This much clock disagreement between the drill's machine and the client's node is tolerated. */
 const CLOCK_TOLERANCE_MS = 1_000;
 

@@ -5,9 +5,9 @@
 # east's echo backends are scaled to zero and back; the report shows the traffic moving to west and back.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash deploy/scripts/install.sh
+bash deploy/scripts/install.sh # also puts `skein` on PATH
+hash -r
 STATE_DIR="${SKEIN_STATE_DIR:-$HOME/.local/share/skein/local}"
-skein() { node dist/deploy/cli/skein.js "$@"; }
 skein local down --state-dir "$STATE_DIR" >/dev/null
 skein local up --state-dir "$STATE_DIR" --clusters east:1,west:2 --nodes 2
 export KUBECONFIG="$STATE_DIR/kubeconfig"

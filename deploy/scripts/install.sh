@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Skein needs on a Debian machine (run as root): system packages, npm dependencies,
-# the TypeScript build, and the pinned Kubernetes binaries (built from the Go module, cached by version).
+# the TypeScript build, the pinned Kubernetes binaries and Go tools (crane, helm; built from their Go
+# modules, cached by version), and the `skein` command on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # chromium: headless, for the dashboard's browser e2e test and benchmark (driven by playwright-core; no browser download).
-APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git chromium)
+# containerd, runc: run the built images in the images e2e test.
+APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git chromium containerd runc)
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs packages; skein local needs root for netns, cgroups and BPF)" >&2; exit 1; }
 missing=()
@@ -41,3 +43,12 @@ echo "install: Kubernetes binaries" >&2
 bash deploy/scripts/build-kube.sh >/dev/null
 # The e2e tests' SPIFFE workload (go-spiffe), cached like Kubernetes.
 bash e2e/spiffe-peer/build.sh >/dev/null
+# crane (checks the image archives) and helm (the chart's tests), cached like Kubernetes.
+bash deploy/scripts/build-tools.sh >/dev/null
+# `skein` on PATH, running this checkout's build (rewritten only when it points elsewhere).
+wrapper="#!/bin/sh
+exec '$(command -v node)' '$PWD/dist/deploy/cli/skein.js' \"\$@\""
+if [ "$(cat /usr/local/bin/skein 2>/dev/null)" != "$wrapper" ]; then
+  printf '%s\n' "$wrapper" > /usr/local/bin/skein.tmp && chmod 755 /usr/local/bin/skein.tmp && mv /usr/local/bin/skein.tmp /usr/local/bin/skein
+  echo "install: skein -> $PWD/dist/deploy/cli/skein.js ($(/usr/local/bin/skein version | head -1))" >&2
+fi

@@ -12,10 +12,9 @@ import { KubeRest } from '../../mesh/kube/rest.js';
 import { keys } from '../../mesh/schema/keys.js';
 import { IdentityValue, IpEntry } from '../../mesh/schema/values.js';
 import { skeinProxyPath } from '../../mesh/service-ref.js';
-import type { ExportStatus } from '../../mesh/status.js';
 import { waitFor } from '../../testbed/daemon.js';
 import { down, up } from '../../testbed/testbed.js';
-import { addApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, tempStateDir } from './helpers.js';
+import { rollOutApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, tempStateDir } from './helpers.js';
 
 const CLUSTER = 'idgc';
 const CLUSTER_ID = 43;
@@ -63,20 +62,6 @@ async function tenantRest(): Promise<KubeRest> {
   return new KubeRest(kc);
 }
 
-/** The new skein-apiserver (with the flag) is the only one left, and it has synced. */
-async function waitForRollout(flag: string): Promise<void> {
-  await until(
-    `skein-apiserver rolled out with ${flag}`,
-    async () => {
-      const pods = (await admin.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods')).items;
-      const ok = pods.length === 1 && pods[0]!.spec!.containers[0]!.args?.includes(flag) && pods[0]!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
-      return ok ? true : undefined;
-    },
-    120_000,
-  );
-  await until('skein-apiserver synced', async () => ((await admin.get<ExportStatus>(skeinProxyPath('/v1/status'))).synced ? true : undefined));
-}
-
 /** One pod of a Job run, labelled as the Job controller labels it (an Indexed Job adds the completion index). */
 const jobRunPod = (job: string, controllerUid: string, index?: number) => ({
   apiVersion: 'v1',
@@ -118,8 +103,7 @@ beforeAll(async () => {
   // Left by "an earlier process": the restarted apiserver below finds it at start.
   await etcd.put(keys.identityIndex(CLUSTER, STALE_HASH)).value(String(STALE_ID));
   await etcd.put(keys.identityId(CLUSTER, STALE_ID)).value(STALE_HASH);
-  await addApiserverArgs(admin, [`--identity-gc-grace=${GRACE_SECONDS}`]);
-  await waitForRollout(`--identity-gc-grace=${GRACE_SECONDS}`);
+  await rollOutApiserverArgs(admin, [`--identity-gc-grace=${GRACE_SECONDS}`]);
   attacker = await tenantRest();
 });
 

@@ -15,6 +15,8 @@ import { meshPki } from '../../testbed/skein-apiserver.js';
 import { exec } from '../../testbed/testbed.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ExportStatus } from '../../mesh/status.js';
 
 const stateDirs: string[] = [];
 
@@ -95,14 +97,20 @@ export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<
   await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
 }
 
-/** Waits until skein-apiserver's Deployment has rolled out (after addApiserverArgs) and its one pod is ready. */
-export async function apiserverRolledOut(rest: KubeRest, what: string): Promise<void> {
-  await waitFor(`the skein-apiserver rollout with ${what}`, async () => {
-    const d = await rest.get<{ metadata: { generation: number }; status: { observedGeneration?: number; updatedReplicas?: number; replicas?: number } }>('/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver');
-    const running = await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods');
-    const settled = d.status.observedGeneration === d.metadata.generation && d.status.updatedReplicas === 1 && d.status.replicas === 1 && running.items.length === 1;
-    return settled && running.items[0]!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
-  }, 90_000);
+/** addApiserverArgs, then waits until the one skein-apiserver pod runs with them, ready and synced. */
+export async function rollOutApiserverArgs(rest: KubeRest, args: string[], timeoutMs = 120_000): Promise<void> {
+  await addApiserverArgs(rest, args);
+  await waitFor(
+    `skein-apiserver rolled out with ${args.join(' ')}`,
+    async () => {
+      const running = (await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver')).items;
+      const [pod] = running;
+      const ok = running.length === 1 && args.every((a) => pod!.spec!.containers[0]!.args?.includes(a)) && pod!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      return ok ? true : undefined;
+    },
+    timeoutMs,
+  );
+  await waitFor('skein-apiserver synced', async () => ((await rest.get<ExportStatus>(skeinProxyPath('/v1/status'))).synced ? true : undefined), 60_000);
 }
 
 export async function pods(rest: KubeRest, selector: string): Promise<Pod[]> {

@@ -19,7 +19,7 @@ import { waitFor } from '../../testbed/daemon.js';
 import { readState, statePaths } from '../../testbed/state.js';
 import { workloadSocket } from '../../testbed/agents.js';
 import { down, up } from '../../testbed/testbed.js';
-import { addApiserverArgs, apiserverRolledOut, clusterRest, meshEtcd, readyPods, tempStateDir, workloadProbe } from './helpers.js';
+import { rollOutApiserverArgs, clusterRest, meshEtcd, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const CLUSTER = 'rot';
 const TTL_S = 12;
@@ -49,8 +49,7 @@ beforeAll(async () => {
   rest = clusterRest(stateDir, CLUSTER);
   // On the test bed the mesh etcd is a process of this machine reading mesh-pki/: that directory plays the
   // volume a sidecar etcd would share with skein-apiserver.
-  await addApiserverArgs(rest, [`--serving-cert-ttl=${TTL_S}`, `--mesh-etcd-serving-dir=${meshPki(clusterDir()).dir}`]);
-  await apiserverRolledOut(rest, `${TTL_S} s serving certificates`);
+  await rollOutApiserverArgs(rest, [`--serving-cert-ttl=${TTL_S}`, `--mesh-etcd-serving-dir=${meshPki(clusterDir()).dir}`]);
   await waitFor('both serving certificates kept by skein-apiserver', async () => {
     const s = (await status()).servingCertificates;
     return s?.nodeCa && s.meshEtcd ? true : undefined;

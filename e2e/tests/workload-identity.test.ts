@@ -21,7 +21,7 @@ import { readState } from '../../testbed/state.js';
 import { workloadSocket } from '../../testbed/agents.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, exec, up } from '../../testbed/testbed.js';
-import { addApiserverArgs, apiserverRolledOut, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
+import { rollOutApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const EAST = 'wi-east';
 const WEST = 'wi-west';
@@ -45,14 +45,13 @@ beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: EAST, id: 81 }, { name: WEST, id: 82 }], nodes: 2, echo: true });
   east = clusterRest(stateDir, EAST);
   // Short-lived SVIDs in east, so rotation happens within the test (renewed at half-life: 10 s).
-  await addApiserverArgs(east, ['--svid-ttl=20']);
+  await rollOutApiserverArgs(east, ['--svid-ttl=20']);
   await connect(clusterKubeconfig(stateDir, EAST), clusterKubeconfig(stateDir, WEST), () => {});
   eastClient = (await readyPods(east, 'app=client', 1))[0]!;
   const westClient = (await readyPods(clusterRest(stateDir, WEST), 'app=client', 1))[0]!;
   westUrl = `https://${podIp(westClient)}:8443/`;
   // The west server runs for the rest of the file (down() ends it with everything else).
   void inPod(WEST, westClient, [peer, 'serve', '-addr', ':8443', '-allow', ID(EAST)]);
-  await apiserverRolledOut(east, '20 s SVIDs');
 });
 
 afterAll(async () => {
