@@ -152,7 +152,11 @@ describe('Helm chart deploy/helm/skein', () => {
     expect(apiserver.rules.find((r) => r.resources.includes('signers'))?.resourceNames).toEqual(['skein.io/node']);
     const secrets = role(docs, 'Role', 'skein-apiserver');
     expect(secrets.metadata.namespace).toBe(NAMESPACE);
-    expect(secrets.rules).toEqual([{ apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch'] }]);
+    expect(secrets.rules).toEqual([
+      { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch'] },
+      // The dashboard reads the drill history `skein drill` keeps: that one ConfigMap, read only.
+      { apiGroups: [''], resources: ['configmaps'], resourceNames: ['skein-drills'], verbs: ['get'] },
+    ]);
     expect(role(docs, 'ClusterRole', 'skein-agent').rules).toEqual([
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       { apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests'], verbs: ['create', 'get'] },

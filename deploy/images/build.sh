@@ -165,13 +165,14 @@ stage_etcd() {
 }
 
 # The compiled program laid out like the repository (natively built files sit next to their sources:
-# mtls/source-dir.ts), without tests, benchmarks, maps and declarations.
+# mtls/source-dir.ts), with the browser UI esbuild bundled into dist/ui, without tests, benchmarks, maps and
+# declarations.
 stage_skein() {
   local root=$1 app="$1/opt/skein"
   mkdir -p "$app"
   cp package.json "$app/"
   mkdir -p "$app/dist"
-  (cd dist && find apiserver datapath deploy mesh mtls sync testbed -type f -name '*.js' -not -name '*.test.js' -print0) | copy_files dist "$app/dist"
+  (cd dist && find apiserver datapath deploy mesh mtls sync testbed ui -type f \( -name '*.js' -o -name '*.css' \) -not -name '*.test.js' -print0) | copy_files dist "$app/dist"
   for f in datapath/build/skein_bpf.node datapath/build/sock_lb.o mtls/build/peer_cred.node mesh/node-ca/node-ca.proto mtls/workload-api/workload.proto; do
     install -D -m 0644 "$f" "$app/$f"
   done
