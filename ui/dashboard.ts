@@ -14,8 +14,7 @@ const DRILLS_EVERY_MS = 10_000;
 
 /** The payloads are checked against mesh/dashboard.ts by the server before they leave; here they are typed only. */
 async function get<T>(path: string): Promise<T> {
-  // A plain fetch, so the page's <link rel=preload> of the first overview and page is what it gets.
-  const res = await fetch(path);
+  const res = await fetch(path, { headers: { accept: 'application/json' } });
   const body: unknown = await res.json();
   if (!res.ok) throw new Error((body as { error?: string }).error ?? `${path}: ${res.status}`);
   return body as T;

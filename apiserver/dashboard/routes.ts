@@ -26,17 +26,9 @@ const ASSETS = { 'app.js': ['js', 'text/javascript; charset=utf-8'], 'app.css': 
 /** The UI may talk to this server only; uPlot sets inline styles, nothing runs inline. */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/**
- * The first data the page reads (ui/dashboard.ts asks for exactly these URLs): preloaded while its script
- * loads, which saves one round trip through both proxies on the first render.
- */
-const FIRST_PAGE = 'api/services?offset=0&limit=50&q=';
-
 const page = (cluster: string) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Skein · ${cluster.replace(/[^a-z0-9-]/g, '')}</title><link rel="stylesheet" href="app.css">
-<link rel="preload" href="api/overview" as="fetch" crossorigin="anonymous">
-<link rel="preload" href="${FIRST_PAGE.replace(/&/g, '&amp;')}" as="fetch" crossorigin="anonymous"></head>
+<title>Skein · ${cluster.replace(/[^a-z0-9-]/g, '')}</title><link rel="stylesheet" href="app.css"></head>
 <body><div id="app">loading…</div><script src="app.js"></script></body></html>
 `;
 
