@@ -4,7 +4,6 @@
 // sidecar of the same pod. The CA key never leaves the Secret: only ca.crt, server.crt and server.key are
 // written, to a volume shared with the etcd container alone.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ensureClusterCA } from '../mtls/cluster-ca.js';
@@ -12,6 +11,7 @@ import { issueMeshEtcdServer } from '../mtls/mesh-identities.js';
 import { KubeRest } from '../mesh/kube/rest.js';
 import { KubeSecrets } from '../mesh/kube/secrets.js';
 import { ClusterName } from '../mesh/schema/cluster.js';
+import { meshEtcdServingFiles } from './mesh-etcd-serving.js';
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
@@ -29,9 +29,10 @@ async function main(): Promise<void> {
   const ca = await ensureClusterCA(new KubeSecrets(new KubeRest(kc)), name.data);
   const server = await issueMeshEtcdServer(ca, ips);
   mkdirSync(values.out, { recursive: true });
-  writeFileSync(join(values.out, 'ca.crt'), ca.mesh.certPem);
-  writeFileSync(join(values.out, 'server.crt'), server.certPem);
-  writeFileSync(join(values.out, 'server.key'), server.keyPem, { mode: 0o600 });
+  const files = meshEtcdServingFiles(values.out);
+  writeFileSync(files.ca, ca.mesh.certPem);
+  writeFileSync(files.cert, server.certPem);
+  writeFileSync(files.key, server.keyPem, { mode: 0o600 });
   console.log(`mesh etcd certificate for ${name.data} written to ${values.out} (addresses ${ips.join(', ')})`);
 }
 

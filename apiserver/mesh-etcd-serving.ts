@@ -14,7 +14,8 @@ import { issueCertificateForKey, newPrivateKeyPem } from '../mtls/x509.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
-const meshEtcdServingFiles = (dir: string) => ({ cert: join(dir, 'server.crt'), key: join(dir, 'server.key') });
+/** The files the mesh etcd reads (--trusted-ca-file, --cert-file, --key-file), as the installer's init step writes them. */
+export const meshEtcdServingFiles = (dir: string) => ({ ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') });
 
 function replaceFile(path: string, content: string, mode: number): void {
   const tmp = `${path}.${process.pid}.tmp`;
