@@ -137,6 +137,16 @@ describe('node identity requests', () => {
     expect(puts.map((p) => p.path.split('/').pop())).toEqual(['status']);
   });
 
+  it('marks Failed, once, a request someone else approved that it refuses (Denied cannot follow Approved)', async () => {
+    const approvedForeign = csr({ username: 'system:serviceaccount:default:evil', status: { conditions: [{ type: 'Approved', status: 'True', reason: 'ByHand' }] } });
+    const { puts } = await decide(approvedForeign);
+    expect(puts.map((p) => p.path.split('/').pop())).toEqual(['status']);
+    expect(puts[0]!.body.status!.certificate).toBeUndefined();
+    expect(puts[0]!.body.status!.conditions!.at(-1)).toMatchObject({ type: 'Failed', status: 'True', reason: 'SkeinNodeIdentityRefused' });
+    // What the API then holds is decided: nothing more is written.
+    expect((await decide(puts[0]!.body)).puts).toEqual([]);
+  });
+
   it('leaves a request alone once decided', async () => {
     expect((await decide(csr({ status: { certificate: 'eA==' } }))).puts).toEqual([]);
     expect((await decide(csr({ status: { conditions: [{ type: 'Denied', status: 'True' }] } }))).puts).toEqual([]);

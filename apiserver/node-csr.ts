@@ -94,17 +94,20 @@ export class NodeCsrSigner {
             )
           : decision;
       const path = `${CSR_PATH}/${encodeURIComponent(name)}`;
-      const decided = (type: 'Approved' | 'Denied', reason: string, message: string) => ({
+      const decided = (type: 'Approved' | 'Denied' | 'Failed', reason: string, message: string) => ({
         ...csr,
         status: { ...csr.status, conditions: [...(csr.status?.conditions ?? []), { type, status: 'True', reason, message, lastUpdateTime: new Date().toISOString() }] },
       });
+      const approvedBefore = (csr.status?.conditions ?? []).some((c) => c.type === 'Approved');
       if ('refused' in outcome) {
         this.o.log.warn({ request: name, requester: csr.spec.username, why: outcome.refused }, 'denied a node identity request');
-        await this.o.rest.put(`${path}/approval`, decided('Denied', 'SkeinNodeIdentityRefused', outcome.refused));
+        // Denied cannot follow Approved (someone with approve rights said yes): the signer's word is Failed.
+        if (approvedBefore) await this.o.rest.put(`${path}/status`, decided('Failed', 'SkeinNodeIdentityRefused', outcome.refused));
+        else await this.o.rest.put(`${path}/approval`, decided('Denied', 'SkeinNodeIdentityRefused', outcome.refused));
         return;
       }
       // Approved already when signing failed before: only the signing is left to do.
-      const approved = (csr.status?.conditions ?? []).some((c) => c.type === 'Approved')
+      const approved = approvedBefore
         ? csr
         : await this.o.rest.put<CertificateSigningRequest>(`${path}/approval`, decided('Approved', 'SkeinNodeIdentity', `the agent pod of node ${outcome.node}`));
       // PEM blocks each on their own lines (kube-apiserver refuses "-----END ...----------BEGIN ...").
