@@ -4,6 +4,7 @@
 // the new. etcd reads the two files one after the other, so the key is kept across renewals (only the
 // certificate changes): a handshake between the two reads still pairs a certificate with its key. Each file
 // is replaced by a rename, never rewritten in place.
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
@@ -23,9 +24,16 @@ function replaceFile(path: string, content: string, mode: number): void {
   renameSync(tmp, path);
 }
 
-/** The IP addresses etcd is reached at, from the endpoints this process and its peers use. */
-function meshEtcdIps(endpoints: string[]): string[] {
-  const ips = new Set(['127.0.0.1']);
+/** The IP addresses the certificate on disk names (the installer's: the pod IP from the Kubernetes API). */
+function installedIps(certFile: string): string[] {
+  if (!existsSync(certFile)) return [];
+  const sans = new X509Certificate(readFileSync(certFile)).subjectAltName ?? '';
+  return sans.split(', ').flatMap((san) => (san.startsWith('IP Address:') ? [san.slice('IP Address:'.length)] : []));
+}
+
+/** The IP addresses etcd is reached at: the ones it was installed with and those of the endpoints this process and its peers use. */
+function meshEtcdIps(endpoints: string[], installed: string[]): string[] {
+  const ips = new Set(['127.0.0.1', ...installed]);
   for (const e of endpoints) {
     const host = new URL(e).hostname.replace(/^\[|\]$/g, '');
     if (isIP(host)) ips.add(host);
@@ -42,7 +50,7 @@ export async function keepMeshEtcdServing(o: { dir: string; ca: ClusterCA; endpo
     replaceFile(files.key, keyPem, 0o600);
   }
   const key = keyPem;
-  const spec = meshEtcdServerSpec(o.ca, meshEtcdIps(o.endpoints), o.ttlMs);
+  const spec = meshEtcdServerSpec(o.ca, meshEtcdIps(o.endpoints, installedIps(files.cert)), o.ttlMs);
   const write = (c: { certPem: string }) => replaceFile(files.cert, c.certPem, 0o644);
   const cert = await RenewingCertificate.start({ what: 'the mesh etcd serving certificate', issue: () => issueCertificateForKey(o.ca.mesh, spec, key), onRenew: write, log: o.log });
   write(cert.current);

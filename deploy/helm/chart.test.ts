@@ -104,6 +104,10 @@ describe('Helm chart deploy/helm/skein', () => {
     expect(byName(api, 'apiserver').args.some((a) => a.startsWith('--cluster-pod-cidr'))).toBe(false);
     // etcd: TLS with client certificates only, on the certificate the init step wrote.
     expect(byName(api, 'mesh-etcd').args).toEqual(expect.arrayContaining(['--client-cert-auth=true', '--trusted-ca-file=/etc/skein/mesh-etcd/ca.crt', '--cert-file=/etc/skein/mesh-etcd/server.crt', '--listen-client-urls=https://0.0.0.0:2379']));
+    // The apiserver renews that certificate in the same volume, which etcd only reads.
+    expect(byName(api, 'apiserver').args).toContain('--mesh-etcd-serving-dir=/etc/skein/mesh-etcd');
+    expect(byName(api, 'apiserver').volumeMounts).toContainEqual(expect.objectContaining({ name: 'mesh-etcd-pki', mountPath: '/etc/skein/mesh-etcd' }));
+    expect(byName(api, 'mesh-etcd').volumeMounts).toContainEqual(expect.objectContaining({ name: 'mesh-etcd-pki', readOnly: true }));
     const etcdService = Service.parse(docs.find((d) => d.kind === 'Service' && d.metadata.name === 'skein-mesh-etcd'));
     expect(etcdService.spec).toMatchObject({ type: 'NodePort', ports: [{ name: 'mesh-etcd', port: 2379, nodePort: 32379 }] });
     // What `skein status` reaches through the API's service proxy (mesh/service-ref.ts).
