@@ -4,11 +4,10 @@
 // master's count last, stale slots removed after the count no longer reaches them. A service that cannot be
 // programmed (too many backends, a full map, a bad address) is refused with a ProgramError before any map
 // is touched where that can be known, and otherwise rolled back, so its previous programming stays whole.
-import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { sourceDir } from '../mtls/source-dir.js';
+import { buildDir, nativeAddon, type NativeBpfObject } from './native-addon.js';
 
 export interface Frontend {
   ip: string;
@@ -20,34 +19,9 @@ export interface BackendAddr {
   port: number;
 }
 
-/** The native addon's BPF object (datapath/native/skein_bpf.cc); map errors carry `errno`. */
-export interface NativeBpfObject {
-  programs(): string[];
-  maps(): string[];
-  attachCgroup(program: string, cgroup: string): number;
-  pinLink(id: number, path: string): void;
-  detach(id: number): boolean;
-  update(map: string, key: Buffer, value: Buffer): void;
-  lookup(map: string, key: Buffer): Buffer | null;
-  remove(map: string, key: Buffer): boolean;
-  keys(map: string): Buffer[];
-  /** Every [key, value] of a map, walked in one native call. */
-  entries(map: string): [Buffer, Buffer][];
-  /** Swaps the program of a pinned link in place (the hook is never detached). */
-  replaceLink(pinPath: string, program: string): void;
-  maxEntries(map: string): number;
-  close(): void;
-}
-
-/** From datapath/ (source) or dist/datapath/ (compiled): the build output lives in the source tree. */
-const buildDir = () => join(sourceDir(import.meta.url), 'build');
-
-type NativeModule = { BpfObject: new (path: string, pinDir?: string) => NativeBpfObject };
-let native: NativeModule | undefined;
-/** Loaded on first use, so the validation below works (and is unit-tested) without the built addon. */
+/** Opens the BPF object (sock_lb.o) through the native addon; pinned maps under pinDir are reused. */
 function openNative(pinDir?: string): NativeBpfObject {
-  native ??= createRequire(import.meta.url)(join(buildDir(), 'skein_bpf.node')) as NativeModule;
-  return new native.BpfObject(join(buildDir(), 'sock_lb.o'), pinDir);
+  return new (nativeAddon().BpfObject)(join(buildDir(), 'sock_lb.o'), pinDir);
 }
 
 /**

@@ -1,6 +1,8 @@
 // In-memory stand-ins for unit tests: the native addon's BPF object with hash maps that refuse an insert
-// past max_entries the way the kernel does (E2BIG), so SocketLb's validation and rollback run without BPF.
-import type { NativeBpfObject } from './socket-lb.js';
+// past max_entries the way the kernel does (E2BIG), so SocketLb's validation and rollback run without BPF;
+// and the node's Skein routes (kernel-routes.ts), refusing a gateway off every connected network as the kernel does.
+import type { RouteTable } from './kernel-routes.js';
+import type { NativeBpfObject, NativeRoute } from './native-addon.js';
 
 export class FakeBpfMaps implements NativeBpfObject {
   readonly store = new Map<string, Map<string, Buffer>>();
@@ -110,5 +112,20 @@ export class FakeBpfMaps implements NativeBpfObject {
   /** A copy of every map's content, to compare before and after a refused write. */
   snapshot(): Record<string, Record<string, string>> {
     return Object.fromEntries([...this.store].map(([name, m]) => [name, Object.fromEntries([...m].map(([k, v]) => [k, v.toString('hex')]))]));
+  }
+}
+
+/** The kernel's main table as far as Skein's protocol goes; `foreign` are an operator's routes it must never see or touch. */
+export class FakeRouteTable implements RouteTable {
+  readonly routes = new Map<string, NativeRoute>();
+  readonly foreign = new Map<string, string>([['10.2.1.0/24', '192.168.0.99']]);
+  unreachable = new Set<string>();
+  list = () => [...this.routes.values()];
+  replace(dst: string, prefixLen: number, via: string): void {
+    if (this.unreachable.has(via)) throw Object.assign(new Error('route replace: Network is unreachable (errno 101)'), { errno: 101 });
+    this.routes.set(`${dst}/${prefixLen}`, { dst, prefixLen, via });
+  }
+  remove(dst: string, prefixLen: number): void {
+    if (!this.routes.delete(`${dst}/${prefixLen}`)) throw Object.assign(new Error('route delete: No such process (errno 3)'), { errno: 3 });
   }
 }

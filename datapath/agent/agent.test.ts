@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { keys } from '../../mesh/schema/keys.js';
+import { cachePrefix, keys } from '../../mesh/schema/keys.js';
 import { AgentView, decodeJson, type GlobalService } from '../../mesh/schema/values.js';
 import { ProgramError, SocketLb, type BackendAddr, type Frontend, type Programmed, type ServiceProgrammer } from '../socket-lb.js';
-import { FakeBpfMaps } from '../test-fakes.js';
+import { FakeBpfMaps, FakeRouteTable } from '../test-fakes.js';
 import { NodeAgent } from './agent.js';
 import { MergedView } from './merged-view.js';
+import { PeerRoutes } from './peer-routes.js';
 
 const CLUSTER = 'east';
 const vip = (n: number) => `100.64.0.${n}`;
@@ -98,7 +99,7 @@ afterEach(async () => {
   for (const a of agents.splice(0)) await a.stop();
 });
 
-async function startAgent(lb: ServiceProgrammer, services: GlobalService[]) {
+async function startAgent(lb: ServiceProgrammer, services: GlobalService[], more: Partial<ConstructorParameters<typeof NodeAgent>[0]> = {}) {
   const etcd = new FakeEtcd();
   const view = new MergedView(CLUSTER);
   for (const s of services) view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
@@ -111,6 +112,7 @@ async function startAgent(lb: ServiceProgrammer, services: GlobalService[]) {
     log,
     loadView: async () => ({ view, revision: 1 }),
     retry: { minMs: 20, maxMs: 100 },
+    ...more,
   });
   agents.push(agent);
   await agent.start();
@@ -329,5 +331,30 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     expect(probed.filter((ip) => ip !== '10.1.0.1').sort()).toEqual(['10.1.0.0', '10.1.0.0', '10.1.0.0', '10.1.0.2', '10.1.0.2', '10.1.0.2']);
     expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', failures: 3 })]);
     expect(agent.prober?.started).toBe(8);
+  });
+});
+
+describe('NodeAgent routes to remote pods (--peer-routes)', () => {
+  it('follows remote nodes from the mesh as they come, move and go; a service change alone rewrites no route', async () => {
+    const table = new FakeRouteTable();
+    let lists = 0;
+    const counted = { ...table, list: () => (lists++, table.list()), replace: table.replace.bind(table), remove: table.remove.bind(table) };
+    const routes = new PeerRoutes({ table: counted, log: { info: () => {}, warn: () => {} } });
+    const { agent, etcd } = await startAgent(new FakeLb(), [service('a', 1, 1)], { routes });
+    const W1_KEY = `${cachePrefix('west')}nodes/w1`;
+    const w1 = { name: 'w1', cluster: 'west', addresses: [{ type: 'InternalIP', ip: '192.168.0.11' }], podCidrs: ['10.2.1.0/24'] };
+    etcd.emit(W1_KEY, w1);
+    await agent.idle();
+    expect(table.list()).toEqual([{ dst: '10.2.1.0', prefixLen: 24, via: '192.168.0.11' }]);
+    etcd.emit(W1_KEY, { ...w1, addresses: [{ type: 'InternalIP', ip: '192.168.0.21' }] });
+    await agent.idle();
+    expect(table.list()).toEqual([{ dst: '10.2.1.0', prefixLen: 24, via: '192.168.0.21' }]);
+    const before = lists;
+    etcd.emit(keys.service(CLUSTER, 'default', 'a'), service('a', 1, 2));
+    await agent.idle();
+    expect(lists).toBe(before);
+    etcd.emit(W1_KEY);
+    await agent.idle();
+    expect(table.list()).toEqual([]);
   });
 });

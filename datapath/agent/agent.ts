@@ -17,6 +17,7 @@ import { monotonicMs, ProgramError, type Programmed, type ServiceProgrammer, typ
 import { activeBackends } from './policy.js';
 import { backendClusters, OutlierDetector, serviceBackends, type OutlierEvent, type OutlierOptions } from './outliers.js';
 import { Prober, type ProbeConnect } from './prober.js';
+import type { PeerRoutes } from './peer-routes.js';
 import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
 const fkey = (p: Programmed) => `${p.frontend.proto}/${p.frontend.ip}:${p.frontend.port}`;
@@ -50,6 +51,8 @@ export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'> & Parti
 const HEALTH_POLL_MS = 100;
 /** How often the datapath's failure count is looked at (one value): a new failure is read at once. */
 const FAILURE_SIGNAL_MS = 20;
+/** A route the kernel refused (its gateway not on a connected network yet) is tried again this often. */
+const ROUTES_RETRY_MS = 5_000;
 
 /** Retries of one failing service: the first after RETRY.minMs, doubling to RETRY.maxMs. */
 const RETRY = { minMs: 500, maxMs: 30_000, jitter: 0.2 };
@@ -88,6 +91,8 @@ export class NodeAgent {
   private failureSeq = -1;
   private pollQueued = false;
   readonly prober?: Prober;
+  private routesDirty = false;
+  private routesRetry?: NodeJS.Timeout;
 
   /** The published view's lease: the view expires with a dead agent, and is put again on a new lease after a loss. */
   private readonly viewLease = new LeaseSession({
@@ -122,6 +127,8 @@ export class NodeAgent {
       probe?: { timeoutMs: number; maxInFlight: number; connect?: ProbeConnect };
       /** How often the datapath's failure count is looked at (default FAILURE_SIGNAL_MS; 0: only the poll). */
       failureSignalMs?: number;
+      /** Routes to remote nodes' pod CIDRs (`--peer-routes`); without it none are made. */
+      routes?: PeerRoutes;
     },
   ) {
     this.outliers = new OutlierDetector(o.outliers);
@@ -268,6 +275,19 @@ export class NodeAgent {
     await this.follow();
   }
 
+  /** Routes follow the remote nodes; one that could not be installed is tried again on a timer. */
+  private syncRoutes(view: MergedView): void {
+    this.routesDirty = false;
+    clearTimeout(this.routesRetry);
+    const failed = this.o.routes!.sync(view.remoteNodes());
+    if (failed.length && !this.stopped) {
+      this.routesRetry = setTimeout(() => {
+        this.routesDirty = true;
+        this.schedule();
+      }, ROUTES_RETRY_MS);
+    }
+  }
+
   private async cancelWatchers(): Promise<void> {
     const old = this.watchers;
     this.watchers = [];
@@ -277,8 +297,10 @@ export class NodeAgent {
   private onChange(view: MergedView, key: string, value: string | undefined): void {
     // The agents' own views carry no datapath state (and reacting to them would loop).
     if (view !== this.view || key.startsWith(keys.agentsPrefix(this.o.cluster))) return;
+    const nodesBefore = view.nodesVersion;
     const touched = view.apply(key, value);
-    if (touched.length === 0) return;
+    if (view.nodesVersion !== nodesBefore && this.o.routes) this.routesDirty = true;
+    else if (touched.length === 0) return;
     if (this.pending !== 'all') for (const id of touched) this.pending.add(id);
     this.schedule();
   }
@@ -323,6 +345,7 @@ export class NodeAgent {
       this.pending = 'all'; // the retry must not forget what this pass did not finish
       throw err;
     }
+    if (this.o.routes && (all || this.routesDirty)) this.syncRoutes(view);
     this.syncs++;
     this.lastSyncMs = performance.now() - t0;
     this.publishSoon();
@@ -509,10 +532,11 @@ export class NodeAgent {
     clearTimeout(this.publishTimer);
     clearInterval(this.healthTimer);
     clearInterval(this.signalTimer);
+    clearTimeout(this.routesRetry);
     for (const t of this.retries.values()) clearTimeout(t);
     this.retries.clear();
     await this.cancelWatchers();
-    // The view goes with the agent; the datapath it programmed stays (pinned) for the next agent.
+    // The view goes with the agent; the datapath it programmed (pinned maps, routes) stays for the next agent.
     await this.viewLease.close();
   }
 }

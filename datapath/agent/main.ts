@@ -19,7 +19,10 @@ import { ClusterName } from '../../mesh/schema/cluster.js';
 import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { kernelHz, SocketLb } from '../socket-lb.js';
+import { kernelRoutes } from '../kernel-routes.js';
+import { nativeAddon } from '../native-addon.js';
 import { NodeAgent } from './agent.js';
+import { PeerRoutes } from './peer-routes.js';
 import { OUTLIER_DEFAULTS } from './outliers.js';
 
 const Config = z.object({
@@ -53,6 +56,7 @@ const Config = z.object({
   probeMaxInFlight: z.coerce.number().int().min(1, '--probe-max-in-flight must be at least 1').max(10_000),
   recoveryProbeMs: z.coerce.number().int().min(0).max(3_600_000),
   failureSignalMs: z.coerce.number().int().min(0).max(10_000),
+  peerRoutes: z.boolean(),
 });
 
 const NUMERIC_FLAGS = {
@@ -76,6 +80,7 @@ function config() {
     options: {
       ...(Object.fromEntries(STRING_FLAGS.map((k) => [k, { type: 'string' as const }])) as Record<(typeof STRING_FLAGS)[number], { type: 'string' }>),
       'pod-cgroup-parent': { type: 'string', multiple: true },
+      'peer-routes': { type: 'boolean', default: false },
       ...(Object.fromEntries(Object.entries(NUMERIC_FLAGS).map(([k, d]) => [k, { type: 'string' as const, default: d }])) as Record<keyof typeof NUMERIC_FLAGS, { type: 'string'; default: string }>),
     },
   });
@@ -105,6 +110,7 @@ function config() {
     probeMaxInFlight: values['probe-max-in-flight'],
     recoveryProbeMs: values['recovery-probe-ms'],
     failureSignalMs: values['failure-signal-ms'],
+    peerRoutes: values['peer-routes'],
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -168,6 +174,12 @@ async function main(): Promise<void> {
   const hz = kernelHz();
   log.info({ synRtoMs: cfg.synRtoMs, jiffies: lb.setSynRto(cfg.synRtoMs, hz), hz }, 'SYN RTO of load-balanced connects set');
   const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, serverName: meshEtcdServerName(cfg.clusterName) });
+  const routes = new PeerRoutes({ table: kernelRoutes, log });
+  // Turned off (helm upgrade with agent.peerRoutes false): the routes an earlier agent made go.
+  if (!cfg.peerRoutes) {
+    const removed = routes.removeAll();
+    if (removed) log.info({ removed }, 'peer routes are off: removed the routes to remote pods an earlier agent installed');
+  }
   const agent = new NodeAgent({
     etcd,
     cluster: cfg.clusterName,
@@ -177,6 +189,7 @@ async function main(): Promise<void> {
     health: lb,
     healthPollMs: cfg.healthPollMs,
     failureSignalMs: cfg.failureSignalMs,
+    routes: cfg.peerRoutes ? routes : undefined,
     probe: cfg.recoveryProbeMs > 0 ? { timeoutMs: cfg.probeTimeoutMs, maxInFlight: cfg.probeMaxInFlight } : undefined,
     outliers: {
       consecutiveFailures: cfg.outlierFailures,
@@ -268,6 +281,7 @@ async function main(): Promise<void> {
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()), ejected: agent.ejections(), health: Object.fromEntries(agent.outliers.failureCounts()) }));
   const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
+  http.get('/v1/routes', async () => ({ enabled: cfg.peerRoutes, protocol: nativeAddon().ROUTE_PROTOCOL, routes: routes.installed() }));
   if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals, x509FirstAnswerMs: workload.server.x509FirstAnswerMs }));
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });

@@ -80,6 +80,22 @@ describe('MergedView', () => {
     expect(v.get('default/echo')).toBeUndefined();
   });
 
+  it("keeps remote clusters' nodes (not ours, not one claiming another cluster, not an invalid one) and says when they change", () => {
+    const v = new MergedView('east');
+    const w1 = { name: 'w1', cluster: 'west', addresses: [{ type: 'InternalIP', ip: '192.168.0.11' }], podCidrs: ['10.2.1.0/24'] };
+    expect(put(v, '/skein/v1/cache/west/nodes/w1', w1)).toEqual([]);
+    expect(v.nodesVersion).toBe(1);
+    put(v, '/skein/v1/cache/west/nodes/w1', w1); // the same value again: no change
+    put(v, '/skein/v1/export/east/nodes/e1', { ...w1, name: 'e1', cluster: 'east' }); // ours: never routed
+    put(v, '/skein/v1/cache/west/nodes/w2', { ...w1, name: 'w2', cluster: 'north' }); // west writing as north
+    v.apply('/skein/v1/cache/west/nodes/w3', '{"name":"w3"}');
+    expect(v.nodesVersion).toBe(1);
+    expect(v.remoteNodes()).toEqual([w1]);
+    v.apply('/skein/v1/cache/west/nodes/w1', undefined);
+    expect(v.nodesVersion).toBe(2);
+    expect(v.remoteNodes()).toEqual([]);
+  });
+
   it('serves a non-global service locally, and lets the export win while both exist', () => {
     const v = new MergedView('east');
     put(v, '/skein/v1/local/east/services/default/echo', svc('east', { affinity: 'none', shared: false }));

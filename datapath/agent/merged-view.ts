@@ -9,7 +9,7 @@
 import type { Etcd3 } from 'etcd3';
 import { listPrefixes } from '../../mesh/etcd.js';
 import { datapathPrefixes, parseExportKey, parseLocalServiceKey, parseSyncStatusKey, ROOT } from '../../mesh/schema/keys.js';
-import { decodeJson, decodeValue, SyncStatus, type GlobalService } from '../../mesh/schema/values.js';
+import { decodeJson, decodeValue, SyncStatus, type GlobalService, type MeshNode } from '../../mesh/schema/values.js';
 
 interface ClusterServiceView {
   cluster: string;
@@ -55,12 +55,18 @@ export class MergedView {
    */
   private readonly fresh = new Set<string>();
 
+  /** Remote clusters' nodes by cache key: where their pod CIDRs are reached (peer-routes.ts). */
+  private readonly nodes = new Map<string, MeshNode>();
+  /** Moves whenever `remoteNodes()` changes. */
+  nodesVersion = 0;
+
   constructor(readonly localCluster: string) {}
 
   /** Applies one key's value (undefined: deleted). Returns the ids of the services it may have changed. */
   apply(key: string, raw: string | undefined): string[] {
     const remote = parseSyncStatusKey(key);
     if (remote) return this.applyStatus(remote, raw);
+    if (this.applyNode(key, raw)) return [];
     const located = this.locate(key);
     if (!located) return [];
     const { id, source, parsed } = located;
@@ -80,6 +86,28 @@ export class MergedView {
       ids.add(id);
     }
     return [id];
+  }
+
+  /** True when the key is a remote's node (applied or, invalid, dropped). */
+  private applyNode(key: string, raw: string | undefined): boolean {
+    if (!key.startsWith(`${ROOT}/cache/`)) return false;
+    const parsed = parseExportKey(key, 'cache');
+    if (parsed?.kind !== 'nodes' || parsed.cluster === this.localCluster) return false;
+    const decoded = raw === undefined ? undefined : decodeValue(parsed, raw);
+    if (decoded?.ok && decoded.kind === 'nodes' && decoded.value.cluster === parsed.cluster) {
+      const before = this.nodes.get(key);
+      if (before && JSON.stringify(before) === JSON.stringify(decoded.value)) return true;
+      this.nodes.set(key, decoded.value);
+      this.nodesVersion++;
+    } else if (this.nodes.delete(key)) {
+      this.nodesVersion++;
+    }
+    return true;
+  }
+
+  /** Every remote cluster's nodes as cached now. */
+  remoteNodes(): MeshNode[] {
+    return [...this.nodes.values()];
   }
 
   private applyStatus(remote: string, raw: string | undefined): string[] {

@@ -306,8 +306,13 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   }
 };
 
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return BpfObject::Init(env, exports); }
-
 }  // namespace
+
+void RegisterRoutes(Napi::Env env, Napi::Object exports);  // routes.cc
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  RegisterRoutes(env, exports);
+  return BpfObject::Init(env, exports);
+}
 
 NODE_API_MODULE(skein_bpf, Init)

@@ -167,7 +167,7 @@ describe('Helm chart deploy/helm/skein', () => {
     ]);
   });
 
-  it('renders the kind values: pinned pod CIDR, NodePort, images never pulled, systemd pod cgroups', async () => {
+  it('renders the kind values: pinned pod CIDR, NodePort, images never pulled, systemd pod cgroups, peer routes', async () => {
     const docs = await render(['-f', KIND_VALUES, ...clusterArgs, '--set', 'cluster.podCidr=10.1.0.0/16', '--set', 'cluster.serviceCidr=172.20.1.0/24']);
     const api = workload(docs, 'Deployment', 'skein-apiserver');
     expect(byName(api, 'apiserver').args).toEqual(expect.arrayContaining(['--cluster-pod-cidr=10.1.0.0/16', '--service-cidr=172.20.1.0/24']));
@@ -176,6 +176,9 @@ describe('Helm chart deploy/helm/skein', () => {
     expect(all.map((c) => `${c.name} ${c.imagePullPolicy}`)).toEqual(all.map((c) => `${c.name} Never`));
     const agent = workload(docs, 'DaemonSet', 'skein-agent');
     expect(byName(agent, 'agent').args).toContain('--pod-cgroup-parent=/run/skein/cgroupv2/kubepods.slice/kubepods-burstable.slice');
+    // kind's clusters share one Docker network: the agents route the peers' pod CIDRs; off by default.
+    expect(byName(agent, 'agent').args).toContain('--peer-routes');
+    expect(byName(workload(await render(clusterArgs), 'DaemonSet', 'skein-agent'), 'agent').args).not.toContain('--peer-routes');
     expect(docs.some((d) => d.kind === 'ServiceMonitor')).toBe(false);
   });
 
@@ -191,6 +194,7 @@ describe('Helm chart deploy/helm/skein', () => {
       [['--set', 'cluster.name=East_1'], /\/cluster\/name.*does not match pattern/s],
       [['--set', 'cluster.podCidr=10.1.0.0'], /\/cluster\/podCidr/],
       [['--set', 'meshEtcd.service.type=Ingress'], /\/meshEtcd\/service\/type/],
+      [['--set', 'agent.peerRoutes=yes'], /\/agent\/peerRoutes.*boolean/s],
       [['--set', 'meshEtcd.service.nodePort=2379'], /\/meshEtcd\/service\/nodePort.*minimum/s],
       // A typo or a value the chart does not have is refused, not ignored.
       [['--set', 'agent.privileged=true'], /\/agent.*additional properties 'privileged' not allowed/s],

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Two kind clusters meshed by Skein, the way a user installs it: create them (east.yaml, west.yaml), load
-# the images (deploy/images/build.sh), install the Helm chart with values.yaml, deploy the echo service,
-# route each cluster's pod CIDRs to the other's nodes (they share kind's Docker network), `skein connect`,
-# and a failover drill.   Usage: deploy/kind/kind.sh up|down
+# the images (deploy/images/build.sh), install the Helm chart with values.yaml (its agents route each
+# connected cluster's pod CIDRs to that cluster's nodes: they share kind's Docker network), deploy the echo
+# service, `skein connect`, and a failover drill.   Usage: deploy/kind/kind.sh up|down
 # Needs docker with kind and kubectl; run `bash deploy/scripts/install.sh`
 # first (it builds Skein and puts `skein` and helm's build in place).
 set -euo pipefail
@@ -27,20 +27,9 @@ up() {
       --set "cluster.name=$name" --set "cluster.id=$id" --set "cluster.podCidr=$(field "$name" podSubnet)" --set "cluster.serviceCidr=$(field "$name" serviceSubnet)" --wait --timeout 5m
     sed "s/\${CLUSTER_NAME}/$name/g" deploy/manifests/echo.yaml | "$KUBECTL" --context "$ctx" apply -f -
   done
-  route east west
-  route west east
   skein connect --context kind-skein-east --destination-context kind-skein-west
   skein status --context kind-skein-east --wait
   skein drill --context kind-skein-east --service default/echo
-}
-
-# Every node of cluster $1 reaches the pods of cluster $2's nodes through those nodes' addresses.
-route() {
-  local to_ctx="kind-skein-$2" line n
-  "$KUBECTL" --context "$to_ctx" get nodes -o jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' |
-    while read -r cidr via; do
-      for n in $(nodes "$1"); do docker exec "$n" ip route replace "$cidr" via "$via"; done
-    done
 }
 
 down() { for c in "${CLUSTERS[@]}"; do "$KIND" delete cluster --name "skein-${c%%:*}"; done; }
