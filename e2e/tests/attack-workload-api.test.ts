@@ -19,7 +19,7 @@ import { waitFor } from '../../testbed/daemon.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { readState } from '../../testbed/state.js';
 import { down, locatePod, up } from '../../testbed/testbed.js';
-import { clusterRest, readyPods, tempStateDir, workloadProbe } from './helpers.js';
+import { clusterRest, idlePodAs, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const CLUSTER = 'atk';
 const VICTIM_ID = `spiffe://${CLUSTER}.skein/ns/default/sa/victim`;
@@ -42,14 +42,7 @@ const podRef = (p: V1Pod) => `default/${p.metadata!.name}`;
 beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: CLUSTER, id: 83 }], nodes: 1, echo: true });
   rest = clusterRest(stateDir, CLUSTER);
-  await rest.post('/api/v1/namespaces/default/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'victim' } });
-  await rest.post('/api/v1/namespaces/default/pods', {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'victim', labels: { app: 'victim' } },
-    spec: { serviceAccountName: 'victim', terminationGracePeriodSeconds: 1, containers: [{ name: 'victim', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] },
-  });
-  victim = (await readyPods(rest, 'app=victim', 1))[0]!;
+  victim = await idlePodAs(rest, 'victim');
   attacker = (await readyPods(rest, 'app=client', 1))[0]!;
   const where = await locatePod(stateDir, CLUSTER, podRef(victim));
   socket = where.workloadSocket;

@@ -128,6 +128,18 @@ export async function readyPods(rest: KubeRest, selector: string, count: number,
   );
 }
 
+/** A ServiceAccount `name` and one idle skein-client pod `name` (label app=name) running as it, once ready. */
+export async function idlePodAs(rest: KubeRest, name: string): Promise<Pod> {
+  await rest.post('/api/v1/namespaces/default/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } });
+  await rest.post('/api/v1/namespaces/default/pods', {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, labels: { app: name } },
+    spec: { serviceAccountName: name, terminationGracePeriodSeconds: 1, containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] },
+  });
+  return (await readyPods(rest, `app=${name}`, 1))[0]!;
+}
+
 export async function scale(rest: KubeRest, deployment: string, replicas: number): Promise<void> {
   await rest.patch(`/apis/apps/v1/namespaces/default/deployments/${deployment}/scale`, { spec: { replicas } });
 }

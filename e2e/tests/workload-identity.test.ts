@@ -21,7 +21,7 @@ import { readState } from '../../testbed/state.js';
 import { workloadSocket } from '../../testbed/agents.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, exec, up } from '../../testbed/testbed.js';
-import { rollOutApiserverArgs, clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
+import { rollOutApiserverArgs, clusterKubeconfig, clusterRest, idlePodAs, meshEtcd, podIp, readyPods, tempStateDir, workloadProbe } from './helpers.js';
 
 const EAST = 'wi-east';
 const WEST = 'wi-west';
@@ -68,14 +68,7 @@ describe('workload identities across clusters', () => {
   });
 
   it('a new pod’s first FetchX509SVID is answered with the SVID its agent signed when the pod was bound, without calling the node CA', async () => {
-    await east.post('/api/v1/namespaces/default/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'early' } });
-    await east.post('/api/v1/namespaces/default/pods', {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'early', labels: { app: 'early' } },
-      spec: { serviceAccountName: 'early', terminationGracePeriodSeconds: 1, containers: [{ name: 'c', image: 'ghcr.io/skein-mesh/skein-client:0.1.0', args: ['idle'] }] },
-    });
-    const pod = (await readyPods(east, 'app=early', 1))[0]!;
+    const pod = await idlePodAs(east, 'early');
     type Held = { identity: string; spiffeId?: string; serial?: string; issuedAtMs?: number; pods: number };
     type Workload = { identities: Held[]; signCalls: number; servedFromCache: number; servedAfterSigning: number; preIssued: number };
     const agent = async () => (await (await fetch(`${agentUrl(EAST, nodeIndex(pod))}/v1/workload`)).json()) as Workload;
