@@ -6,6 +6,7 @@ import { DRILL_HISTORY, type DrillReport } from '../../mesh/drill-report.js';
 import { KubeApiError } from '../../mesh/kube/rest.js';
 import { cachePrefix, keys } from '../../mesh/schema/keys.js';
 import type { AgentView, GlobalService } from '../../mesh/schema/values.js';
+import { AGENT_VIEW_SHARDS, agentShardOf, agentShards } from '../../mesh/agent-view.js';
 import type { RemoteStatus } from '../../mesh/status.js';
 import { Catalog } from './catalog.js';
 import { DrillHistoryReader } from './drills.js';
@@ -122,6 +123,31 @@ describe('dashboard API: services', () => {
     // The remote withdraws its export: the service stays with its local backends.
     catalog.apply(`${cachePrefix('west')}services/default/echo`, undefined);
     expect(ServicePage.parse((await get('/dashboard/api/services')).body).items[0]!.clusters.map((c) => c.cluster)).toEqual(['east']);
+  });
+
+  it("shows a node's use of every one of 10,000 services from its view's shards, and forgets a shard that goes", async () => {
+    await serve();
+    const name = (i: number) => `svc-${String(i).padStart(5, '0')}`;
+    const vip = (i: number) => `100.66.${i >> 8}.${i & 255}`;
+    for (let i = 0; i < 10_000; i++) put(keys.service('east', 'default', name(i)), svc('east', name(i), [{ ip: '10.1.0.1' }], vip(i)));
+    const shards = agentShards('east-node-0', Array.from({ length: 10_000 }, (_, i) => [`TCP/${vip(i)}:80`, ['10.1.0.1:8080']] as const));
+    for (const [i, shard] of shards) put(keys.agentFrontends('east', 'east-node-0', i), shard);
+    put(keys.agent('east', 'east-node-0'), { ...agent('east-node-0', {}), frontends: 10_000, shards: AGENT_VIEW_SHARDS });
+
+    const last = ServicePage.parse((await get('/dashboard/api/services?offset=9950&limit=50')).body);
+    expect(last.items.map((r) => r.clusters[0]!.inUse)).toEqual(new Array(50).fill(1));
+    const detail = ServiceDetail.parse((await get(`/dashboard/api/services/default/${name(9_999)}`)).body);
+    expect(detail.clusters[0]!.backends[0]!.usedBy).toEqual(['east-node-0']);
+    // The node's own page lists the first of its frontends, and says there are more.
+    const node = AgentDetail.parse((await get('/dashboard/api/agents/east-node-0')).body);
+    expect(node.frontends).toHaveLength(500);
+    expect(node.truncated).toBe(true);
+
+    // One shard deleted (its key gone from the etcd): exactly its services lose the mark.
+    const lost = agentShardOf(`TCP/${vip(9_999)}:80`);
+    catalog.apply(keys.agentFrontends('east', 'east-node-0', lost), undefined);
+    const after = ServicePage.parse((await get('/dashboard/api/services?offset=9950&limit=50')).body);
+    expect(after.items.map((r) => r.clusters[0]!.inUse)).toEqual(Array.from({ length: 50 }, (_, j) => (agentShardOf(`TCP/${vip(9_950 + j)}:80`) === lost ? 0 : 1)));
   });
 
   it('answers 404 for an unknown service or node, and ignores values that do not match their key', async () => {
