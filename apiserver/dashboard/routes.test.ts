@@ -1,7 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ServiceDetail, ServicePage, DashboardOverview, AgentDetail } from '../../mesh/dashboard.js';
+import { createHash } from 'node:crypto';
+import { ServiceDetail, ServicePage, DashboardOverview, AgentDetail, FirstData } from '../../mesh/dashboard.js';
 import { DRILL_HISTORY, type DrillReport } from '../../mesh/drill-report.js';
 import { KubeApiError } from '../../mesh/kube/rest.js';
 import { cachePrefix, keys } from '../../mesh/schema/keys.js';
@@ -201,13 +202,28 @@ describe('dashboard API: overview, live stream, drills, UI', () => {
     expect(refused.json<{ error: string }>().error).toContain('cannot read the drill history (ConfigMap skein-system/skein-drills): configmaps is forbidden');
   });
 
-  it('serves the page with relative URLs and a strict content security policy', async () => {
+  it('serves the page with its first data inline, relative URLs and a CSP that runs its own script alone', async () => {
     await serve();
+    put(keys.service('east', 'default', 'echo'), svc('east', 'echo', [{ ip: '10.1.0.5' }]));
+    // A remote's error text (free text from elsewhere) that tries to close the data block: it must stay data.
+    const hostile = '</script><script>alert(1)</script><!--';
+    remotes = [remote({ lastError: hostile })];
     const res = await app.inject('/dashboard/');
-    expect(res.headers['content-security-policy']).toContain("default-src 'none'");
-    expect(res.body).toContain('src="app.js"');
-    expect(res.body).not.toMatch(/(src|href)="\//);
+    const policy = res.headers['content-security-policy'] as string;
+    expect(policy).toContain("default-src 'none'");
+    expect(policy).not.toContain("'unsafe-inline' 'self'");
+    const scripts = [...res.body.matchAll(/<script([^>]*)>([\s\S]*?)<\/script>/g)];
+    expect(scripts.map((m) => m[1])).toEqual([' type="application/json" id="first-data"', '']); // the data block, then the bundle
+    const hash = `'sha256-${createHash('sha256').update(scripts[1]![2]!).digest('base64')}'`;
+    expect(policy).toMatch(new RegExp(`script-src ${hash.replace(/[+/]/g, '\\$&')};`));
+    const first = FirstData.parse(JSON.parse(scripts[0]![2]!));
+    expect(first.page).toMatchObject({ offset: 0, limit: 50, q: '', total: 1 });
+    expect(first.page.items.map((r) => r.name)).toEqual(['default/echo']);
+    expect(first.overview).toMatchObject({ cluster: 'east', services: 1 });
+    expect(first.overview.links[0]!.lastError).toBe(hostile);
+    expect(res.body).not.toMatch(/(src|href)="/);
     expect((await app.inject('/dashboard')).headers.location).toBe('dashboard/');
     expect((await app.inject('/dashboard/..%2fmain.js')).statusCode).toBe(404);
+    expect((await app.inject('/dashboard/app.js')).statusCode).toBe(404);
   });
 });

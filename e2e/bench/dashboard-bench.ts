@@ -88,7 +88,8 @@ export async function dashboardBench(opts: { services: number; renders: number; 
       renders.push(performance.now() - t0);
       // The page's own clock (from navigation start): when each response ended, and when the rows were there.
       const marks = await page.evaluate<Record<string, number>>(`(() => {
-        const out = { html: performance.getEntriesByType('navigation')[0].responseEnd, drawn: performance.now() };
+        const rows = performance.getEntriesByName('first-rows')[0];
+        const out = { html: performance.getEntriesByType('navigation')[0].responseEnd, ...(rows ? { 'rows drawn': rows.startTime } : {}), seen: performance.now() };
         for (const e of performance.getEntriesByType('resource')) {
           const k = ['app.js', 'api/services', 'api/overview'].find((x) => e.name.includes(x));
           if (k && !(k in out)) { out[k + ' start'] = e.startTime; out[k] = e.responseEnd; }
