@@ -108,7 +108,7 @@ describe('skein dashboard in a browser', () => {
         let err = '';
         p.stdout.on('data', (c: Buffer) => (text += c.toString()));
         p.stderr.on('data', (c: Buffer) => (err += c.toString()));
-        p.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`skein status --node exited ${code}: ${err}`))));
+        p.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`skein status --node exited ${code}: ${err}`))));
       });
       const view = AgentView.parse(JSON.parse(out));
       expect(view.truncated).toBe(false);
