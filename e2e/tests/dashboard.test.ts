@@ -90,8 +90,8 @@ describe('skein dashboard in a browser', () => {
       etcd.put(keys.service(EAST, 'bulk', bulk(i))).value(
         encodeValue(GlobalService, {
           cluster: EAST, namespace: 'bulk', name: bulk(i), shared: true, affinity: 'local',
-          clusterIps: [`100.66.${i >> 8}.${(i & 255) + 1}`], ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-          backends: [{ ip: `10.44.${i >> 8}.${(i & 255) + 1}`, ports: { http: { port: 8080, protocol: 'TCP' } }, ready: true, serving: true, terminating: false }],
+          clusterIps: [`100.66.${Math.floor(i / 250)}.${(i % 250) + 1}`], ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+          backends: [{ ip: `10.44.${Math.floor(i / 250)}.${(i % 250) + 1}`, ports: { http: { port: 8080, protocol: 'TCP' } }, ready: true, serving: true, terminating: false }],
         }),
       );
     try {
@@ -113,7 +113,7 @@ describe('skein dashboard in a browser', () => {
       const view = AgentView.parse(JSON.parse(out));
       expect(view.truncated).toBe(false);
       expect(Object.keys(view.programmed).length).toBeGreaterThanOrEqual(N);
-      expect(view.programmed[`TCP/100.66.2.88:80`]).toEqual(['10.44.2.88:8080']); // bulk 599
+      expect(view.programmed[`TCP/100.66.2.100:80`]).toEqual([`10.44.2.100:8080`]); // bulk 599
     } finally {
       await etcd.delete().prefix(keys.kindPrefix(EAST, 'services') + 'bulk/');
       etcd.close();
