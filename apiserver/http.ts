@@ -6,8 +6,16 @@ import { registerDashboard, type DashboardDeps } from './dashboard/routes.js';
 import type { Exporter } from './export/exporter.js';
 import type { Metrics } from './metrics.js';
 import { ApiserverStatus } from '../mesh/status.js';
+import { AgentView } from '../mesh/schema/values.js';
 
-export function buildHttp(exporter: Exporter, metrics: Metrics, status: () => Promise<ApiserverStatus>, dashboard?: DashboardDeps): FastifyInstance {
+export interface StatusSources {
+  /** /v1/status: each agent with its first AGENT_VIEW_MAX frontends. */
+  status: () => Promise<ApiserverStatus>;
+  /** /v1/status/agents/<node>: one node's whole view (`skein status --node`). */
+  agentView: (node: string) => Promise<AgentView | undefined>;
+}
+
+export function buildHttp(exporter: Exporter, metrics: Metrics, sources: StatusSources, dashboard?: DashboardDeps): FastifyInstance {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => 'ok\n');
   app.get('/readyz', async (_req, reply) => {
@@ -19,7 +27,11 @@ export function buildHttp(exporter: Exporter, metrics: Metrics, status: () => Pr
     return metrics.registry.metrics();
   });
   // Checked against the contract before it leaves: a bug here fails loudly, not in every reader.
-  app.get('/v1/status', async () => ApiserverStatus.parse(await status()));
+  app.get('/v1/status', async () => ApiserverStatus.parse(await sources.status()));
+  app.get<{ Params: { node: string } }>('/v1/status/agents/:node', async (req, reply) => {
+    const view = await sources.agentView(req.params.node);
+    return view ? AgentView.parse(view) : reply.code(404).send({ error: `no agent view from node ${req.params.node}: is skein-agent running there?` });
+  });
   if (dashboard) registerDashboard(app, dashboard);
   return app;
 }

@@ -22,7 +22,7 @@ import { MeshIdentity } from './mesh-identity.js';
 import { createMetrics } from './metrics.js';
 import { etcdMaintenanceTarget, MeshMaintenance } from './mesh-maintenance.js';
 import { retryUntilDone } from '../mesh/backoff.js';
-import { agentViews, type ExportStatus } from '../mesh/status.js';
+import { agentView, agentViews, type ExportStatus } from '../mesh/status.js';
 import { NodeCaServer } from './node-ca/server.js';
 import { keepMeshEtcdServing } from './mesh-etcd-serving.js';
 import type { RenewingCertificate } from '../mtls/renewing-cert.js';
@@ -157,11 +157,14 @@ async function main(): Promise<void> {
   const http = buildHttp(
     exporter,
     metrics,
-    async () => ({
-      ...statusCore(),
-      // The mesh etcd down must not take the whole status with it (the export's etcd error says why it is empty).
-      agents: await agentViews(etcdRef(), cfg.clusterName).catch(() => []),
-    }),
+    {
+      status: async () => ({
+        ...statusCore(),
+        // The mesh etcd down must not take the whole status with it (the export's etcd error says why it is empty).
+        agents: await agentViews(etcdRef(), cfg.clusterName).catch(() => []),
+      }),
+      agentView: (node) => agentView(etcdRef(), cfg.clusterName, node),
+    },
     { catalog, status: statusCore, drills: new DrillHistoryReader(rest) },
   );
   const [host, port] = cfg.listen.split(':') as [string, string];

@@ -1,7 +1,7 @@
 // etcd's own authorization on the mesh etcd: with client-certificate auth, a certificate's CN is its etcd
 // user. `root` (the local skein-apiserver) may do anything; every connected peer's `remote-<peer>` user
 // reads this cluster's export prefix (and its own renewed credential) and nothing else; every node's
-// `node-<node>` user reads what its datapath and Workload API need and writes only its own agent view.
+// `node-<node>` user reads what its datapath and Workload API need and writes only its own agent view (header and frontend shards).
 // Idempotent, and writes only what is missing (see etcd-rbac.ts).
 import { Range, type Etcd3 } from 'etcd3';
 import { ETCD_ROOT_USER, NODE_USER_PREFIX, nodeUser, remoteUser } from '../mtls/mesh-identities.js';
@@ -34,7 +34,11 @@ export async function ensureMeshAuth(etcd: Etcd3, cluster: string): Promise<void
 export async function syncNodeUsers(etcd: Etcd3, cluster: string, nodes: string[]): Promise<void> {
   const want = new Set(nodes);
   for (const node of want) {
-    await ensureRole(etcd, nodeRole(node), [{ permission: 'Readwrite', range: new Range(keys.agent(cluster, node)) }]);
+    await ensureRole(etcd, nodeRole(node), [
+      { permission: 'Readwrite', range: new Range(keys.agent(cluster, node)) },
+      // Its frontends' shards (mesh/agent-view.ts): `<node>/` so node a never reaches node a-b's.
+      { permission: 'Readwrite', range: Range.prefix(keys.agentFrontendsPrefix(cluster, node)) },
+    ]);
     await ensureUser(etcd, nodeUser(node), [NODE_READ_ROLE, nodeRole(node)]);
   }
   await pruneUsers(etcd, NODE_USER_PREFIX, want, nodeRole);

@@ -82,6 +82,10 @@ export const ServicePage = z.object({
 });
 export type ServicePage = z.infer<typeof ServicePage>;
 
+/** What the page carries inline for its first render (the overview and the first page of services). */
+export const FirstData = z.object({ overview: DashboardOverview, page: ServicePage });
+export type FirstData = z.infer<typeof FirstData>;
+
 const BackendRow = z.object({
   ip: z.string(),
   ports: z.array(z.string()),

@@ -5,7 +5,9 @@ import type { Etcd3 } from 'etcd3';
 import { z } from 'zod';
 import { REJECT_REASONS } from './address-policy.js';
 import { keys } from './schema/keys.js';
-import { AgentView, decodeJson } from './schema/values.js';
+import { AGENT_VIEW_MAX, AgentView } from './schema/values.js';
+import { AgentViews } from './agent-view.js';
+import { listPrefixes } from './etcd.js';
 
 export const ExportStatus = z.object({
   cluster: z.string(),
@@ -107,10 +109,25 @@ export const ApiserverStatus = ExportStatus.extend({
 });
 export type ApiserverStatus = z.infer<typeof ApiserverStatus>;
 
-/** The node agents' published views, validated; an unreadable one is left out rather than failing status. */
+/**
+ * The node agents' published views, validated, each with at most AGENT_VIEW_MAX frontends (`truncated`
+ * beyond: `skein status --node` reads one node's whole view, agentView). An unreadable one is left out
+ * rather than failing status. Listed in pages: every node's shards together can exceed one gRPC message.
+ */
 export async function agentViews(etcd: Etcd3, cluster: string): Promise<AgentView[]> {
-  const raw = await etcd.getAll().prefix(keys.agentsPrefix(cluster)).strings();
-  return Object.values(raw)
-    .flatMap((v) => decodeJson(AgentView, v) ?? [])
-    .sort((a, b) => a.node.localeCompare(b.node));
+  const views = new AgentViews(cluster);
+  const { kvs } = await listPrefixes(etcd, views.prefixes);
+  for (const kv of kvs) views.apply(kv.key.toString(), kv.value.toString());
+  return views.views(AGENT_VIEW_MAX);
+}
+
+/** One node's whole view (every frontend it programs), or undefined when it publishes none. */
+export async function agentView(etcd: Etcd3, cluster: string, node: string): Promise<AgentView | undefined> {
+  const views = new AgentViews(cluster);
+  const header = await etcd.get(keys.agent(cluster, node)).string();
+  if (header === null) return undefined;
+  views.apply(keys.agent(cluster, node), header);
+  const { kvs } = await listPrefixes(etcd, [keys.agentFrontendsPrefix(cluster, node)]);
+  for (const kv of kvs) views.apply(kv.key.toString(), kv.value.toString());
+  return views.view(node);
 }

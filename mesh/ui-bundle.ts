@@ -1,6 +1,6 @@
 // Where the browser UI built from ui/ by esbuild lives (dist/ui): next to the compiled code, or the
-// repository's dist/ when running from source (tests). skein-apiserver serves it; `skein drill --html`
-// inlines it into a standalone report.
+// repository's dist/ when running from source (tests). skein-apiserver inlines it into the dashboard's
+// page; `skein drill --html` into a standalone report.
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -11,8 +11,16 @@ function uiDir(): string | undefined {
 }
 
 /** A bundle's JavaScript or CSS; throws saying how to build it when it is missing. */
-export function readUiBundle(name: UiBundle, kind: 'js' | 'css'): string {
+function readUiBundle(name: UiBundle, kind: 'js' | 'css'): string {
   const dir = uiDir();
   if (!dir) throw new Error('the browser UI is not built (dist/ui is missing): run npm run build');
   return readFileSync(`${dir}${name}.${kind}`, 'utf8');
 }
+
+/** A bundle's JavaScript and CSS made safe to inline in <script> and <style>: neither can close its element. */
+export function inlineUiBundle(name: UiBundle): { js: string; css: string } {
+  return { js: readUiBundle(name, 'js').replace(/<\/script/gi, '<\\/script'), css: readUiBundle(name, 'css').replace(/<\/style/gi, '<\\/style') };
+}
+
+/** A value as JSON safe inside <script type="application/json">: nothing in it can close the element or open a comment. */
+export const jsonForScript = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');

@@ -1,5 +1,6 @@
 // The dashboard's in-memory copy of what it shows from the mesh etcd: every global service of this cluster
-// and of each remote's cache, the node agents' views and the trust bundles. Listed once (paged) and then
+// and of each remote's cache, the node agents' views (headers and frontend shards, mesh/agent-view.ts) and
+// the trust bundles. Listed once (paged) and then
 // followed by watches, so a page of 10,000 services costs a lookup, not an etcd read; any watch error
 // relists everything at a new revision. Read-only: it never writes the etcd.
 import { X509Certificate } from 'node:crypto';
@@ -8,7 +9,8 @@ import type { Logger } from 'pino';
 import { listPrefixes, type EtcdRef } from '../../mesh/etcd.js';
 import { openWatch, type MeshWatch } from '../../mesh/etcd-watch.js';
 import { CACHE_ROOT, keys, parseExportKey } from '../../mesh/schema/keys.js';
-import { AgentView, decodeJson, decodeValue, GlobalService, TrustBundle } from '../../mesh/schema/values.js';
+import { decodeJson, decodeValue, GlobalService, TrustBundle } from '../../mesh/schema/values.js';
+import { AgentViews } from '../../mesh/agent-view.js';
 import { backoffDelay } from '../../mesh/backoff.js';
 
 export interface BundleInfo {
@@ -24,7 +26,8 @@ const NOTIFY_EVERY_MS = 100;
 export class Catalog {
   /** namespace/name → cluster → its export (local) or cached copy (remote). */
   readonly services = new Map<string, Map<string, GlobalService>>();
-  readonly agents = new Map<string, AgentView>();
+  /** Every node agent's view, and who uses each frontend now. */
+  readonly agents: AgentViews;
   readonly bundles = new Map<string, BundleInfo>();
   private sortedNames?: string[];
   private watches: MeshWatch[] = [];
@@ -35,10 +38,12 @@ export class Catalog {
   private pending?: NodeJS.Timeout;
   version = 0;
 
-  constructor(private readonly o: { etcd: EtcdRef; cluster: string; log: Logger }) {}
+  constructor(private readonly o: { etcd: EtcdRef; cluster: string; log: Logger }) {
+    this.agents = new AgentViews(o.cluster);
+  }
 
   private get prefixes(): string[] {
-    return [keys.kindPrefix(this.o.cluster, 'services'), CACHE_ROOT, keys.agentsPrefix(this.o.cluster), keys.bundlesPrefix(this.o.cluster)];
+    return [keys.kindPrefix(this.o.cluster, 'services'), CACHE_ROOT, ...this.agents.prefixes, keys.bundlesPrefix(this.o.cluster)];
   }
 
   start(): void {
@@ -70,13 +75,8 @@ export class Catalog {
 
   /** Whether anything the dashboard shows changed. */
   private set(key: string, value: string | undefined): boolean {
-    const agentsPrefix = keys.agentsPrefix(this.o.cluster);
     const bundlesPrefix = keys.bundlesPrefix(this.o.cluster);
-    if (key.startsWith(agentsPrefix)) {
-      const node = key.slice(agentsPrefix.length);
-      const view = value === undefined ? undefined : decodeJson(AgentView, value);
-      return view ? (this.agents.set(node, view), true) : this.agents.delete(node);
-    }
+    if (this.agents.prefixes.some((p) => key.startsWith(p))) return this.agents.apply(key, value);
     if (key.startsWith(bundlesPrefix)) {
       const domain = key.slice(bundlesPrefix.length);
       const bundle = value === undefined ? undefined : decodeJson(TrustBundle, value);

@@ -1,11 +1,13 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ServiceDetail, ServicePage, DashboardOverview, AgentDetail } from '../../mesh/dashboard.js';
+import { createHash } from 'node:crypto';
+import { ServiceDetail, ServicePage, DashboardOverview, AgentDetail, FirstData } from '../../mesh/dashboard.js';
 import { DRILL_HISTORY, type DrillReport } from '../../mesh/drill-report.js';
 import { KubeApiError } from '../../mesh/kube/rest.js';
 import { cachePrefix, keys } from '../../mesh/schema/keys.js';
 import type { AgentView, GlobalService } from '../../mesh/schema/values.js';
+import { AGENT_VIEW_SHARDS, agentShardOf, agentShards } from '../../mesh/agent-view.js';
 import type { RemoteStatus } from '../../mesh/status.js';
 import { Catalog } from './catalog.js';
 import { DrillHistoryReader } from './drills.js';
@@ -124,6 +126,31 @@ describe('dashboard API: services', () => {
     expect(ServicePage.parse((await get('/dashboard/api/services')).body).items[0]!.clusters.map((c) => c.cluster)).toEqual(['east']);
   });
 
+  it("shows a node's use of every one of 10,000 services from its view's shards, and forgets a shard that goes", async () => {
+    await serve();
+    const name = (i: number) => `svc-${String(i).padStart(5, '0')}`;
+    const vip = (i: number) => `100.66.${i >> 8}.${i & 255}`;
+    for (let i = 0; i < 10_000; i++) put(keys.service('east', 'default', name(i)), svc('east', name(i), [{ ip: '10.1.0.1' }], vip(i)));
+    const shards = agentShards('east-node-0', Array.from({ length: 10_000 }, (_, i) => [`TCP/${vip(i)}:80`, ['10.1.0.1:8080']] as const));
+    for (const [i, shard] of shards) put(keys.agentFrontends('east', 'east-node-0', i), shard);
+    put(keys.agent('east', 'east-node-0'), { ...agent('east-node-0', {}), frontends: 10_000, shards: AGENT_VIEW_SHARDS });
+
+    const last = ServicePage.parse((await get('/dashboard/api/services?offset=9950&limit=50')).body);
+    expect(last.items.map((r) => r.clusters[0]!.inUse)).toEqual(new Array(50).fill(1));
+    const detail = ServiceDetail.parse((await get(`/dashboard/api/services/default/${name(9_999)}`)).body);
+    expect(detail.clusters[0]!.backends[0]!.usedBy).toEqual(['east-node-0']);
+    // The node's own page lists the first of its frontends, and says there are more.
+    const node = AgentDetail.parse((await get('/dashboard/api/agents/east-node-0')).body);
+    expect(node.frontends).toHaveLength(500);
+    expect(node.truncated).toBe(true);
+
+    // One shard deleted (its key gone from the etcd): exactly its services lose the mark.
+    const lost = agentShardOf(`TCP/${vip(9_999)}:80`);
+    catalog.apply(keys.agentFrontends('east', 'east-node-0', lost), undefined);
+    const after = ServicePage.parse((await get('/dashboard/api/services?offset=9950&limit=50')).body);
+    expect(after.items.map((r) => r.clusters[0]!.inUse)).toEqual(Array.from({ length: 50 }, (_, j) => (agentShardOf(`TCP/${vip(9_950 + j)}:80`) === lost ? 0 : 1)));
+  });
+
   it('answers 404 for an unknown service or node, and ignores values that do not match their key', async () => {
     await serve();
     put(keys.service('east', 'default', 'echo'), svc('east', 'other', [])); // names another service
@@ -175,13 +202,28 @@ describe('dashboard API: overview, live stream, drills, UI', () => {
     expect(refused.json<{ error: string }>().error).toContain('cannot read the drill history (ConfigMap skein-system/skein-drills): configmaps is forbidden');
   });
 
-  it('serves the page with relative URLs and a strict content security policy', async () => {
+  it('serves the page with its first data inline, relative URLs and a CSP that runs its own script alone', async () => {
     await serve();
+    put(keys.service('east', 'default', 'echo'), svc('east', 'echo', [{ ip: '10.1.0.5' }]));
+    // A remote's error text (free text from elsewhere) that tries to close the data block: it must stay data.
+    const hostile = '</script><script>alert(1)</script><!--';
+    remotes = [remote({ lastError: hostile })];
     const res = await app.inject('/dashboard/');
-    expect(res.headers['content-security-policy']).toContain("default-src 'none'");
-    expect(res.body).toContain('src="app.js"');
-    expect(res.body).not.toMatch(/(src|href)="\//);
+    const policy = res.headers['content-security-policy'] as string;
+    expect(policy).toContain("default-src 'none'");
+    expect(policy).not.toContain("'unsafe-inline' 'self'");
+    const scripts = [...res.body.matchAll(/<script([^>]*)>([\s\S]*?)<\/script>/g)];
+    expect(scripts.map((m) => m[1])).toEqual([' type="application/json" id="first-data"', '']); // the data block, then the bundle
+    const hash = `'sha256-${createHash('sha256').update(scripts[1]![2]!).digest('base64')}'`;
+    expect(policy).toMatch(new RegExp(`script-src ${hash.replace(/[+/]/g, '\\$&')};`));
+    const first = FirstData.parse(JSON.parse(scripts[0]![2]!));
+    expect(first.page).toMatchObject({ offset: 0, limit: 50, q: '', total: 1 });
+    expect(first.page.items.map((r) => r.name)).toEqual(['default/echo']);
+    expect(first.overview).toMatchObject({ cluster: 'east', services: 1 });
+    expect(first.overview.links[0]!.lastError).toBe(hostile);
+    expect(res.body).not.toMatch(/(src|href)="/);
     expect((await app.inject('/dashboard')).headers.location).toBe('dashboard/');
     expect((await app.inject('/dashboard/..%2fmain.js')).statusCode).toBe(404);
+    expect((await app.inject('/dashboard/app.js')).statusCode).toBe(404);
   });
 });

@@ -4,10 +4,11 @@
 // Kubernetes API's authentication and RBAC (services/proxy). Every URL the UI uses is relative.
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
-import { AgentDetail, DashboardOverview, ServiceDetail, ServicePage } from '../../mesh/dashboard.js';
+import { createHash } from 'node:crypto';
+import { AgentDetail, DashboardOverview, FirstData, ServiceDetail, ServicePage } from '../../mesh/dashboard.js';
 import { DRILL_HISTORY, DrillHistory } from '../../mesh/drill-report.js';
 import { SKEIN_NAMESPACE } from '../../mesh/service-ref.js';
-import { readUiBundle } from '../../mesh/ui-bundle.js';
+import { inlineUiBundle, jsonForScript } from '../../mesh/ui-bundle.js';
 import { firstIssue } from '../../mesh/schema/issue.js';
 import type { Catalog } from './catalog.js';
 import type { DrillHistoryReader } from './drills.js';
@@ -21,16 +22,26 @@ const PageQuery = z.strictObject({
   q: z.string().max(200, 'a search of at most 200 characters').default(''),
 });
 
-const ASSETS = { 'app.js': ['js', 'text/javascript; charset=utf-8'], 'app.css': ['css', 'text/css; charset=utf-8'] } as const;
+/** The first page of services the page shows (the UI's page size): inlined into the page. */
+const FIRST_PAGE = { offset: 0, limit: 50, q: '' };
 
-/** The UI may talk to this server only; uPlot sets inline styles, nothing runs inline. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-const page = (cluster: string) => `<!doctype html>
+/**
+ * The page: the UI's CSS and JS inline and the first data (overview, first page of services) as a JSON
+ * block, so a first render costs this one response: every round trip crosses `skein dashboard`'s proxy and
+ * the Kubernetes API's service proxy. The CSP lets run that one script, by its hash, and nothing else.
+ */
+function pageHtml(cluster: string, bundle: { js: string; css: string }, first: FirstData): string {
+  return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Skein · ${cluster.replace(/[^a-z0-9-]/g, '')}</title><link rel="stylesheet" href="app.css"></head>
-<body><div id="app">loading…</div><script src="app.js"></script></body></html>
+<title>Skein · ${cluster.replace(/[^a-z0-9-]/g, '')}</title><style>${bundle.css}</style></head>
+<body><div id="app">loading…</div>
+<script type="application/json" id="first-data">${jsonForScript(first)}</script>
+<script>${bundle.js}</script></body></html>
 `;
+}
+
+/** The UI may talk to this server only and run its own inline bundle only; uPlot sets inline styles. */
+const csp = (scriptHash: string) => `default-src 'none'; script-src '${scriptHash}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
 
 /** How often link states are compared for the live stream (in memory: the sync engine's own status). */
 const STATUS_POLL_MS = 250;
@@ -69,19 +80,24 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
   }, STATUS_POLL_MS);
   poll.unref();
 
+  // Read once: the bundle changes only with the image.
+  let bundle: { js: string; css: string; scriptHash: string } | undefined;
+  const inlined = () => {
+    if (bundle) return bundle;
+    const { js, css } = inlineUiBundle('dashboard');
+    return (bundle = { js, css, scriptHash: `sha256-${createHash('sha256').update(js).digest('base64')}` });
+  };
+  const overviewNow = () => DashboardOverview.parse(overview(deps.status(), catalog, version()));
+
   app.get('/dashboard', async (_req, reply) => reply.redirect('dashboard/'));
   app.get('/dashboard/', async (_req, reply) => {
-    reply.header('content-security-policy', CSP).header('cache-control', 'no-cache').type('text/html; charset=utf-8');
-    return page(deps.status().cluster);
-  });
-  app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (req, reply) => {
-    if (!Object.hasOwn(ASSETS, req.params.asset)) return reply.code(404).send({ error: `no dashboard asset ${req.params.asset}` });
-    const [kind, type] = ASSETS[req.params.asset as keyof typeof ASSETS];
-    reply.header('cache-control', 'no-cache').type(type);
-    return readUiBundle('dashboard', kind);
+    const b = inlined();
+    const first = FirstData.parse({ overview: overviewNow(), page: views.page(FIRST_PAGE, version()) });
+    reply.header('content-security-policy', csp(b.scriptHash)).header('cache-control', 'no-cache').type('text/html; charset=utf-8');
+    return pageHtml(first.overview.cluster, b, first);
   });
 
-  app.get('/dashboard/api/overview', async () => DashboardOverview.parse(overview(deps.status(), catalog, version())));
+  app.get('/dashboard/api/overview', async () => overviewNow());
   app.get('/dashboard/api/services', async (req, reply) => {
     const q = PageQuery.safeParse(req.query);
     if (!q.success) return badQuery(reply, q.error);

@@ -47,9 +47,10 @@ export function overview(s: StatusCore, c: Catalog, version: number): DashboardO
     nodes: s.nodes,
     identities: s.identities,
     links: s.remotes.map(link),
-    agents: [...c.agents.values()]
-      .map((a) => ({ node: a.node, at: a.at, frontends: a.frontends, backends: a.backends, failures: a.failures ?? Object.keys(a.failing ?? {}).length, ejected: a.ejectedCount ?? a.ejected?.length ?? 0 }))
-      .sort((a, b) => a.node.localeCompare(b.node)),
+    agents: c.agents
+      .nodes()
+      .flatMap((n) => c.agents.header(n) ?? [])
+      .map((a) => ({ node: a.node, at: a.at, frontends: a.frontends, backends: a.backends, failures: a.failures ?? Object.keys(a.failing ?? {}).length, ejected: a.ejectedCount ?? a.ejected?.length ?? 0 })),
     bundles: [...c.bundles.values()].sort((a, b) => Number(b.own) - Number(a.own) || a.trustDomain.localeCompare(b.trustDomain)),
     version,
   };
@@ -59,38 +60,17 @@ export function overview(s: StatusCore, c: Catalog, version: number): DashboardO
 const frontendsOf = (svc: GlobalService) => svc.clusterIps.flatMap((ip) => svc.ports.map((p) => `${p.protocol}/${ip}:${p.port}`));
 const ipOf = (addr: string) => addr.slice(0, addr.lastIndexOf(':'));
 
-/**
- * Who uses what now, from the agents' views: frontend → node → its backends' IPs. Rebuilt once per catalog
- * version (agents' views are at most AGENT_VIEW_MAX frontends each).
- */
-class UseIndex {
-  private built = -1;
-  private byFrontend = new Map<string, Map<string, Set<string>>>();
-
-  constructor(private readonly c: Catalog) {}
-
-  private index(): Map<string, Map<string, Set<string>>> {
-    if (this.built === this.c.version) return this.byFrontend;
-    this.byFrontend = new Map();
-    for (const a of this.c.agents.values()) {
-      for (const [frontend, backends] of Object.entries(a.programmed)) {
-        const nodes = this.byFrontend.get(frontend) ?? this.byFrontend.set(frontend, new Map()).get(frontend)!;
-        nodes.set(a.node, new Set(backends.map(ipOf)));
-      }
-    }
-    this.built = this.c.version;
-    return this.byFrontend;
+/** Backend IP → the nodes balancing this service over it now (the catalog's index of the agents' shards). */
+function usersOf(c: Catalog, svc: GlobalService): Map<string, string[]> {
+  const users = new Map<string, Set<string>>();
+  for (const f of frontendsOf(svc)) {
+    for (const [node, backends] of c.agents.usersOf(f)) for (const b of backends) (users.get(ipOf(b)) ?? users.set(ipOf(b), new Set()).get(ipOf(b))!).add(node);
   }
-
-  /** Backend IP → the nodes balancing this service over it now. */
-  usersOf(svc: GlobalService): Map<string, string[]> {
-    const users = new Map<string, Set<string>>();
-    for (const f of frontendsOf(svc)) {
-      for (const [node, ips] of this.index().get(f) ?? []) for (const ip of ips) (users.get(ip) ?? users.set(ip, new Set()).get(ip)!).add(node);
-    }
-    return new Map([...users].map(([ip, nodes]) => [ip, [...nodes].sort()]));
-  }
+  return new Map([...users].map(([ip, nodes]) => [ip, [...nodes].sort()]));
 }
+
+/** A node's frontends listed on its page: all of them would be 10,000 rows at 10,000 services. */
+const AGENT_DETAIL_MAX = 500;
 
 /** The local cluster first, then the remotes by name. */
 function clustersOf(byCluster: Map<string, GlobalService>, local: string): GlobalService[] {
@@ -104,14 +84,10 @@ export interface PageQuery {
 }
 
 export class DashboardViews {
-  private readonly use: UseIndex;
-
   constructor(
     private readonly c: Catalog,
     private readonly local: string,
-  ) {
-    this.use = new UseIndex(c);
-  }
+  ) {}
 
   /** The representative export: the local cluster's when it has one (its settings rule here). */
   private main(byCluster: Map<string, GlobalService>): GlobalService {
@@ -128,7 +104,7 @@ export class DashboardViews {
   private row(name: string): ServiceRow {
     const byCluster = this.c.services.get(name)!;
     const main = this.main(byCluster);
-    const users = this.use.usersOf(main);
+    const users = usersOf(this.c, main);
     return {
       name,
       affinity: main.affinity,
@@ -145,8 +121,8 @@ export class DashboardViews {
     const byCluster = this.c.services.get(name);
     if (!byCluster) return undefined;
     const main = this.main(byCluster);
-    const users = this.use.usersOf(main);
-    const frontends = new Set(frontendsOf(main));
+    const users = usersOf(this.c, main);
+    const frontends = frontendsOf(main);
     return {
       name,
       affinity: main.affinity,
@@ -165,15 +141,16 @@ export class DashboardViews {
           usedBy: users.get(b.ip) ?? [],
         })),
       })),
-      nodes: [...this.c.agents.values()]
-        .map((a) => ({ node: a.node, frontends: Object.fromEntries(Object.entries(a.programmed).filter(([f]) => frontends.has(f))) }))
-        .sort((a, b) => a.node.localeCompare(b.node)),
+      nodes: this.c.agents.nodes().map((node) => ({
+        node,
+        frontends: Object.fromEntries([...frontends].flatMap((f) => this.c.agents.usersOf(f).flatMap(([n, backends]) => (n === node ? [[f, [...backends]]] : [])))),
+      })),
       version,
     };
   }
 
   agent(node: string, version: number): AgentDetail | undefined {
-    const a = this.c.agents.get(node);
+    const a = this.c.agents.view(node, AGENT_DETAIL_MAX);
     if (!a) return undefined;
     const serviceOf = new Map<string, string>();
     for (const [name, byCluster] of this.c.services) for (const f of frontendsOf(this.main(byCluster))) serviceOf.set(f, name);

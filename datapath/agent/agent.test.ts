@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { cachePrefix, keys } from '../../mesh/schema/keys.js';
-import { AgentView, decodeJson, type GlobalService } from '../../mesh/schema/values.js';
+import type { AgentView, GlobalService } from '../../mesh/schema/values.js';
+import { AGENT_VIEW_SHARDS, agentShardOf, AgentViews } from '../../mesh/agent-view.js';
 import { ProgramError, SocketLb, type BackendAddr, type Frontend, type Programmed, type ServiceProgrammer } from '../socket-lb.js';
 import { FakeBpfMaps, FakeRouteTable } from '../test-fakes.js';
 import { NodeAgent } from './agent.js';
@@ -58,7 +59,11 @@ class FakeLb implements ServiceProgrammer {
 /** The etcd3 the agent uses once it has its view: watches (to feed changes) and a lease for its view. */
 class FakeEtcd {
   readonly watchers: (EventEmitter & { cancel: () => Promise<void> })[] = [];
+  /** What the agent published, key by key, and each view as a reader assembled it when its header was put. */
+  readonly kv = new Map<string, string>();
   readonly views: AgentView[] = [];
+  readonly writes: string[] = [];
+  private readonly reader = new AgentViews(CLUSTER);
   watch() {
     const b = {
       prefix: () => b,
@@ -71,18 +76,29 @@ class FakeEtcd {
     };
     return b;
   }
+  private write(key: string, value: string | undefined): void {
+    expect(key === keys.agent(CLUSTER, 'node-1') || key.startsWith(keys.agentFrontendsPrefix(CLUSTER, 'node-1'))).toBe(true);
+    this.writes.push(key);
+    if (value === undefined) this.kv.delete(key);
+    else this.kv.set(key, value);
+    this.reader.apply(key, value);
+    if (key === keys.agent(CLUSTER, 'node-1')) this.views.push(this.reader.view('node-1')!);
+  }
+  /** A builder as etcd3's: exec() runs it, and so does awaiting it. */
+  private op(run: () => void) {
+    const exec = async () => run();
+    return { exec, then: (ok: (v: void) => unknown, fail?: (e: unknown) => unknown) => exec().then(ok, fail) };
+  }
   lease() {
     const lease = Object.assign(new EventEmitter(), {
-      put: (key: string) => ({
-        value: async (v: string) => {
-          expect(key).toBe(keys.agent(CLUSTER, 'node-1'));
-          this.views.push(decodeJson(AgentView, v)!);
-        },
-      }),
+      put: (key: string) => ({ value: (v: string) => this.op(() => this.write(key, v)) }),
       revoked: () => false,
       revoke: async () => undefined,
     });
     return lease;
+  }
+  delete() {
+    return { key: (key: string) => this.op(() => this.write(key, undefined)) };
   }
   /** A change in the mesh etcd, as the agent's watch delivers it. */
   emit(key: string, value?: unknown): void {
@@ -356,5 +372,47 @@ describe('NodeAgent routes to remote pods (--peer-routes)', () => {
     etcd.emit(W1_KEY);
     await agent.idle();
     expect(table.list()).toEqual([]);
+  });
+});
+
+describe('NodeAgent view: frontends in hash shards', () => {
+  /** Service i on its own ClusterIP with one backend (more than vip() can name). */
+  const bulk = (i: number, backendIp = `10.200.${i >> 8}.${i & 255}`): GlobalService => ({
+    ...service(`bulk-${i}`, 1, 0),
+    clusterIps: [`100.65.${i >> 8}.${i & 255}`],
+    backends: [{ ip: backendIp, ports: { http: { port: 8080, protocol: 'TCP' as const } }, ready: true, serving: true, terminating: false }],
+  });
+
+  it('publishes every frontend (beyond the 500 one value held), and a change rewrites only its shard and the header', async () => {
+    const n = 1_200;
+    const { agent, etcd } = await startAgent(new FakeLb(), Array.from({ length: n }, (_, i) => bulk(i)));
+    await vi.waitFor(() => expect(etcd.lastView?.frontends).toBe(n), { timeout: 5_000 });
+    const view = etcd.lastView!;
+    expect(Object.keys(view.programmed)).toHaveLength(n);
+    expect(view.truncated).toBe(false);
+    expect(view.programmed[`TCP/100.65.4.175:80`]).toEqual(['10.200.4.175:8080']); // service 1199, far past the first 500
+    const shardKeys = [...etcd.kv.keys()].filter((k) => k.startsWith(keys.agentFrontendsPrefix(CLUSTER, 'node-1')));
+    expect(shardKeys).toHaveLength(AGENT_VIEW_SHARDS);
+    // Each shard is small: about n / 64 frontends, nowhere near the whole view.
+    for (const k of shardKeys) expect(etcd.kv.get(k)!.length).toBeLessThan(4_000);
+
+    etcd.writes.length = 0;
+    etcd.emit(keys.service(CLUSTER, 'default', 'bulk-1199'), bulk(1199, '10.201.0.1'));
+    await agent.idle();
+    await vi.waitFor(() => expect(etcd.lastView?.programmed[`TCP/100.65.4.175:80`]).toEqual(['10.201.0.1:8080']), { timeout: 5_000 });
+    expect(etcd.writes).toEqual([keys.agentFrontends(CLUSTER, 'node-1', agentShardOf('TCP/100.65.4.175:80')), keys.agent(CLUSTER, 'node-1')]);
+  });
+
+  it("deletes a shard whose last frontend went, so a reader no longer sees that frontend", async () => {
+    const { agent, etcd } = await startAgent(new FakeLb(), [bulk(1), bulk(2)]);
+    await vi.waitFor(() => expect(etcd.lastView?.frontends).toBe(2), { timeout: 5_000 });
+    const gone = keys.agentFrontends(CLUSTER, 'node-1', agentShardOf('TCP/100.65.0.1:80'));
+    expect(agentShardOf('TCP/100.65.0.1:80')).not.toBe(agentShardOf('TCP/100.65.0.2:80')); // two shards, one each
+    expect(etcd.kv.has(gone)).toBe(true);
+    etcd.emit(keys.service(CLUSTER, 'default', 'bulk-1'));
+    await agent.idle();
+    await vi.waitFor(() => expect(etcd.lastView?.frontends).toBe(1), { timeout: 5_000 });
+    expect(etcd.kv.has(gone)).toBe(false);
+    expect(Object.keys(etcd.lastView!.programmed)).toEqual(['TCP/100.65.0.2:80']);
   });
 });

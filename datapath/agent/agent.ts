@@ -11,7 +11,8 @@ import type { Etcd3, Lease } from 'etcd3';
 import { openWatch, type MeshWatch } from '../../mesh/etcd-watch.js';
 import { LeaseSession } from '../../mesh/lease-session.js';
 import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
-import { AGENT_VIEW_MAX, AgentView, encodeValue } from '../../mesh/schema/values.js';
+import { AGENT_VIEW_MAX, AgentFrontendShard, AgentView, encodeValue } from '../../mesh/schema/values.js';
+import { AGENT_VIEW_SHARDS, agentShards } from '../../mesh/agent-view.js';
 import { loadMergedView, type MergedView } from './merged-view.js';
 import { monotonicMs, ProgramError, type Programmed, type ServiceProgrammer, type SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
@@ -104,6 +105,8 @@ export class NodeAgent {
   });
   private publishTimer?: NodeJS.Timeout;
   private published = '';
+  /** Shard → the value last put (a shard absent here is not in the etcd). */
+  private publishedShards = new Map<number, string>();
 
   constructor(
     private readonly o: {
@@ -473,11 +476,34 @@ export class NodeAgent {
     await this.putView(lease, false);
   }
 
-  /** The view onto the lease; unless `always` (a new lease), only when more than its counters changed. */
+  /**
+   * The view onto the lease: its frontends in hash shards (mesh/agent-view.ts), each put only when it changed
+   * and deleted when it empties, then the header (counts, failures, ejections) when anything changed beyond
+   * its counters. `always` (a new lease) puts every shard and deletes every empty one, which also clears an
+   * earlier incarnation's shards before their lease expires.
+   */
   private async putView(lease: Lease, always: boolean): Promise<void> {
     const all = this.dump();
-    const programmed: Record<string, string[]> = {};
-    for (const p of all.slice(0, AGENT_VIEW_MAX)) programmed[fkey(p)] = p.backends.map((b) => `${b.ip}:${b.port}`);
+    const shards = agentShards(
+      this.o.node,
+      all.map((p) => [fkey(p), p.backends.map((b) => `${b.ip}:${b.port}`)] as const),
+    );
+    const writes: Promise<unknown>[] = [];
+    const published = new Map<number, string>();
+    for (let i = 0; i < AGENT_VIEW_SHARDS; i++) {
+      const shard = shards.get(i);
+      const key = keys.agentFrontends(this.o.cluster, this.o.node, i);
+      if (!shard) {
+        if (always || this.publishedShards.has(i)) writes.push(this.o.etcd.delete().key(key).exec());
+        continue;
+      }
+      // Compared as plain JSON; validated (encodeValue: the same text) only when it is written.
+      const value = JSON.stringify(shard);
+      published.set(i, value);
+      if (always || this.publishedShards.get(i) !== value) writes.push(lease.put(key).value(encodeValue(AgentFrontendShard, shard)).exec());
+    }
+    await Promise.all(writes);
+    this.publishedShards = published;
     const failures = [...this.failures()];
     const failing: NonNullable<AgentView['failing']> = {};
     for (const [k, f] of failures.slice(0, AGENT_VIEW_MAX)) failing[k] = f;
@@ -489,8 +515,9 @@ export class NodeAgent {
       backends: all.reduce((n, p) => n + p.backends.length, 0),
       reconciles: this.syncs,
       lastReconcileMs: Math.round(this.lastSyncMs * 10) / 10,
-      programmed,
-      truncated: all.length > AGENT_VIEW_MAX,
+      programmed: {},
+      truncated: false,
+      shards: AGENT_VIEW_SHARDS,
       failing,
       failures: failures.length,
       ejected: ejected.slice(0, AGENT_VIEW_MAX),
@@ -498,7 +525,7 @@ export class NodeAgent {
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
-    if (fingerprint === this.published && !always) return;
+    if (fingerprint === this.published && !always && writes.length === 0) return;
     await lease.put(keys.agent(this.o.cluster, this.o.node)).value(encodeValue(AgentView, view));
     this.published = fingerprint;
   }

@@ -11,7 +11,7 @@ const proxied = (p: string) => `/api/v1/namespaces/skein-system/services/skein-a
 describe('skein dashboard proxy paths', () => {
   it("forwards the dashboard's pages and API under /dashboard/ of the service proxy, queries included", () => {
     expect(upstreamPath('/', HOST)).toEqual({ path: proxied('/') });
-    expect(upstreamPath('/app.js', 'localhost:7475')).toEqual({ path: proxied('/app.js') });
+    expect(upstreamPath('/api/overview', 'localhost:7475')).toEqual({ path: proxied('/api/overview') });
     expect(upstreamPath('/api/services?offset=50&limit=50&q=echo', HOST)).toEqual({ path: proxied('/api/services?offset=50&limit=50&q=echo') });
     expect(upstreamPath('/api/services/default/echo', HOST)).toEqual({ path: proxied('/api/services/default/echo') });
     expect(upstreamPath('/api/events', HOST)).toEqual({ path: proxied('/api/events') });

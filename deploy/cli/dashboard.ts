@@ -15,7 +15,7 @@ import { kubeconfigFor } from './status.js';
 
 /** The dashboard's paths (apiserver/dashboard/routes.ts), relative to /dashboard/; nothing else is forwarded. */
 const NAME = '[A-Za-z0-9][A-Za-z0-9._-]{0,252}';
-const ALLOWED = new RegExp(`^/(|app\\.js|app\\.css|api/overview|api/services|api/drills|api/events|api/services/${NAME}/${NAME}|api/agents/${NAME})$`);
+const ALLOWED = new RegExp(`^/(|api/overview|api/services|api/drills|api/events|api/services/${NAME}/${NAME}|api/agents/${NAME})$`);
 /** Like kubectl proxy's --accept-hosts default: a page served under another name (DNS rebinding) gets nothing. */
 const LOCAL_HOSTS = /^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$/;
 const PASSED_HEADERS = ['content-type', 'cache-control', 'content-security-policy', 'location', 'etag', 'last-modified'];

@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { ApiserverStatus } from '../../mesh/status.js';
+import { AgentView } from '../../mesh/schema/values.js';
 import { firstIssue } from '../../mesh/schema/issue.js';
 import { KubeApiError, KubeRest } from '../../mesh/kube/rest.js';
 import { skeinProxyPath } from '../../mesh/service-ref.js';
@@ -109,12 +110,27 @@ function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
   return lines;
 }
 
+/**
+ * One node's whole view (every frontend it programs: /v1/status lists AGENT_VIEW_MAX per node), or the
+ * status's entry for it when that node's view is gone or the apiserver predates /v1/status/agents.
+ */
+async function fetchAgentView(kc: KubeConfig, s: ApiserverStatus, node: string): Promise<AgentView> {
+  const listed = (s.agents ?? []).find((x) => x.node === node);
+  if (!listed) throw new Error(`--node ${node}: no agent view from that node in cluster ${s.cluster} (have ${(s.agents ?? []).map((x) => x.node).join(', ') || 'none'}); is skein-agent running there?`);
+  try {
+    const parsed = AgentView.safeParse(await new KubeRest(kc).get<unknown>(skeinProxyPath(`/v1/status/agents/${encodeURIComponent(node)}`)));
+    if (!parsed.success) throw new Error(`skein-apiserver in context ${kc.getCurrentContext()} answered a node view this skein cannot read (${firstIssue(parsed.error, '', 'view')}): use a skein CLI of the same version as the installed Skein`);
+    return parsed.data;
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 404) return listed;
+    throw err;
+  }
+}
+
 /** One node's programmed datapath: every frontend and the backends it balances over now. */
-export function renderNodeView(s: ApiserverStatus, node: string): string {
-  const a = (s.agents ?? []).find((x) => x.node === node);
-  if (!a) throw new Error(`--node ${node}: no agent view from that node in cluster ${s.cluster} (have ${(s.agents ?? []).map((x) => x.node).join(', ') || 'none'}); is skein-agent running there?`);
+export function renderNodeView(cluster: string, a: AgentView): string {
   const width = Math.max(8, ...[...Object.keys(a.programmed), ...Object.keys(a.failing ?? {})].map((k) => k.length));
-  const lines = [`node ${a.node} of ${s.cluster}: ${a.frontends} frontends, ${a.backends} backend slots (as of ${a.at})`, `  ${'FRONTEND'.padEnd(width)}  BACKENDS`];
+  const lines = [`node ${a.node} of ${cluster}: ${a.frontends} frontends, ${a.backends} backend slots (as of ${a.at})`, `  ${'FRONTEND'.padEnd(width)}  BACKENDS`];
   for (const [f, b] of Object.entries(a.programmed)) lines.push(`  ${f.padEnd(width)}  ${b.join(', ') || '-'}`);
   if (a.truncated) lines.push(`  ... ${a.frontends - Object.keys(a.programmed).length} more not shown`);
   const failing = Object.entries(a.failing ?? {});
@@ -150,8 +166,8 @@ export function registerStatus(program: Command): void {
         ? await waitForRemotes(kc, (s) => s.synced && s.remotes.every((r) => r.synced), 'every remote to sync', timeoutMs, (m) => console.error(`  ${m}`))
         : await fetchStatus(kc);
       if (o.node) {
-        const view = renderNodeView(status, o.node);
-        console.log(o.json ? JSON.stringify(status.agents.find((a) => a.node === o.node), null, 2) : view);
+        const view = await fetchAgentView(kc, status, o.node);
+        console.log(o.json ? JSON.stringify(view, null, 2) : renderNodeView(status.cluster, view));
       } else console.log(o.json ? JSON.stringify(status, null, 2) : renderStatus(status));
     });
 }

@@ -16,7 +16,9 @@ import { distPath } from '../../testbed/repo.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import { artifactPath, launchChromium } from './browser.js';
-import { clusterKubeconfig, clusterRest, readyPods, scale, tempStateDir } from './helpers.js';
+import { clusterKubeconfig, clusterRest, meshEtcd, readyPods, scale, tempStateDir } from './helpers.js';
+import { keys } from '../../mesh/schema/keys.js';
+import { AgentView, encodeValue, GlobalService } from '../../mesh/schema/values.js';
 
 const EAST = 'db-east';
 const WEST = 'db-west';
@@ -76,6 +78,46 @@ describe('skein dashboard in a browser', () => {
     // Two bundles: east's own and west's, federated; shown by expiry, never by content.
     await page.waitForSelector(`tr[data-bundle="${WEST}.skein"]`, WAIT);
     expect(await page.content()).not.toContain('BEGIN CERTIFICATE');
+  });
+
+  it("shows a node's use of services far beyond the 500 one agent value held, and skein status --node lists them all", async () => {
+    // 600 more global services straight into east's export (the exporter prunes only at its start): east's
+    // agent programs them and publishes its view in shards; the dashboard and the CLI assemble them.
+    const N = 600;
+    const etcd = meshEtcd(stateDir, EAST);
+    const bulk = (i: number) => `svc-${String(i).padStart(5, '0')}`;
+    const put = (i: number) =>
+      etcd.put(keys.service(EAST, 'bulk', bulk(i))).value(
+        encodeValue(GlobalService, {
+          cluster: EAST, namespace: 'bulk', name: bulk(i), shared: true, affinity: 'local',
+          clusterIps: [`100.66.${Math.floor(i / 250)}.${(i % 250) + 1}`], ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+          backends: [{ ip: `10.44.${Math.floor(i / 250)}.${(i % 250) + 1}`, ports: { http: { port: 8080, protocol: 'TCP' } }, ready: true, serving: true, terminating: false }],
+        }),
+      );
+    try {
+      for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => put(i + j)));
+      await page.goto(url);
+      await page.fill('#search', `bulk/${bulk(N - 1)}`);
+      await page.waitForSelector(`tr[data-service="bulk/${bulk(N - 1)}"] .in-use`, WAIT);
+      expect(await page.textContent(`tr[data-service="bulk/${bulk(N - 1)}"]`)).toContain(`${EAST} 1/1 ready · 1 in use`);
+
+      const node = `${EAST}-node-1`;
+      const out = await new Promise<string>((resolve, reject) => {
+        const p = skein(['status', '--context', `skein-${EAST}`, '--node', node, '--json']);
+        let text = '';
+        let err = '';
+        p.stdout.on('data', (c: Buffer) => (text += c.toString()));
+        p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        p.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`skein status --node exited ${code}: ${err}`))));
+      });
+      const view = AgentView.parse(JSON.parse(out));
+      expect(view.truncated).toBe(false);
+      expect(Object.keys(view.programmed).length).toBeGreaterThanOrEqual(N);
+      expect(view.programmed[`TCP/100.66.2.100:80`]).toEqual([`10.44.2.100:8080`]); // bulk 599
+    } finally {
+      await etcd.delete().prefix(keys.kindPrefix(EAST, 'services') + 'bulk/');
+      etcd.close();
+    }
   });
 
   it("shows west's backends in use by east's nodes once east's echo is scaled to zero", async () => {

@@ -120,10 +120,14 @@ describe('workload identities across clusters', () => {
       await expect(agentEtcd.put(keys.agent(EAST, other)).value('{}')).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.delete().key(keys.agent(EAST, other))).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.put(keys.agent(EAST, 'probe')).value('{}')).rejects.toThrow(/permission denied/);
+      // Its frontend shards are its own too: not another node's, nor those of a node whose name only starts like its own.
+      await expect(agentEtcd.put(keys.agentFrontends(EAST, other, 0)).value('{}')).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.delete().key(keys.agentFrontends(EAST, other, 0))).rejects.toThrow(/permission denied/);
+      await expect(agentEtcd.put(keys.agentFrontends(EAST, `${self}0`, 0)).value('{}')).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.put(keys.bundle(EAST, 'evil.skein')).value('{}')).rejects.toThrow(/permission denied/);
       await expect(agentEtcd.put(`/skein/v1/export/${EAST}/services/default/evil`).value('{}')).rejects.toThrow(/permission denied/);
       const after = await root.getAll().prefix('/skein/v1/').strings();
-      const stable = (m: Record<string, string>) => Object.keys(m).filter((k) => !k.includes('/heartbeat') && !k.includes('/agents/') && !k.includes('/sync/')).sort();
+      const stable = (m: Record<string, string>) => Object.keys(m).filter((k) => !k.includes('/heartbeat') && !k.includes('/agents/') && !k.includes('/agent-frontends/') && !k.includes('/sync/')).sort();
       expect(stable(after)).toEqual(stable(before));
     } finally {
       agentEtcd.close();

@@ -1,7 +1,7 @@
 // Plain JSON requests to the Kubernetes API, authenticated exactly as client-node's KubeConfig says (certs,
 // tokens, exec plugins). Used where the generated 1.x client is awkward (merge patches, subresources) and
 // so list and watch objects share one raw shape.
-import { request } from 'node:https';
+import { Agent as HttpsAgent, request, type RequestOptions } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeList, KubeObject, Wire } from './objects.js';
@@ -40,12 +40,26 @@ export class KubeRest {
   /** TLS material and auth headers from the kubeconfig; one keep-alive agent reused for every request. */
   private async authOptions(): Promise<{ agent: unknown; headers: Record<string, string> }> {
     if (this.auth && Date.now() - this.auth.at < AUTH_REFRESH_MS) return this.auth;
-    const opts: { agent?: unknown; headers?: Record<string, unknown>; auth?: string } = {};
+    const opts: Pick<RequestOptions, 'agent' | 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'rejectUnauthorized' | 'servername'> & { headers?: Record<string, unknown>; auth?: string } = {};
     await this.kc.applyToHTTPSOptions(opts);
     const headers = Object.fromEntries(Object.entries(opts.headers ?? {}).map(([k, v]) => [k, String(v)]));
     if (opts.auth) headers.Authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
-    this.auth = { at: Date.now(), agent: this.auth?.agent ?? opts.agent, headers };
+    this.auth = { at: Date.now(), agent: this.auth?.agent ?? this.keepAliveAgent(opts), headers };
     return this.auth;
+  }
+
+  /**
+   * client-node's agent closes each connection after one request: a TCP and TLS handshake (and the API
+   * server's authentication of the client certificate) per request. Ours keeps them for the next one, the
+   * same TLS material; a proxy or plain-HTTP server keeps client-node's agent.
+   */
+  private keepAliveAgent(opts: Pick<RequestOptions, 'agent' | 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'rejectUnauthorized' | 'servername'>): unknown {
+    const cluster = this.kc.getCurrentCluster();
+    if (!cluster?.server.startsWith('https:') || cluster.proxyUrl) return opts.agent;
+    const { ca, cert, key, pfx, passphrase, rejectUnauthorized, servername } = opts;
+    // Only what the kubeconfig set: an option present but undefined must never stand in for a default.
+    const tls = Object.fromEntries(Object.entries({ ca, cert, key, pfx, passphrase, rejectUnauthorized, servername }).filter(([, v]) => v !== undefined));
+    return new HttpsAgent({ ...tls, keepAlive: true });
   }
 
   async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Wire<T>> {

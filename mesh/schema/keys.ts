@@ -12,7 +12,8 @@
 //   /skein/v1/local/<cluster>/identity-index/<sha256 of labels>   (allocation bookkeeping, not exported)
 //   /skein/v1/local/<cluster>/identity-ids/<local id>
 //   /skein/v1/local/<cluster>/services/<namespace>/<name>     (non-global services, for this cluster's agents only)
-//   /skein/v1/local/<cluster>/agents/<node>                   (what each node agent has programmed, on its lease)
+//   /skein/v1/local/<cluster>/agents/<node>                   (each node agent's view: counts, failures, ejections; on its lease)
+//   /skein/v1/local/<cluster>/agent-frontends/<node>/<shard>  (its programmed frontends by hash shard, on the same lease)
 //   /skein/v1/local/<cluster>/bundles/<trust domain>          (trust bundles agents serve: own + connected peers')
 //   /skein/v1/local/<cluster>/node-ca                         (where agents ask for workload SVIDs)
 //   /skein/v1/local/<cluster>/compact-revision                (which apiserver compacts next, and to where)
@@ -48,6 +49,10 @@ export const keys = {
   localServicesPrefix: (c: string) => `${localPrefix(c)}services/`,
   agent: (c: string, node: string) => `${localPrefix(c)}agents/${node}`,
   agentsPrefix: (c: string) => `${localPrefix(c)}agents/`,
+  /** One shard of a node agent's programmed frontends (mesh/agent-view.ts). */
+  agentFrontends: (c: string, node: string, shard: number) => `${localPrefix(c)}agent-frontends/${node}/${shard}`,
+  /** A node's shards; `node` undefined: every node's. */
+  agentFrontendsPrefix: (c: string, node?: string) => `${localPrefix(c)}agent-frontends/${node === undefined ? '' : `${node}/`}`,
   bundle: (c: string, trustDomain: string) => `${localPrefix(c)}bundles/${trustDomain}`,
   bundlesPrefix: (c: string) => `${localPrefix(c)}bundles/`,
   nodeCa: (c: string) => `${localPrefix(c)}node-ca`,
@@ -58,6 +63,14 @@ export const keys = {
   /** A peer's renewed read identity, issued by `issuer`, readable by that peer alone. */
   credential: (issuer: string, peer: string) => `${ROOT}/credentials/${issuer}/${peer}`,
 };
+
+/** The node and shard of an agent-frontends key in `cluster`'s local prefix, or undefined. */
+export function parseAgentFrontendsKey(key: string, cluster: string): { node: string; shard: number } | undefined {
+  const head = keys.agentFrontendsPrefix(cluster);
+  if (!key.startsWith(head)) return undefined;
+  const [node, shard, ...rest] = key.slice(head.length).split('/');
+  return node && shard && /^(0|[1-9]\d{0,3})$/.test(shard) && rest.length === 0 ? { node, shard: Number(shard) } : undefined;
+}
 
 /** The remote a sync status key is about, or undefined. */
 export function parseSyncStatusKey(key: string): string | undefined {

@@ -100,7 +100,12 @@ export type MeshNode = z.infer<typeof MeshNode>;
 export const Heartbeat = z.object({ cluster: ClusterName, at: z.string().datetime(), revisionHint: z.string().optional() });
 export const SyncedMarker = z.object({ at: z.string().datetime(), count: z.number().int().min(0) });
 
-/** What one node agent has programmed (local prefix, on the agent's lease): `skein status` shows it. */
+/**
+ * What one node agent has programmed (local prefix, on the agent's lease): `skein status` shows it. The
+ * agent publishes this header with `programmed` empty and `shards` set, and its frontends in `shards` values
+ * of AgentFrontendShard (keys.agentFrontends, mesh/agent-view.ts); readers assemble them. An agent without
+ * `shards` (older) has its first AGENT_VIEW_MAX frontends inline.
+ */
 export const AgentView = z.object({
   node: z.string(),
   at: z.string().datetime(),
@@ -108,9 +113,12 @@ export const AgentView = z.object({
   backends: z.number().int().min(0),
   reconciles: z.number().int().min(0),
   lastReconcileMs: z.number().min(0),
-  /** Frontend (PROTO/ip:port) → its active backends (ip:port); the first AGENT_VIEW_MAX only. */
+  /** Frontend (PROTO/ip:port) → its active backends (ip:port); assembled from the shards when read (see above). */
   programmed: z.record(z.string(), z.array(z.string())),
+  /** Some programmed frontends are not in `programmed` (a reader's cap, or a shard over its size budget). */
   truncated: z.boolean(),
+  /** How many shard keys hold the programmed frontends (mesh/agent-view.ts); absent: inline (older agents). */
+  shards: z.number().int().min(1).max(1024).optional(),
   /**
    * Frontend → why the datapath refused it (the first AGENT_VIEW_MAX; `failures` counts all). Such a frontend
    * keeps what it had before and is retried on its own. Optional: older agents do not publish it.
@@ -152,7 +160,22 @@ export const AgentView = z.object({
   ejectedCount: z.number().int().min(0).optional(),
 });
 export type AgentView = z.infer<typeof AgentView>;
+/** Frontends, failures and ejections listed per node where all of them would be too many (/v1/status, the header). */
 export const AGENT_VIEW_MAX = 500;
+
+/**
+ * One shard of a node agent's programmed frontends (keys.agentFrontends, on the agent's lease): the frontends
+ * whose stable hash falls in it (mesh/agent-view.ts agentShardOf), so a change rewrites one small value.
+ */
+export const AgentFrontendShard = z.object({
+  node: z.string(),
+  shard: z.number().int().min(0),
+  /** Frontend (PROTO/ip:port) → its active backends (ip:port). */
+  programmed: z.record(z.string(), z.array(z.string())),
+  /** Frontends left out to keep the value within its size budget (never in practice: see AGENT_SHARD_MAX_BYTES). */
+  omitted: z.number().int().min(0),
+});
+export type AgentFrontendShard = z.infer<typeof AgentFrontendShard>;
 
 /** A trust domain's bundle as agents serve it: its CA certificates. JWT bundles are derived from them. */
 export const TrustBundle = z.object({
