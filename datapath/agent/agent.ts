@@ -99,6 +99,8 @@ export class NodeAgent {
   });
   private publishTimer?: NodeJS.Timeout;
   private published = '';
+  /** What the node's Workload API serves (bundles, SVID signers), when it runs one. */
+  private workloadView?: () => AgentView['workload'];
 
   constructor(
     private readonly o: {
@@ -435,6 +437,13 @@ export class NodeAgent {
   }
 
   /** The node's view for `skein status`, at most once a second, on a lease so a dead agent's view expires. */
+  /** Publishes `view` with the node view from now on, and again whenever `changed` is called. */
+  followWorkload(view: () => AgentView['workload']): { changed: () => void } {
+    this.workloadView = view;
+    this.publishSoon();
+    return { changed: () => this.publishSoon() };
+  }
+
   private publishSoon(): void {
     if (this.publishTimer) return;
     this.publishTimer = setTimeout(() => {
@@ -472,6 +481,7 @@ export class NodeAgent {
       failures: failures.length,
       ejected: ejected.slice(0, AGENT_VIEW_MAX),
       ejectedCount: ejected.length,
+      workload: this.workloadView?.(),
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });
