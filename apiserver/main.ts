@@ -40,26 +40,27 @@ import type { Logger } from 'pino';
  * not reach it.
  */
 async function startWorkloadIdentity(cfg: ApiserverConfig, ca: ClusterCA, kc: KubeConfig, rest: KubeRest, etcd: EtcdRef, log: Logger): Promise<{ nodeCa?: NodeCaServer; workloadCa: WorkloadCaFollower }> {
-  let nodeCa: NodeCaServer | undefined;
-  let endpoint: string | undefined;
+  // Filled in once the node CA serves: the follower may call back before (nothing to tell then).
+  const node: { ca?: NodeCaServer; endpoint?: string } = {};
   const putEndpoint = async (signer: string) => {
-    if (endpoint) await etcd().put(keys.nodeCa(cfg.clusterName)).value(encodeValue(NodeCaEndpoint, { endpoint, signer }));
+    if (node.endpoint) await etcd().put(keys.nodeCa(cfg.clusterName)).value(encodeValue(NodeCaEndpoint, { endpoint: node.endpoint, signer }));
   };
-  const workloadCa = new WorkloadCaFollower({ kc, rest, etcd, ca, log, onSigning: (s) => nodeCa?.setWorkloadCa(s.signing, s.bundlePem), announceSigner: putEndpoint });
+  const workloadCa = new WorkloadCaFollower({ kc, rest, etcd, ca, log, onSigning: (s) => node.ca?.setWorkloadCa(s.signing, s.bundlePem), announceSigner: putEndpoint });
   await workloadCa.start();
   if (!cfg.advertiseIp) {
     log.warn('no --advertise-ip (POD_IP): the node CA is off, so agents cannot issue workload SVIDs');
     return { workloadCa };
   }
   const now = workloadCa.current;
-  nodeCa = new NodeCaServer({ ca: { ...ca, workload: now.signing, workloadBundle: now.bundlePem }, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
+  const nodeCa = new NodeCaServer({ ca: { ...ca, workload: now.signing, workloadBundle: now.bundlePem }, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
+  node.ca = nodeCa;
   const [host, port] = cfg.nodeCaListen.split(':') as [string, string];
   const bound = await nodeCa.listen(host, Number(port), [cfg.advertiseIp]);
-  endpoint = `${cfg.advertiseIp}:${bound}`;
+  node.endpoint = `${cfg.advertiseIp}:${bound}`;
   // The CA may have changed while the server started: sign and announce what the Secret says now.
   nodeCa.setWorkloadCa(workloadCa.current.signing, workloadCa.current.bundlePem);
   await retryUntilDone('publishing the node CA endpoint', () => putEndpoint(serialOf(workloadCa.current.signing.certPem)), log);
-  log.info({ endpoint }, 'node CA serving');
+  log.info({ endpoint: node.endpoint }, 'node CA serving');
   return { nodeCa, workloadCa };
 }
 
@@ -145,17 +146,16 @@ async function main(): Promise<void> {
   if (maintenance && cfg.meshEtcd.length > 1) log.warn({ endpoints: cfg.meshEtcd }, 'several mesh etcd endpoints: compacting, but not defragmenting (each member must be defragmented on its own)');
   if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
-  // Filled in as they start; /status shows each serving certificate and its renewals.
-  const serving: { nodeCa?: NodeCaServer; meshEtcd?: RenewingCertificate } = {};
+  // Filled in as they start; /status shows each serving certificate and its renewals, and the workload CA's phase.
+  const serving: { nodeCa?: NodeCaServer; meshEtcd?: RenewingCertificate; workloadCa?: WorkloadCaFollower } = {};
   if (ca && cfg.meshEtcdServingDir) {
     serving.meshEtcd = await keepMeshEtcdServing({ dir: cfg.meshEtcdServingDir, ca, endpoints: [...cfg.meshEtcd, meshEndpoint], ttlMs: cfg.servingCertTtlMs, log });
   }
-  let workloadCa: WorkloadCaFollower | undefined;
   const statusCore = () => ({
     ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
-    workloadCa: workloadCa?.view(),
+    workloadCa: serving.workloadCa?.view(),
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     servingCertificates: {
       nodeCa: serving.nodeCa?.servingCertificate(),
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
   const workloadIdentity = ca && (await startWorkloadIdentity(cfg, ca, kc, rest, etcdRef, log));
   const nodeCa = workloadIdentity?.nodeCa;
   serving.nodeCa = nodeCa;
-  workloadCa = workloadIdentity?.workloadCa;
+  serving.workloadCa = workloadIdentity?.workloadCa;
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
@@ -191,7 +191,7 @@ async function main(): Promise<void> {
     await http.close();
     await catalog.stop();
     await nodeCa?.close();
-    await workloadCa?.stop();
+    await serving.workloadCa?.stop();
     serving.meshEtcd?.stop();
     await sync.stop().catch(() => {});
     await maintenance?.stop();

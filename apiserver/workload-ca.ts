@@ -17,7 +17,7 @@ import type { KubeRest } from '../mesh/kube/rest.js';
 import { SKEIN_NAMESPACE } from '../mesh/service-ref.js';
 import { keys } from '../mesh/schema/keys.js';
 import { encodeValue, ExportedBundle } from '../mesh/schema/values.js';
-import { publishBundle } from '../sync/bundles.js';
+import { publishBundle } from '../mesh/trust-bundles.js';
 import { workloadCaState, type WorkloadCaState } from '../mtls/ca-rotation.js';
 import { WORKLOAD_CA_SECRET, type ClusterCA } from '../mtls/cluster-ca.js';
 import { checkBundle, splitPemCertificates } from '../mtls/trust-bundle.js';

@@ -7,7 +7,7 @@ import { EtcdKv, type EtcdRef } from '../mesh/etcd.js';
 import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
 import type { KubeRest } from '../mesh/kube/rest.js';
 import { SKEIN_NAMESPACE } from '../mesh/service-ref.js';
-import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from './bundles.js';
+import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from '../mesh/trust-bundles.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from '../mesh/link-secrets.js';
 import { trustDomainOf } from '../mtls/cluster-ca.js';
 import { checkBundle } from '../mtls/trust-bundle.js';

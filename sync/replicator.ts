@@ -284,7 +284,7 @@ export class Replicator implements Replication {
 
 /**
  * Accepted but kept out of the cache: the heartbeat (see the header), and the trust bundle, which goes to
- * the local bundles (sync/bundles.ts) through onAccepted instead: agents serve bundles from there alone.
+ * the local bundles (mesh/trust-bundles.ts) through onAccepted instead: agents serve bundles from there alone.
  */
 const uncached = (parsed: ParsedKey): boolean => parsed.kind === 'heartbeat' || parsed.kind === 'bundle';
 

@@ -5,8 +5,8 @@
 // trust domain and owned by one cluster: a peer's link can never overwrite or remove the bundle of this
 // cluster or of another peer, whatever trust domain it claims.
 import type { Etcd3 } from 'etcd3';
-import { keys } from '../mesh/schema/keys.js';
-import { decodeJson, encodeValue, TrustBundle } from '../mesh/schema/values.js';
+import { keys } from './schema/keys.js';
+import { decodeJson, encodeValue, TrustBundle } from './schema/values.js';
 
 export class BundleOwnershipError extends Error {}
 
