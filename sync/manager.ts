@@ -245,7 +245,7 @@ export class SyncManager {
 
   /**
    * Why a link may not be trusted, or undefined. A peer's trust domain is its own (`<cluster>.skein`), never
-   * this cluster's or another connected peer's, and its bundle is a CA of exactly that trust domain.
+   * this cluster's or another connected peer's, and its bundle holds CAs of exactly that trust domain.
    */
   private checkPeerTrust(r: RemoteSecret): string | undefined {
     const td = r['trust-domain'];

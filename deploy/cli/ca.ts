@@ -26,6 +26,8 @@ import { fetchStatus, kubeconfigFor, type Progress } from './status.js';
 
 const STEPS = Object.keys(ROTATION_STEPS) as RotationStep[];
 const serialOf = (pem: string) => new X509Certificate(pem).serialNumber;
+const isStep = (s: string): s is RotationStep => (STEPS as string[]).includes(s);
+const notAStep = (s: string) => `--step ${s}: not a step; use one of ${STEPS.join(', ')} (in that order)`;
 
 /**
  * The steps this run takes from `phase`, or an error naming the flag and the fix: a new rotation only from
@@ -35,8 +37,8 @@ export function planSteps(phase: RotationPhase, since: string | undefined, o: { 
   const cmd = `skein ca rotate --context ${o.context}`;
   const at = `phase ${phase}${since ? ` since ${since}` : ''}`;
   if (o.step !== undefined) {
-    if (!(STEPS as string[]).includes(o.step)) throw new Error(`--step ${o.step}: not a step; use one of ${STEPS.join(', ')} (in that order)`);
-    const step = o.step as RotationStep;
+    if (!isStep(o.step)) throw new Error(notAStep(o.step));
+    const step = o.step;
     if (ROTATION_STEPS[step] === phase) return [step];
     const due = phase === 'idle' ? 'prepare' : nextStep(phase)!;
     throw new Error(`--step ${step}: the workload CA of ${o.context} is in ${at}, and ${step} follows ${ROTATION_STEPS[step]}: run \`${cmd} --step ${due}\` next (a CA signs only once every bundle trusts it, and is retired only once nothing it signed is left)`);
@@ -185,6 +187,7 @@ export function registerCa(program: Command): void {
       if (Number.isNaN(graceMs)) throw new Error(`--grace ${o.grace}: use whole seconds, for example 60`);
       const timeoutMs = positiveInt('--timeout', o.timeout, 86_400) * 1000;
       if (o.step && o.resume) throw new Error('--step and --resume: give one of them (--resume runs every step left, --step one)');
+      if (o.step !== undefined && !isStep(o.step)) throw new Error(notAStep(o.step));
       const kc = kubeconfigFor({ kubeconfig: o.kubeconfig, context: o.context });
       const peers = (o.peerContext ?? []).map((name) => {
         try {

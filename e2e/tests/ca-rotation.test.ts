@@ -3,7 +3,8 @@
 // phases (prepare, activate, retire): no call fails, the server's SVID moves from the old CA to the new one,
 // and west follows through the bundle east exports (never through the link Secret `skein connect` wrote).
 // After retirement an SVID of the old CA is refused. As the attacker holding east's mesh etcd: a bundle for
-// another trust domain, an empty one and a garbage one are refused by west and change nothing.
+// another trust domain, an empty one and a garbage one are refused by west and change nothing. A drill in
+// west (its echo failing over to east's) across another rotation of east loses no request.
 import { execFileSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,8 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rotateWorkloadCa } from '../../deploy/cli/ca.js';
 import { connect } from '../../deploy/cli/connect.js';
+import { DrillReport } from '../../deploy/drill/report.js';
+import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
 import { fetchStatus } from '../../deploy/cli/status.js';
 import type { KubeRest } from '../../mesh/kube/rest.js';
 import { KubeSecrets } from '../../mesh/kube/secrets.js';
@@ -44,6 +47,20 @@ const inPod = (cluster: string, pod: V1Pod, argv: string[]) => exec({ stateDir, 
 const lines = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
 const callEast = (url: string, extra: string[] = []) => inPod(WEST, westClient, [peer, 'get', '-url', url, '-server', ID(EAST), ...extra]);
 const serverUrl = () => `https://${podIp(eastServer)}:8443/`;
+
+/** What west's Workload API serves for east's trust domain: CAs in its X.509 bundle, keys in its JWT bundle. */
+const bundleProbe = `
+import { workloadApiClient, securityHeader } from '${REPO_ROOT}/dist/mtls/workload-api/client.js';
+const c = workloadApiClient(process.env.SPIFFE_ENDPOINT_SOCKET);
+const first = (m) => new Promise((resolve, reject) => { const call = c[m]({}, securityHeader()); call.on('data', (d) => { call.cancel(); resolve(d); }); call.on('error', (e) => { if (e.code !== 1) reject(e); }); });
+const td = process.argv[1];
+const der = (await first('FetchX509Bundles')).bundles[td];
+let cas = 0;
+for (let at = 0; at < der.length; cas++) { const b = der[at + 1]; const n = b & 0x7f; let len = b < 0x80 ? b : 0; for (let i = 0; b >= 0x80 && i < n; i++) len = len * 256 + der[at + 2 + i]; at += 2 + (b < 0x80 ? 0 : n) + len; }
+const jwks = JSON.parse(Buffer.from((await first('FetchJWTBundles')).bundles[td]).toString());
+console.log(JSON.stringify({ x509: cas, jwt: jwks.keys.length }));
+process.exit(0);`;
+const westServes = async () => JSON.parse((await inPod(WEST, westClient, ['node', '--input-type=module', '-e', bundleProbe, '--', `spiffe://${EAST}.skein`])).stdout.trim().split('\n').at(-1)!) as { x509: number; jwt: number };
 
 /** A leaf SVID of east's default service account signed by `ca`, as PEM cert + key. */
 async function svidOf(ca: PemPair): Promise<{ cert: string; key: string }> {
@@ -153,12 +170,17 @@ describe('skein ca rotate across two connected clusters', () => {
     const base = { kc, context: `skein-${EAST}`, peers: [], graceMs: 0, timeoutMs: 60_000, progress: () => {} };
     await expect(rotateWorkloadCa({ ...base, step: 'activate' })).rejects.toThrow(/--step activate: .*phase idle.*run `skein ca rotate --context skein-cr-east --step prepare` next/);
     await expect(rotateWorkloadCa({ ...base, resume: true })).rejects.toThrow(/--resume: no rotation .* in progress/);
+    expect(await westServes()).toEqual({ x509: 1, jwt: 1 });
     await rotateWorkloadCa({ ...base, step: 'prepare' });
+    // West's Workload API serves both of east's CAs, in the X.509 and the JWT bundle, while the rotation is under way.
+    await waitFor('west to serve both of east’s CAs', async () => ((await westServes()).x509 === 2 ? true : undefined), 30_000);
+    expect(await westServes()).toEqual({ x509: 2, jwt: 2 });
     await expect(rotateWorkloadCa(base)).rejects.toThrow(/already in progress \(phase prepared since .*\): run `skein ca rotate --context skein-cr-east --resume`/);
     await expect(rotateWorkloadCa({ ...base, peers: [{ name: 'skein-cr-east', kc }], resume: true })).rejects.toThrow(/--peer-context skein-cr-east: cluster cr-east is not connected to cr-east/);
     // Finish it, so the attacker cases below start from one CA.
     const r = await rotateWorkloadCa({ ...base, resume: true, peers: [{ name: `skein-${WEST}`, kc: clusterKubeconfig(stateDir, WEST) }] });
     expect(r.steps).toEqual(['activate', 'retire']);
+    expect(await westServes()).toEqual({ x509: 1, jwt: 1 });
   });
 
   it('as the attacker holding east’s mesh etcd: a bundle for west’s trust domain, an empty one and a garbage one are refused and change nothing', async () => {
@@ -192,5 +214,18 @@ describe('skein ca rotate across two connected clusters', () => {
       root.close();
       westEtcd.close();
     }
+  });
+
+  it('a skein drill in west across a rotation of east loses no request', async () => {
+    const [report, rotated] = await Promise.all([
+      runDrill({ kc: clusterKubeconfig(stateDir, WEST), service: 'default/echo', protocol: 'http', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 6000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }),
+      rotateWorkloadCa({ kc: clusterKubeconfig(stateDir, EAST), context: `skein-${EAST}`, peers: [{ name: `skein-${WEST}`, kc: clusterKubeconfig(stateDir, WEST) }], graceMs: 3000, timeoutMs: 120_000, progress: () => {} }),
+    ]);
+    const r = DrillReport.parse(report);
+    expect(rotated.steps).toEqual(['prepare', 'activate', 'retire']);
+    expect(r.failoverMs).not.toBeNull();
+    expect(r.phases[1]!.answeredBy[EAST]).toBeGreaterThan(0);
+    expect(r.requestsLost).toBe(0);
+    console.log(`drill across a rotation: ${r.requests} requests, ${r.requestsLost} lost, failover ${r.failoverMs} ms, failback ${r.failbackMs} ms`);
   });
 });
