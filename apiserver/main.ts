@@ -155,7 +155,7 @@ async function main(): Promise<void> {
     ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
-    workloadCa: serving.workloadCa?.view(),
+    workloadCa: serving.workloadCa && { ...serving.workloadCa.view(), jwtSvidTtlMs: cfg.jwtSvidTtlMs },
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     servingCertificates: {
       nodeCa: serving.nodeCa?.servingCertificate(),

@@ -7,8 +7,8 @@
 //             serve both, and at least --grace since the step for peers not watched.
 //   activate  the new CA signs; every agent re-issues the SVIDs it holds. Waits until C's agents hold SVIDs
 //             of the new CA only.
-//   retire    after --grace, the old CA leaves the bundle. Waits until every watched agent serves the new CA
-//             alone.
+//   retire    after --grace (and at least the JWT-SVID lifetime, so every token the old key signed has
+//             expired), the old CA leaves the bundle. Waits until every watched agent serves the new CA alone.
 // The phase lives in the Secret: an interrupted run is finished with --resume, one step is run with --step.
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
@@ -117,8 +117,8 @@ export async function rotateWorkloadCa(o: { kc: KubeConfig; context: string; pee
       }
       return undefined;
     });
-  const grace = async (since: number, why: string) => {
-    const left = since + o.graceMs - Date.now();
+  const grace = async (since: number, why: string, atLeastMs = 0) => {
+    const left = since + Math.max(o.graceMs, atLeastMs) - Date.now();
     if (left <= 0) return;
     o.progress(`waiting out the grace (${Math.ceil(left / 1000)} s more): ${why}`);
     await new Promise((r) => setTimeout(r, left));
@@ -155,7 +155,9 @@ export async function rotateWorkloadCa(o: { kc: KubeConfig; context: string; pee
         if (own.workloadCa?.signer !== to) return `${own.cluster}'s node CA signs with ${own.workloadCa?.signer}`;
         return svidLag(own, to);
       });
-      await grace(wroteAt, 'workloads pick up their re-issued SVIDs before the old CA stops being trusted');
+      // A JWT-SVID the old key signed just before stays valid for its whole lifetime: the key outlives it.
+      const jwtTtlMs = (await fetchStatus(o.kc)).workloadCa?.jwtSvidTtlMs ?? 0;
+      await grace(wroteAt, 'workloads pick up their re-issued SVIDs before the old CA stops being trusted', jwtTtlMs);
     } else {
       await bundleEverywhere(bundle);
     }

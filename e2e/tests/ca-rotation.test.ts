@@ -27,7 +27,7 @@ import { createCA, newKeyAndCsr, type PemPair } from '../../mtls/x509.js';
 import { waitFor } from '../../testbed/daemon.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { down, exec, up } from '../../testbed/testbed.js';
-import { clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, tempStateDir } from './helpers.js';
+import { clusterKubeconfig, clusterRest, meshEtcd, podIp, readyPods, rollOutApiserverArgs, tempStateDir } from './helpers.js';
 
 const EAST = 'cr-east';
 const WEST = 'cr-west';
@@ -81,6 +81,8 @@ const keyIdOf = (pem: string) => {
 beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: EAST, id: 91 }, { name: WEST, id: 92 }], nodes: 1, echo: true });
   east = clusterRest(stateDir, EAST);
+  // Short-lived JWT-SVIDs in east: the old key is retired no sooner than the last token it signed expires.
+  await rollOutApiserverArgs(east, ['--jwt-svid-ttl=10']);
   await connect(clusterKubeconfig(stateDir, EAST), clusterKubeconfig(stateDir, WEST), () => {});
   eastServer = (await readyPods(east, 'app=client', 1))[0]!;
   westClient = (await readyPods(clusterRest(stateDir, WEST), 'app=client', 1))[0]!;
@@ -119,6 +121,7 @@ describe('skein ca rotate across two connected clusters', () => {
     // Bounded: at most 3 minutes or 2,000 calls, and it stops once the rotation is over.
     const calls = callEast(serverUrl(), ['-count', '2000', '-interval', '100ms', '-for', '180s', '-fresh', '-stop-file', stop]);
     const said: string[] = [];
+    const saidAt: number[] = [];
     const t0 = Date.now();
     let rotated;
     try {
@@ -129,7 +132,10 @@ describe('skein ca rotate across two connected clusters', () => {
         peers: [{ name: `skein-${WEST}`, kc: clusterKubeconfig(stateDir, WEST) }],
         graceMs: 5000,
         timeoutMs: 120_000,
-        progress: (m) => said.push(m),
+        progress: (m) => {
+          said.push(m);
+          saidAt.push(Date.now());
+        },
       });
       await new Promise((r) => setTimeout(r, 2000));
     } finally {
@@ -141,6 +147,9 @@ describe('skein ca rotate across two connected clusters', () => {
     console.log(`rotation ${rotated.from} -> ${rotated.to}: ${r.length} calls in ${seconds.toFixed(1)} s, steps: ${said.join(' | ')}`);
     expect(rotated.steps).toEqual(['prepare', 'activate', 'retire']);
     expect(rotated.to).not.toBe(rotated.from);
+    // Retired no sooner than the JWT-SVID lifetime (10 s, longer than --grace) after the new CA began to sign.
+    const at = (step: string) => saidAt[said.findIndex((m) => m.startsWith(`${step}:`))]!;
+    expect(at('retire') - at('activate')).toBeGreaterThanOrEqual(10_000 - 1000);
     expect(r.filter((c) => c.error)).toEqual([]);
     expect(out.code).toBe(0);
     expect(r.length).toBeGreaterThan(50);
