@@ -177,11 +177,21 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     const own = [...this.bundles.values()].find((b) => b.own);
     const svidSigners: Record<string, number> = {};
     for (const der of this.svids.certificates()) {
-      const leaf = new X509Certificate(der);
-      const by = own?.cas.find((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))?.serialNumber ?? 'unknown';
+      const by = this.signerOf(der, own);
       svidSigners[by] = (svidSigners[by] ?? 0) + 1;
     }
     return { bundles, svidSigners };
+  }
+
+  /** Which CA of the own bundle signed an SVID, remembered per SVID and bundle: the view is built often. */
+  private readonly signers = new WeakMap<Buffer, { bundle?: AcceptedBundle; by: string }>();
+  private signerOf(der: Buffer, own: AcceptedBundle | undefined): string {
+    const known = this.signers.get(der);
+    if (known && known.bundle === own) return known.by;
+    const leaf = new X509Certificate(der);
+    const by = own?.cas.find((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))?.serialNumber ?? 'unknown';
+    this.signers.set(der, { bundle: own, by });
+    return by;
   }
 
   private client(): NodeCaClient {
