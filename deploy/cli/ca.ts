@@ -1,14 +1,15 @@
 // `skein ca rotate --context C`: rotates cluster C's workload CA (its SPIFFE trust domain's) with overlapping
 // trust, through C's Kubernetes API only, as `skein connect` works. Each step writes the workload CA Secret
 // (mtls/ca-rotation.ts; compare-and-swap on its resourceVersion, so two runs cannot interleave) and then
-// waits until the cluster shows it done, reading /v1/status through the service proxy:
+// waits until the cluster shows it done, reading /v1/status through the service proxy. What a step needs is
+// waited for before it is written, so a step resumed (--resume, --step) after an interrupted run is as safe:
 //   prepare   a new CA made here; the bundle (C's agents', and its peers' through the exported bundle their
-//             sync reads) carries old + new. Waits until C's agents, and the agents of every --peer-context,
-//             serve both, and at least --grace since the step for peers not watched.
-//   activate  the new CA signs; every agent re-issues the SVIDs it holds. Waits until C's agents hold SVIDs
-//             of the new CA only.
-//   retire    after --grace (and at least the JWT-SVID lifetime, so every token the old key signed has
-//             expired), the old CA leaves the bundle. Waits until every watched agent serves the new CA alone.
+//             sync reads) carries old + new. Done once C's agents and those of every --peer-context serve both.
+//   activate  needs that, and --grace since prepare for peers not watched. The new CA signs; every agent
+//             re-issues the SVIDs it holds.
+//   retire    needs C's agents to hold SVIDs of the new CA only, and --grace (at least the JWT-SVID lifetime,
+//             so every token the old key signed has expired) since activate. The old CA leaves the bundle;
+//             done once every watched agent serves the new CA alone.
 // The phase lives in the Secret: an interrupted run is finished with --resume, one step is run with --step.
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
@@ -123,8 +124,29 @@ export async function rotateWorkloadCa(o: { kc: KubeConfig; context: string; pee
     o.progress(`waiting out the grace (${Math.ceil(left / 1000)} s more): ${why}`);
     await new Promise((r) => setTimeout(r, left));
   };
+  /** When the phase the Secret is in began (a resumed run waits out what the interrupted one did not). */
+  const phaseSince = () => Date.parse(current.data['rotation-since'] ?? '') || Date.now();
+  /** Before each step, what it needs to be safe, whether this run or an earlier one wrote the step before. */
+  const before: Partial<Record<RotationStep, () => Promise<void>>> = {
+    activate: async () => {
+      await bundleEverywhere(splitPemCertificates(workloadCaState(current.data).bundlePem).map(serialOf));
+      await grace(phaseSince(), 'peers not watched with --peer-context follow through the bundle they sync');
+    },
+    retire: async () => {
+      const signer = serialOf(workloadCaState(current.data).signing.certPem);
+      await waitFor(`${status.cluster}'s agents to hold SVIDs of the new CA ${signer} only`, async () => {
+        const own = await fetchStatus(o.kc);
+        if (own.workloadCa?.signer !== signer) return `${own.cluster}'s node CA signs with ${own.workloadCa?.signer}`;
+        return svidLag(own, signer);
+      });
+      // A JWT-SVID the old key signed just before stays valid for its whole lifetime: the key outlives it.
+      const jwtTtlMs = (await fetchStatus(o.kc)).workloadCa?.jwtSvidTtlMs ?? 0;
+      await grace(phaseSince(), 'workloads pick up their re-issued SVIDs, and JWT-SVIDs of the old key expire, before the old CA stops being trusted', jwtTtlMs);
+    },
+  };
   let to = from;
   for (const step of steps) {
+    await before[step]?.();
     const next = step === 'prepare' ? await newWorkloadCA(status.cluster) : undefined;
     let data: Record<string, string>;
     try {
@@ -140,27 +162,13 @@ export async function rotateWorkloadCa(o: { kc: KubeConfig; context: string; pee
       if (isConflict(err)) throw new Error(`the workload CA Secret of ${o.context} changed while step ${step} was written (another skein ca rotate?): nothing was written by this step; check \`skein status --context ${o.context} --json\` and run \`skein ca rotate --context ${o.context} --resume\``, { cause: err });
       throw err;
     }
-    const wroteAt = Date.now();
     current = await read();
     const now = workloadCaState(current.data);
     const bundle = splitPemCertificates(now.bundlePem).map(serialOf);
     to = serialOf(now.signing.certPem);
     o.progress(`${step}: ${describe(step, bundle, to)}`);
-    if (step === 'prepare') {
-      await bundleEverywhere(bundle);
-      await grace(wroteAt, 'peers not watched with --peer-context follow through the bundle they sync');
-    } else if (step === 'activate') {
-      await waitFor(`${status.cluster}'s agents to hold SVIDs of the new CA ${to} only`, async () => {
-        const own = await fetchStatus(o.kc);
-        if (own.workloadCa?.signer !== to) return `${own.cluster}'s node CA signs with ${own.workloadCa?.signer}`;
-        return svidLag(own, to);
-      });
-      // A JWT-SVID the old key signed just before stays valid for its whole lifetime: the key outlives it.
-      const jwtTtlMs = (await fetchStatus(o.kc)).workloadCa?.jwtSvidTtlMs ?? 0;
-      await grace(wroteAt, 'workloads pick up their re-issued SVIDs before the old CA stops being trusted', jwtTtlMs);
-    } else {
-      await bundleEverywhere(bundle);
-    }
+    // Prepare and retire change the bundle: done once every watched agent serves it.
+    if (step !== 'activate') await bundleEverywhere(bundle);
   }
   return { from, to, steps };
 }
