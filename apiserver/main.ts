@@ -28,30 +28,40 @@ import { keepMeshEtcdServing } from './mesh-etcd-serving.js';
 import type { RenewingCertificate } from '../mtls/renewing-cert.js';
 import { NodeUsers } from './node-users.js';
 import { NodeCsrSigner } from './node-csr.js';
-import { publishBundle } from '../sync/bundles.js';
+import { serialOf, WorkloadCaFollower } from './workload-ca.js';
 import { keys } from '../mesh/schema/keys.js';
 import { encodeValue, NodeCaEndpoint } from '../mesh/schema/values.js';
 import type { Logger } from 'pino';
 
 /**
- * Workload identity: this cluster's trust bundle for the agents, and the node CA they ask for SVIDs, where
- * they find it (its endpoint in the mesh etcd). Without an advertised pod IP agents could not reach it.
+ * Workload identity: this cluster's trust bundle for its agents and peers, kept in step with the workload
+ * CA Secret while it rotates (workload-ca.ts), and the node CA agents ask for SVIDs, where they find it (its
+ * endpoint in the mesh etcd, with the serial of the CA that signs). Without an advertised pod IP agents could
+ * not reach it.
  */
-async function startNodeCa(cfg: ApiserverConfig, ca: ClusterCA, rest: KubeRest, etcd: EtcdRef, log: Logger): Promise<NodeCaServer | undefined> {
-  await retryUntilDone('publishing the trust bundle', () => publishBundle(etcd(), cfg.clusterName, { trustDomain: ca.trustDomain, caPem: ca.workload.certPem, cluster: cfg.clusterName, own: true }), log);
+async function startWorkloadIdentity(cfg: ApiserverConfig, ca: ClusterCA, kc: KubeConfig, rest: KubeRest, etcd: EtcdRef, log: Logger): Promise<{ nodeCa?: NodeCaServer; workloadCa: WorkloadCaFollower }> {
+  // Filled in once the node CA serves: the follower may call back before (nothing to tell then).
+  const node: { ca?: NodeCaServer; endpoint?: string } = {};
+  const putEndpoint = async (signer: string) => {
+    if (node.endpoint) await etcd().put(keys.nodeCa(cfg.clusterName)).value(encodeValue(NodeCaEndpoint, { endpoint: node.endpoint, signer }));
+  };
+  const workloadCa = new WorkloadCaFollower({ kc, rest, etcd, ca, log, onSigning: (s) => node.ca?.setWorkloadCa(s.signing, s.bundlePem), announceSigner: putEndpoint });
+  await workloadCa.start();
   if (!cfg.advertiseIp) {
     log.warn('no --advertise-ip (POD_IP): the node CA is off, so agents cannot issue workload SVIDs');
-    return undefined;
+    return { workloadCa };
   }
-  const server = new NodeCaServer({ ca, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
+  const now = workloadCa.current;
+  const nodeCa = new NodeCaServer({ ca: { ...ca, workload: now.signing, workloadBundle: now.bundlePem }, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
+  node.ca = nodeCa;
   const [host, port] = cfg.nodeCaListen.split(':') as [string, string];
-  const bound = await server.listen(host, Number(port), [cfg.advertiseIp]);
-  const endpoint = `${cfg.advertiseIp}:${bound}`;
-  await retryUntilDone('publishing the node CA endpoint', async () => {
-    await etcd().put(keys.nodeCa(cfg.clusterName)).value(encodeValue(NodeCaEndpoint, { endpoint }));
-  }, log);
-  log.info({ endpoint }, 'node CA serving');
-  return server;
+  const bound = await nodeCa.listen(host, Number(port), [cfg.advertiseIp]);
+  node.endpoint = `${cfg.advertiseIp}:${bound}`;
+  // The CA may have changed while the server started: sign and announce what the Secret says now.
+  nodeCa.setWorkloadCa(workloadCa.current.signing, workloadCa.current.bundlePem);
+  await retryUntilDone('publishing the node CA endpoint', () => putEndpoint(serialOf(workloadCa.current.signing.certPem)), log);
+  log.info({ endpoint: node.endpoint }, 'node CA serving');
+  return { nodeCa, workloadCa };
 }
 
 /** The export's status with the writes its writer refused (the first 20 keys of them). */
@@ -136,8 +146,8 @@ async function main(): Promise<void> {
   if (maintenance && cfg.meshEtcd.length > 1) log.warn({ endpoints: cfg.meshEtcd }, 'several mesh etcd endpoints: compacting, but not defragmenting (each member must be defragmented on its own)');
   if (!cfg.serviceCidr) log.warn('no --service-cidr: remote backends inside this cluster\'s Service CIDR cannot be refused (set it to kube-apiserver\'s --service-cluster-ip-range)');
   const meshEndpoint = cfg.meshAdvertise ?? cfg.meshEtcd[0]!;
-  // Filled in as they start; /status shows each serving certificate and its renewals.
-  const serving: { nodeCa?: NodeCaServer; meshEtcd?: RenewingCertificate } = {};
+  // Filled in as they start; /status shows each serving certificate and its renewals, and the workload CA's phase.
+  const serving: { nodeCa?: NodeCaServer; meshEtcd?: RenewingCertificate; workloadCa?: WorkloadCaFollower } = {};
   if (ca && cfg.meshEtcdServingDir) {
     serving.meshEtcd = await keepMeshEtcdServing({ dir: cfg.meshEtcdServingDir, ca, endpoints: [...cfg.meshEtcd, meshEndpoint], ttlMs: cfg.servingCertTtlMs, log });
   }
@@ -145,6 +155,7 @@ async function main(): Promise<void> {
     ...withRefusedWrites(exporter.status(), writer),
     meshEndpoint,
     trustDomain: ca?.trustDomain,
+    workloadCa: serving.workloadCa && { ...serving.workloadCa.view(), jwtSvidTtlMs: cfg.jwtSvidTtlMs },
     meshIdentity: identity && { expires: identity.expires, rotations: identity.rotations },
     servingCertificates: {
       nodeCa: serving.nodeCa?.servingCertificate(),
@@ -169,8 +180,10 @@ async function main(): Promise<void> {
   );
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
-  const nodeCa = ca && (await startNodeCa(cfg, ca, rest, etcdRef, log));
+  const workloadIdentity = ca && (await startWorkloadIdentity(cfg, ca, kc, rest, etcdRef, log));
+  const nodeCa = workloadIdentity?.nodeCa;
   serving.nodeCa = nodeCa;
+  serving.workloadCa = workloadIdentity?.workloadCa;
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
@@ -181,6 +194,7 @@ async function main(): Promise<void> {
     await http.close();
     await catalog.stop();
     await nodeCa?.close();
+    await serving.workloadCa?.stop();
     serving.meshEtcd?.stop();
     await sync.stop().catch(() => {});
     await maintenance?.stop();

@@ -10,9 +10,10 @@ import { WRITE_LIMITS } from './state-writer.js';
 
 /**
  * Why a remote key was refused; counted per reason in status and metrics. `too-large`: a value over the
- * size limit per value; `over-quota`: beyond the peer's quota of cached keys and bytes (sync/peer-quota.ts).
+ * size limit per value; `over-quota`: beyond the peer's quota of cached keys and bytes (sync/peer-quota.ts);
+ * `bad-bundle`: a trust bundle for another trust domain than the peer's own, or with a CA that fails.
  */
-export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs', 'too-large', 'over-quota'] as const;
+export const REJECT_REASONS = ['foreign-key', 'schema', 'wrong-cluster-id', 'forbidden-address', 'local-cidr', 'outside-pinned-cidrs', 'too-large', 'over-quota', 'bad-bundle'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** How much of the local mesh etcd one peer may take (enforced at import: sync/peer-quota.ts). */
@@ -213,7 +214,7 @@ export class PeerPolicy {
         ]);
       }
       default:
-        return undefined; // heartbeat, synced: no addresses, no identities
+        return undefined; // heartbeat, synced: no addresses, no identities; bundle: checked by the judge (sync/peer-judge.ts)
     }
   }
 

@@ -4,6 +4,7 @@
 import type { Etcd3 } from 'etcd3';
 import { z } from 'zod';
 import { REJECT_REASONS } from './address-policy.js';
+import { ROTATION_PHASES } from '../mtls/ca-rotation.js';
 import { keys } from './schema/keys.js';
 import { AGENT_VIEW_MAX, AgentView } from './schema/values.js';
 import { AgentViews } from './agent-view.js';
@@ -92,6 +93,20 @@ const ServingCertificate = z.object({ serial: z.string(), notAfter: z.string(), 
 export const ApiserverStatus = ExportStatus.extend({
   meshEndpoint: z.string(),
   trustDomain: z.string().optional(),
+  /**
+   * The workload CA (its Secret as this process follows it): the rotation phase (`skein ca rotate`), the
+   * serial of the CA that signs, the serials of every CA in the trust bundle published now, the JWT-SVID lifetime.
+   */
+  workloadCa: z
+    .object({
+      phase: z.enum(ROTATION_PHASES),
+      since: z.string().optional(),
+      signer: z.string(),
+      bundle: z.array(z.string()),
+      /** How long a JWT-SVID it signs lives (--jwt-svid-ttl): a retired key must outlive the last token it signed. */
+      jwtSvidTtlMs: z.number().int().optional(),
+    })
+    .optional(),
   /** This process's own mesh etcd identity: when it expires, how often it was renewed. */
   meshIdentity: z.object({ expires: z.string(), rotations: z.number().int() }).optional(),
   /** The serving certificates this process keeps (renewed at half-life): the one it serves now and how often it was renewed. */

@@ -49,3 +49,16 @@ describe('JWT-SVIDs', () => {
     await expect(validateJwtSvid(token, 'a', new Map())).rejects.toThrow(/no JWT bundle for trust domain east.skein/);
   });
 });
+
+describe('JWT bundles while a CA rotates', () => {
+  it('hold a key per CA: a token of either CA validates during the overlap, the old one no more once it is retired', async () => {
+    const next = await createCA({ commonName: 'east CA 2', ttlMs: 86_400_000, uri: 'spiffe://east.skein' });
+    const [oldToken, newToken] = await Promise.all([ca, next].map(async (c) => (await signJwtSvid(c, { spiffeId: id, audience: ['west'] })).token));
+    const overlap = new Map([['east.skein', await jwtBundleOf(ca.certPem + next.certPem)]]);
+    expect(overlap.get('east.skein')!.keys).toHaveLength(2);
+    for (const token of [oldToken!, newToken!]) expect((await validateJwtSvid(token, 'west', overlap)).spiffeId).toBe(id);
+    const retired = new Map([['east.skein', await jwtBundleOf(next.certPem)]]);
+    expect((await validateJwtSvid(newToken!, 'west', retired)).spiffeId).toBe(id);
+    await expect(validateJwtSvid(oldToken!, 'west', retired)).rejects.toThrow();
+  });
+});

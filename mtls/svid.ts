@@ -7,6 +7,7 @@ import { createLocalJWKSet, decodeJwt, exportJWK, importPKCS8, jwtVerify, SignJW
 import * as x509 from '@peculiar/x509';
 import { caTrustDomain, issueSvidDer, readCsr } from './svid-der.js';
 import type { PemPair } from './x509.js';
+import { splitPemCertificates } from './trust-bundle.js';
 
 const DEFAULT_SVID_TTL_MS = 3600_000;
 const DEFAULT_JWT_TTL_MS = 300_000;
@@ -65,11 +66,18 @@ export function checkX509Svid(certDer: Uint8Array): string {
   return id;
 }
 
-/** A trust domain's JWT bundle: the CA's public key as a JWK set (kid: SHA-256 of the SPKI). */
-export async function jwtBundleOf(caCertPem: string): Promise<JSONWebKeySet> {
-  const key = new X509Certificate(caCertPem).publicKey;
-  const jwk = await exportJWK(key);
-  return { keys: [{ ...jwk, kid: keyId(key.export({ format: 'der', type: 'spki' })), use: 'jwt-svid' }] };
+/**
+ * A trust domain's JWT bundle: the public key of each CA of its bundle as a JWK set (kid: SHA-256 of the
+ * SPKI). While a CA rotates the bundle holds both, so a token signed with either key validates.
+ */
+export async function jwtBundleOf(bundlePem: string): Promise<JSONWebKeySet> {
+  const keys = await Promise.all(
+    splitPemCertificates(bundlePem).map(async (pem) => {
+      const key = new X509Certificate(pem).publicKey;
+      return { ...(await exportJWK(key)), kid: keyId(key.export({ format: 'der', type: 'spki' })), use: 'jwt-svid' };
+    }),
+  );
+  return { keys };
 }
 
 const keyId = (spkiDer: Buffer) => createHash('sha256').update(spkiDer).digest('base64url');

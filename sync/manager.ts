@@ -7,10 +7,10 @@ import { EtcdKv, type EtcdRef } from '../mesh/etcd.js';
 import { startInformer, type RunningInformer } from '../mesh/kube/informer.js';
 import type { KubeRest } from '../mesh/kube/rest.js';
 import { SKEIN_NAMESPACE } from '../mesh/service-ref.js';
-import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from './bundles.js';
+import { BundleOwnershipError, publishBundle, pruneBundles, removeBundle } from '../mesh/trust-bundles.js';
 import { PEER_LABEL, PeerSecret, REMOTE_LABEL, RemoteSecret } from '../mesh/link-secrets.js';
 import { trustDomainOf } from '../mtls/cluster-ca.js';
-import { checkBundleCa } from '../mtls/trust-bundle.js';
+import { checkBundle } from '../mtls/trust-bundle.js';
 import { decodeSecretData, type KubeSecrets } from '../mesh/kube/secrets.js';
 import type { CredentialIssuer } from './credential-issuer.js';
 import type { RemoteStatus } from '../mesh/status.js';
@@ -25,7 +25,8 @@ import type { Secret } from '../mesh/kube/objects.js';
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
 export class SyncManager {
-  private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string }>();
+  /** Per remote: its sync, what restarts it, its trust domain and the bundle published for it now. */
+  private readonly remotes = new Map<string, { sync: RemoteSync; fingerprint: string; trustDomain: string; bundlePem: string }>();
   private readonly peers = new Map<string, string>();
   private readonly refused = new Map<string, string>();
   private stopped = false;
@@ -173,11 +174,13 @@ export class SyncManager {
       return;
     }
     this.refused.delete(r.cluster);
-    // A renewed identity alone (tls.*) is adopted by the running sync; anything else restarts it.
-    // The pin (pod CIDRs, cluster ID) is part of it: a re-pin by skein connect restarts the sync under it.
-    const fingerprint = [r.endpoint, r['ca.crt'], r['bundle.crt'], r['trust-domain'], r.id, r['pod-cidrs']].join('|');
+    // A renewed identity alone (tls.*) is adopted by the running sync, a new bundle alone is published;
+    // anything else restarts it. The pin (pod CIDRs, cluster ID) is part of it: a re-pin by skein connect
+    // restarts the sync under it.
+    const fingerprint = [r.endpoint, r['ca.crt'], r['trust-domain'], r.id, r['pod-cidrs']].join('|');
     if (existing?.fingerprint === fingerprint) {
       await existing.sync.adopt({ certPem: r['tls.crt'], keyPem: r['tls.key'] });
+      if (existing.bundlePem !== r['bundle.crt']) await this.publishPeerBundle(r.cluster, r['bundle.crt']);
       return;
     }
     // Only a new or changed CA is a new bundle: a renewal alone must not wake every agent.
@@ -192,15 +195,20 @@ export class SyncManager {
       localNetworks: this.localNetworks,
       onRejected: (reason) => this.o.onRemoteRejected?.(r.cluster, reason),
       quota: this.o.remoteQuota,
-      onCredentials: (cred) =>
+      onCredentials: (cred) => this.enqueue(() => this.updateLink(r.cluster, { 'tls.crt': cred.certPem, 'tls.key': cred.keyPem })),
+      // The peer's own bundle as it exports it (the judge checked its trust domain and every CA): how its CA
+      // rotation reaches us. Kept in the link too, so a restart starts from it, not from connect's.
+      onBundle: (caPem) =>
         this.enqueue(async () => {
-          await this.o.secrets.put(remoteSecretName(r.cluster), { ...r, 'tls.crt': cred.certPem, 'tls.key': cred.keyPem }, { [REMOTE_LABEL]: r.cluster });
+          if (this.remotes.get(r.cluster)?.sync !== sync || this.remotes.get(r.cluster)?.bundlePem === caPem) return;
+          await this.publishPeerBundle(r.cluster, caPem);
+          await this.updateLink(r.cluster, { 'bundle.crt': caPem });
         }),
       log: this.o.log,
       staleAfterMs: this.o.staleAfterMs,
       removeAfterMs: this.o.removeAfterMs,
     });
-    this.remotes.set(r.cluster, { sync, fingerprint, trustDomain: r['trust-domain'] });
+    this.remotes.set(r.cluster, { sync, fingerprint, trustDomain: r['trust-domain'], bundlePem: r['bundle.crt'] });
     try {
       await sync.start();
     } catch (err) {
@@ -212,9 +220,32 @@ export class SyncManager {
     this.o.log.info({ remote: r.cluster, endpoint: r.endpoint }, existing ? 'remote credentials changed: sync restarted' : 'connected: syncing remote');
   }
 
+  /** Publishes a connected peer's bundle for our agents (its trust domain's key, owned by that peer). */
+  private async publishPeerBundle(cluster: string, caPem: string): Promise<void> {
+    const entry = this.remotes.get(cluster);
+    if (!entry) return;
+    const b = checkBundle(caPem, entry.trustDomain);
+    if (!b.ok) {
+      this.o.log.warn({ remote: cluster, err: b.error }, 'refusing a trust bundle; keeping the last good one');
+      return;
+    }
+    if (await publishBundle(this.o.local(), this.o.localCluster, { trustDomain: entry.trustDomain, caPem, cluster, own: false })) {
+      this.o.log.info({ remote: cluster, trustDomain: entry.trustDomain, cas: b.certs.map((c) => c.serialNumber) }, 'trust bundle of a connected cluster changed');
+    }
+    entry.bundlePem = caPem;
+  }
+
+  /** Rewrites fields of a link Secret as it is now (another field may have changed since the sync started). */
+  private async updateLink(cluster: string, fields: Record<string, string>): Promise<void> {
+    const name = remoteSecretName(cluster);
+    const current = await this.o.secrets.get(name);
+    if (!current) return; // disconnected meanwhile
+    await this.o.secrets.put(name, { ...current, ...fields }, { [REMOTE_LABEL]: cluster });
+  }
+
   /**
    * Why a link may not be trusted, or undefined. A peer's trust domain is its own (`<cluster>.skein`), never
-   * this cluster's or another connected peer's, and its bundle is a CA of exactly that trust domain.
+   * this cluster's or another connected peer's, and its bundle holds CAs of exactly that trust domain.
    */
   private checkPeerTrust(r: RemoteSecret): string | undefined {
     const td = r['trust-domain'];
@@ -223,7 +254,7 @@ export class SyncManager {
       if (cluster !== r.cluster && other.trustDomain === td) return `the link to ${r.cluster} claims trust domain ${td}, which belongs to connected cluster ${cluster}`;
     }
     if (td !== trustDomainOf(r.cluster)) return `the link to ${r.cluster} claims trust domain ${td}; cluster ${r.cluster}'s trust domain is ${trustDomainOf(r.cluster)}`;
-    const ca = checkBundleCa(r['bundle.crt'], td);
+    const ca = checkBundle(r['bundle.crt'], td);
     return ca.ok ? undefined : `the trust bundle of ${r.cluster}: ${ca.error}`;
   }
 

@@ -20,8 +20,8 @@ export interface QuotaUsage extends RemoteQuota {
   refusedKeys: number;
 }
 
-/** The peer's health keys: never refused for the quota, never counted in it. */
-export const outsideQuota = (parsed: ParsedKey): boolean => parsed.kind === 'config' || parsed.kind === 'heartbeat' || parsed.kind === 'synced';
+/** The peer's health keys and its one trust bundle: never refused for the quota, never counted in it. */
+export const outsideQuota = (parsed: ParsedKey): boolean => parsed.kind === 'config' || parsed.kind === 'heartbeat' || parsed.kind === 'synced' || parsed.kind === 'bundle';
 
 export class PeerQuota {
   /** Export key → bytes it takes in the local etcd, for every cached key counted. */

@@ -36,6 +36,8 @@ export interface RemoteSyncOptions {
   localNetworks?: LocalNetworks;
   /** Called once per rejected key (for metrics). */
   onRejected?: (reason: RejectReason) => void;
+  /** The peer's own trust bundle (PEM), accepted by the judge, at every relist and every change. */
+  onBundle?: (caPem: string) => void;
   /** What the peer may keep cached (default REMOTE_QUOTA, mesh/address-policy.ts). */
   quota?: Partial<RemoteQuota>;
   /** Coalesces the relists that admit keys refused for the quota once space frees (default 10 s). */
@@ -76,6 +78,7 @@ export class RemoteSync {
       onAccepted: (decoded) => {
         if (decoded.kind === 'heartbeat') this.health.heartbeat(decoded.value.at);
         if (decoded.kind === 'config') this.advertisedBeyondPin = policy.beyondPin(decoded.value);
+        if (decoded.kind === 'bundle') o.onBundle?.(decoded.value.caPem);
       },
       onRecovered: () => (this.lastError = undefined),
       onSynced: () => this.health.publish(),

@@ -282,8 +282,11 @@ export class Replicator implements Replication {
   }
 }
 
-/** Accepted but kept out of the cache (see the header): the heartbeat. */
-const uncached = (parsed: ParsedKey): boolean => parsed.kind === 'heartbeat';
+/**
+ * Accepted but kept out of the cache: the heartbeat (see the header), and the trust bundle, which goes to
+ * the local bundles (mesh/trust-bundles.ts) through onAccepted instead: agents serve bundles from there alone.
+ */
+const uncached = (parsed: ParsedKey): boolean => parsed.kind === 'heartbeat' || parsed.kind === 'bundle';
 
 /** etcd's order (bytewise; keys are ASCII, so UTF-16 order is the same): what "the first keys" means. */
 const byKey = (a: PeerKv, b: PeerKv) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);

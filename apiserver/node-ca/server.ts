@@ -5,6 +5,8 @@
 import * as grpc from '@grpc/grpc-js';
 
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
+import { splitPemCertificates } from '../../mtls/trust-bundle.js';
+import type { PemPair } from '../../mtls/x509.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
 import { nodeUri } from '../../mtls/mesh-identities.js';
@@ -20,19 +22,25 @@ import type { SignX509SVIDResponse } from '../../mesh/node-ca/generated/skein/v1
 
 type Refusal = { error: Partial<grpc.StatusObject> };
 
+/** A PEM bundle as the Workload API carries one: the CAs' DER, concatenated. */
+const bundleDerOf = (pem: string) => Buffer.concat(splitPemCertificates(pem).map((c) => new X509Certificate(c).raw));
+
 /** Pods per batch call: a batch is the pods one node's API watch delivered together, never unbounded. */
 const MAX_BATCH = 256;
 
 export class NodeCaServer {
   private readonly server = new grpc.Server();
   readonly counts = { x509: 0, jwt: 0, denied: 0, invalid: 0 };
-  private readonly bundleDer: Buffer;
+  /** The workload CA that signs now and its trust domain's bundle (DER, concatenated): swapped by a rotation. */
+  private workload: PemPair;
+  private bundleDer: Buffer;
   private serving?: RenewingCertificate;
 
   constructor(
     private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; servingTtlMs: number; log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void } },
   ) {
-    this.bundleDer = new X509Certificate(o.ca.workload.certPem).raw;
+    this.workload = o.ca.workload;
+    this.bundleDer = bundleDerOf(o.ca.workloadBundle);
     const signX509: NodeCAHandlers['SignX509SVID'] = (call, cb) =>
       void this.signX509(this.callerNode(call), call.request).then(
         (r) => ('error' in r ? cb(r.error) : cb(null, r.svid)),
@@ -50,7 +58,7 @@ export class NodeCaServer {
       void this.authorize(this.callerNode(call), call.request.pod)
         .then(async (a) => {
           if ('error' in a) return cb(a.error);
-          const jwt = await this.signing(() => signJwtSvid(this.o.ca.workload, { spiffeId: a.spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs }));
+          const jwt = await this.signing(() => signJwtSvid(this.workload, { spiffeId: a.spiffeId, audience: call.request.audience, ttlMs: this.o.jwtTtlMs }));
           if ('error' in jwt) return cb(jwt.error);
           this.counts.jwt++;
           cb(null, { spiffe_id: a.spiffeId, token: jwt.ok.token, expires_at_unix_ms: jwt.ok.expiresAt.getTime() });
@@ -60,11 +68,17 @@ export class NodeCaServer {
     this.server.addService(loadNodeCaApi().NodeCA.service, handlers);
   }
 
+  /** Signs with `signing` from the next request on (a CA rotation's activate); answers carry `bundlePem`. */
+  setWorkloadCa(signing: PemPair, bundlePem: string): void {
+    this.workload = signing;
+    this.bundleDer = bundleDerOf(bundlePem);
+  }
+
   /** Authorizes one request, then signs; a refusal or a bad CSR is a status, never an exception. */
   private async signX509(node: string | undefined, request: { pod?: unknown; csr: Buffer }): Promise<{ svid: SignX509SVIDResponse } | Refusal> {
     const a = await this.authorize(node, request.pod);
     if ('error' in a) return a;
-    const svid = await this.signing(() => signX509Svid(this.o.ca.workload, { spiffeId: a.spiffeId, csrDer: request.csr, ttlMs: this.o.svidTtlMs }));
+    const svid = await this.signing(() => signX509Svid(this.workload, { spiffeId: a.spiffeId, csrDer: request.csr, ttlMs: this.o.svidTtlMs }));
     if ('error' in svid) return svid;
     this.counts.x509++;
     return { svid: { spiffe_id: a.spiffeId, certificate: svid.ok.certDer, bundle: this.bundleDer, expires_at_unix_ms: svid.ok.expiresAt.getTime() } };

@@ -107,6 +107,8 @@ export class NodeAgent {
   private published = '';
   /** Shard → the value last put (a shard absent here is not in the etcd). */
   private publishedShards = new Map<number, string>();
+  /** What the node's Workload API serves (bundles, SVID signers), when it runs one. */
+  private workloadView?: () => AgentView['workload'];
 
   constructor(
     private readonly o: {
@@ -460,6 +462,13 @@ export class NodeAgent {
     return new Map([...this.failing].sort(([a], [b]) => a.localeCompare(b)).map(([k, { want: _want, ...f }]) => [k, f]));
   }
 
+  /** Publishes `view` with the node view from now on, and again whenever `changed` is called. */
+  followWorkload(view: () => AgentView['workload']): { changed: () => void } {
+    this.workloadView = view;
+    this.publishSoon();
+    return { changed: () => this.publishSoon() };
+  }
+
   /** The node's view for `skein status`, at most once a second, on a lease so a dead agent's view expires. */
   private publishSoon(): void {
     if (this.publishTimer) return;
@@ -522,6 +531,7 @@ export class NodeAgent {
       failures: failures.length,
       ejected: ejected.slice(0, AGENT_VIEW_MAX),
       ejectedCount: ejected.length,
+      workload: this.workloadView?.(),
     };
     const { at: _at, ...content } = view;
     const fingerprint = JSON.stringify({ ...content, reconciles: 0, lastReconcileMs: 0 });

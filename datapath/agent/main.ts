@@ -135,7 +135,7 @@ function config() {
 }
 
 /** The SPIFFE Workload API for the pods of this node. */
-async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger) {
+async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
   const kc = new KubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
   else kc.loadFromCluster();
@@ -150,6 +150,7 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
     nodeTls: { caPem: readFileSync(cfg.meshEtcdCa!, 'utf8'), certPem: readFileSync(cfg.nodeCert!, 'utf8'), keyPem: readFileSync(cfg.nodeKey!, 'utf8') },
     log,
     podCgroupParents: cfg.podCgroupParents,
+    onViewChange,
   });
   await source.start();
   const server = new WorkloadApiServer(source, (m) => log.warn(m));
@@ -280,7 +281,10 @@ async function main(): Promise<void> {
   http.get('/healthz', async () => 'ok\n');
   http.get('/metrics', async (_q, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()), ejected: agent.ejections(), health: Object.fromEntries(agent.outliers.failureCounts()) }));
-  const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log) : undefined;
+  // The node view carries what the Workload API serves (`skein ca rotate` waits on it).
+  let viewChanged = () => {};
+  const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log, () => viewChanged()) : undefined;
+  if (workload) viewChanged = agent.followWorkload(() => workload.source.view()).changed;
   http.get('/v1/routes', async () => ({ enabled: cfg.peerRoutes, protocol: nativeAddon().ROUTE_PROTOCOL, routes: routes.installed() }));
   if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals, x509FirstAnswerMs: workload.server.x509FirstAnswerMs }));
   const [host, port] = cfg.listen.split(':') as [string, string];

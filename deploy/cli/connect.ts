@@ -129,7 +129,7 @@ async function link(from: Side, to: Side, progress: Progress): Promise<boolean> 
     have &&
     have.endpoint === to.status.meshEndpoint &&
     have['ca.crt'] === caB.mesh.certPem &&
-    have['bundle.crt'] === caB.workload.certPem &&
+    have['bundle.crt'] === caB.workloadBundle &&
     have['tls.crt'] &&
     new X509Certificate(have['tls.crt']).checkIssued(new X509Certificate(caB.mesh.certPem)) &&
     // Renewal is the issuing cluster's job; connect only replaces an identity about to lapse.
@@ -146,7 +146,7 @@ async function link(from: Side, to: Side, progress: Progress): Promise<boolean> 
     }
     await fromSecrets.put(
       remoteSecretName(b),
-      { cluster: b, ...pin, endpoint: to.status.meshEndpoint, 'ca.crt': caB.mesh.certPem, 'bundle.crt': caB.workload.certPem, 'tls.crt': cert.certPem, 'tls.key': cert.keyPem, 'trust-domain': caB.trustDomain },
+      { cluster: b, ...pin, endpoint: to.status.meshEndpoint, 'ca.crt': caB.mesh.certPem, 'bundle.crt': caB.workloadBundle, 'tls.crt': cert.certPem, 'tls.key': cert.keyPem, 'trust-domain': caB.trustDomain },
       { [REMOTE_LABEL]: b },
     );
     changed = true;

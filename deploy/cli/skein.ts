@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { registerLocal } from './local.js';
 import { registerConnect } from './connect.js';
+import { registerCa } from './ca.js';
 import { registerStatus } from './status.js';
 import { registerDrill } from './drill.js';
 import { registerDashboard } from './dashboard.js';
@@ -14,6 +15,7 @@ program.showHelpAfterError();
 registerLocal(program);
 registerStatus(program);
 registerConnect(program);
+registerCa(program);
 registerDrill(program);
 registerDashboard(program);
 registerVersion(program);

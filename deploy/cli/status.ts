@@ -71,6 +71,10 @@ function renderStatus(s: ApiserverStatus): string {
     `cluster ${s.cluster} (id ${s.clusterId})  export ${s.synced ? 'synced' : 'NOT synced yet'}`,
     `  nodes ${s.nodes}  identities ${s.identities}  pod IPs ${s.ips}  etcd writes ${s.etcd.writes}  backlog ${s.etcd.backlog}  watch restarts ${s.watchRestarts}`,
   ];
+  if (s.workloadCa) {
+    const w = s.workloadCa;
+    lines.push(`  workload CA ${w.signer} signs; bundle ${w.bundle.join(', ')}${w.phase === 'idle' ? '' : `  ROTATING: ${w.phase} since ${w.since} (skein ca rotate --context ... --resume finishes it)`}`);
+  }
   if (s.etcd.lastError) lines.push(`  last mesh etcd error: ${s.etcd.lastError}`);
   if (s.etcd.refusedWrites?.length) {
     lines.push(`  REFUSED writes (too large for an etcd request; etcd keeps the previous value): ${s.etcd.refusedWrites.map((w) => `${w.key} (${w.bytes} bytes)`).join(', ')}`);

@@ -3,12 +3,13 @@
 // speaks mTLS that authorizes the peer by SPIFFE ID. Nothing here parses SVIDs or checks chains itself.
 //
 //	spiffe-peer serve -addr :8443 -allow spiffe://east.skein/ns/default/sa/default
-//	spiffe-peer get -url https://10.2.1.5:8443/ -server spiffe://west.skein/ns/default/sa/default [-count N -interval 5s]
+//	spiffe-peer get -url https://10.2.1.5:8443/ -server spiffe://west.skein/ns/default/sa/default [-count N -interval 5s] [-for 60s -stop-file F -fresh]
 package main
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -57,19 +58,33 @@ func spiffeidFromState(st *tls.ConnectionState) (string, error) {
 	return st.PeerCertificates[0].URIs[0].String(), nil
 }
 
-// get prints one JSON line per request: the answer, or the error; over one keep-alive connection.
+// get prints one JSON line per request: the answer (and the key ID of the CA that signed the server's SVID),
+// or the error; over one keep-alive connection, or with -fresh a new TLS handshake per request (each one
+// verifies the server's SVID as it is then against the bundle as it is then). -for keeps going that long
+// (at most -count requests), -stop-file until that file exists.
 func get(args []string) {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	url := fs.String("url", "", "https URL of the server")
 	server := fs.String("server", "", "the SPIFFE ID the server must have")
 	count := fs.Int("count", 1, "requests")
 	interval := fs.Duration("interval", 0, "pause between requests")
+	duration := fs.Duration("for", 0, "keep requesting this long (bounded by -count)")
+	fresh := fs.Bool("fresh", false, "a new connection (TLS handshake) per request")
+	stopFile := fs.String("stop-file", "", "stop once this file exists")
 	_ = fs.Parse(args)
 	src := source(context.Background())
 	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(*server)))
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: *fresh}, Timeout: 5 * time.Second}
 	failed := false
-	for i := 0; i < *count; i++ {
+	until := time.Now().Add(*duration)
+	stopped := func() bool {
+		if *stopFile == "" {
+			return false
+		}
+		_, err := os.Stat(*stopFile)
+		return err == nil
+	}
+	for i := 0; i < *count && (i == 0 || *duration == 0 || time.Now().Before(until)) && !stopped(); i++ {
 		if i > 0 {
 			time.Sleep(*interval)
 		}
@@ -82,6 +97,9 @@ func get(args []string) {
 		} else {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+				out["serverCaKeyId"] = hex.EncodeToString(resp.TLS.PeerCertificates[0].AuthorityKeyId)
+			}
 			var answer map[string]string
 			_ = json.Unmarshal(body, &answer)
 			out["answer"] = answer

@@ -3,6 +3,7 @@
 // prefix only, so everything a cluster publishes must stay below it.
 //
 //   /skein/v1/export/<cluster>/config
+//   /skein/v1/export/<cluster>/bundle                         (its trust bundle, for peers: a rotation reaches them here)
 //   /skein/v1/export/<cluster>/heartbeat                      (on the exporter's lease)
 //   /skein/v1/export/<cluster>/synced/<kind>                  (on the exporter's lease)
 //   /skein/v1/export/<cluster>/services/<namespace>/<name>
@@ -36,6 +37,8 @@ const SYNC_STATUS_ROOT = `${ROOT}/sync/`;
 
 export const keys = {
   config: (c: string) => `${exportPrefix(c)}config`,
+  /** The cluster's own trust bundle as it exports it to peers (their sync serves it to their agents). */
+  exportedBundle: (c: string) => `${exportPrefix(c)}bundle`,
   heartbeat: (c: string) => `${exportPrefix(c)}heartbeat`,
   synced: (c: string, kind: ExportKind) => `${exportPrefix(c)}synced/${kind}`,
   service: (c: string, namespace: string, name: string) => `${exportPrefix(c)}services/${namespace}/${name}`,
@@ -95,7 +98,7 @@ export function parseLocalServiceKey(key: string, cluster: string): Extract<Pars
 }
 
 export type ParsedKey =
-  | { kind: 'config' | 'heartbeat'; cluster: string }
+  | { kind: 'config' | 'heartbeat' | 'bundle'; cluster: string }
   | { kind: 'synced'; cluster: string; of: string }
   | { kind: 'services'; cluster: string; namespace: string; name: string }
   | { kind: 'identities' | 'ips' | 'nodes'; cluster: string; id: string };
@@ -107,7 +110,7 @@ export function parseExportKey(key: string, base: 'export' | 'cache' = 'export')
   const parts = key.slice(head.length).split('/');
   const [cluster, kind, a, b] = parts;
   if (!cluster || !kind) return undefined;
-  if ((kind === 'config' || kind === 'heartbeat') && parts.length === 2) return { kind, cluster };
+  if ((kind === 'config' || kind === 'heartbeat' || kind === 'bundle') && parts.length === 2) return { kind, cluster };
   if (kind === 'synced' && parts.length === 3 && a) return { kind, cluster, of: a };
   if (kind === 'services' && parts.length === 4 && a && b) return { kind, cluster, namespace: a, name: b };
   if ((kind === 'identities' || kind === 'ips' || kind === 'nodes') && parts.length === 3 && a) return { kind, cluster, id: a };

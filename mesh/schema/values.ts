@@ -158,6 +158,12 @@ export const AgentView = z.object({
     )
     .optional(),
   ejectedCount: z.number().int().min(0).optional(),
+  /**
+   * What the node's Workload API serves (agents with one): per trust domain the serials of its bundle's CAs,
+   * and how many SVIDs held here each CA of the own bundle signed (`unknown`: none of them). `skein ca rotate`
+   * waits on it. Optional: older agents and agents without a Workload API.
+   */
+  workload: z.object({ bundles: z.record(z.string(), z.array(z.string())), svidSigners: z.record(z.string(), z.number().int().min(0)) }).optional(),
 });
 export type AgentView = z.infer<typeof AgentView>;
 /** Frontends, failures and ejections listed per node where all of them would be too many (/v1/status, the header). */
@@ -177,10 +183,14 @@ export const AgentFrontendShard = z.object({
 });
 export type AgentFrontendShard = z.infer<typeof AgentFrontendShard>;
 
+const TrustDomain = z.string().regex(/^[a-z0-9._-]+$/, 'a trust domain is lower-case letters, digits, ".", "_" and "-"');
+/** One or more CA certificates, PEM, concatenated (two while a CA rotates; mtls/trust-bundle.ts checks them). */
+const BundlePem = z.string().includes('BEGIN CERTIFICATE', { message: 'caPem must hold the trust domain\'s CA certificates (PEM)' }).max(64 * 1024);
+
 /** A trust domain's bundle as agents serve it: its CA certificates. JWT bundles are derived from them. */
 export const TrustBundle = z.object({
-  trustDomain: z.string().regex(/^[a-z0-9._-]+$/),
-  caPem: z.string().includes('BEGIN CERTIFICATE'),
+  trustDomain: TrustDomain,
+  caPem: BundlePem,
   /** The cluster whose CA this is: only that link may replace or remove it. */
   cluster: ClusterName,
   /** This cluster's own trust domain (the others are federated). */
@@ -188,11 +198,22 @@ export const TrustBundle = z.object({
 });
 export type TrustBundle = z.infer<typeof TrustBundle>;
 
+/**
+ * A cluster's own trust bundle as it exports it (keys.exportedBundle): how a CA rotation reaches its peers.
+ * A peer's sync accepts it only for that cluster's own trust domain, and only if every CA in it passes.
+ */
+export const ExportedBundle = z.object({ cluster: ClusterName, trustDomain: TrustDomain, caPem: BundlePem });
+export type ExportedBundle = z.infer<typeof ExportedBundle>;
+
 /** A remote's sync health, as agents act on it (keys.syncStatus). */
 export const SyncStatus = z.object({ cluster: ClusterName, connected: z.boolean(), synced: z.boolean(), stale: z.boolean() });
 export type SyncStatus = z.infer<typeof SyncStatus>;
 
-export const NodeCaEndpoint = z.object({ endpoint: z.string().regex(/^[^:/\s]+:\d+$/) });
+export const NodeCaEndpoint = z.object({
+  endpoint: z.string().regex(/^[^:/\s]+:\d+$/),
+  /** Serial of the workload CA that signs now: when it changes (a rotation's activate), agents re-issue every SVID they hold. */
+  signer: z.string().regex(/^[0-9A-F]+$/).optional(),
+});
 export type NodeCaEndpoint = z.infer<typeof NodeCaEndpoint>;
 
 export type Heartbeat = z.infer<typeof Heartbeat>;
@@ -202,6 +223,7 @@ export type SyncedMarker = z.infer<typeof SyncedMarker>;
 export type Decoded =
   | { kind: 'config'; value: ClusterConfig }
   | { kind: 'heartbeat'; value: Heartbeat }
+  | { kind: 'bundle'; value: ExportedBundle }
   | { kind: 'synced'; value: SyncedMarker }
   | { kind: 'services'; value: GlobalService }
   | { kind: 'identities'; value: IdentityValue }
@@ -234,6 +256,11 @@ export function decodeValue(key: ParsedKey, raw: string): DecodeResult {
     }
     case 'heartbeat': {
       const r = fit(Heartbeat, json);
+      if (!r.ok) return r;
+      return r.value.cluster === key.cluster ? { ok: true, kind: key.kind, value: r.value } : mismatch;
+    }
+    case 'bundle': {
+      const r = fit(ExportedBundle, json);
       if (!r.ok) return r;
       return r.value.cluster === key.cluster ? { ok: true, kind: key.kind, value: r.value } : mismatch;
     }

@@ -104,6 +104,20 @@ describe('the SPIFFE Workload API server', () => {
     expect(Object.keys(unfederated!.federated_bundles)).toEqual([]);
   });
 
+  it('serves the own trust domain’s bundle as it is now (both CAs while one rotates), not as it was when the SVID was signed', async () => {
+    const next = await createCA({ commonName: 'east 2', ttlMs: 86_400_000, uri: 'spiffe://east.skein' });
+    const before = bundles;
+    const both = Buffer.concat([der(ca.certPem), der(next.certPem)]);
+    bundles = new Map([['east.skein', both]]);
+    try {
+      const [ctx] = await nextContexts(1);
+      expect(Buffer.compare(ctx!.svids[0]!.bundle, both)).toBe(0);
+      expect(Buffer.compare(current.bundleDer, der(ca.certPem))).toBe(0); // what the node CA stamped at signing
+    } finally {
+      bundles = before;
+    }
+  });
+
   it('refuses a request without the security header with InvalidArgument', async () => {
     await expect(nextContexts(1, new grpc.Metadata())).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('workload.spiffe.io') });
     await expect(unary('FetchJWTSVID', { audience: ['x'] }, new grpc.Metadata())).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });

@@ -195,10 +195,13 @@ export class WorkloadApiServer<W> {
 
   private async x509Response(w: W): Promise<X509SVIDResponse> {
     const svids = await this.source.x509Svids(w);
+    const bundles = this.source.x509Bundles();
     const own = new Set(svids.map((s) => s.spiffeId.split('/')[2]));
-    const federated = Object.fromEntries([...this.source.x509Bundles()].filter(([td]) => !own.has(td)).map(([td, der]) => [tdId(td), der]));
+    const federated = Object.fromEntries([...bundles].filter(([td]) => !own.has(td)).map(([td, der]) => [tdId(td), der]));
     return {
-      svids: svids.map((s) => ({ spiffe_id: s.spiffeId, x509_svid: s.certChainDer, x509_svid_key: s.keyPkcs8Der, bundle: s.bundleDer, hint: '' })),
+      // The own trust domain's bundle as it is now (both CAs while one rotates), not as it was when the SVID
+      // was signed: a peer's SVID from the new CA must verify before this SVID is renewed.
+      svids: svids.map((s) => ({ spiffe_id: s.spiffeId, x509_svid: s.certChainDer, x509_svid_key: s.keyPkcs8Der, bundle: bundles.get(s.spiffeId.split('/')[2]!) ?? s.bundleDer, hint: '' })),
       crl: [],
       federated_bundles: federated,
     };

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createCA } from '../../../mtls/x509.js';
 import { acceptBundle } from './bundles.js';
@@ -25,5 +26,14 @@ describe('acceptBundle', () => {
     expect(acceptBundle(raw(expired.certPem), 'west.skein')).toMatchObject({ ok: false, error: expect.stringContaining('expired') });
     expect(acceptBundle('{', 'west.skein')).toMatchObject({ ok: false, error: 'not JSON' });
     expect(acceptBundle(JSON.stringify({ trustDomain: 'west.skein' }), 'west.skein')).toMatchObject({ ok: false, error: expect.stringContaining('caPem') });
+  });
+
+  it('serves both CAs of a rotation as one X.509 bundle (DER concatenated), and refuses it whole when one CA fails', async () => {
+    const next = await createCA({ commonName: 'west 2', ttlMs: 86_400_000, uri: 'spiffe://west.skein' });
+    const r = acceptBundle(raw(west.certPem + next.certPem), 'west.skein');
+    if (!r.ok) throw new Error(r.error);
+    expect(r.bundle.der).toEqual(Buffer.concat([new X509Certificate(west.certPem).raw, new X509Certificate(next.certPem).raw]));
+    expect(r.bundle.cas.map((c) => c.subject)).toEqual(['CN=west', 'CN=west 2']);
+    expect(acceptBundle(raw(west.certPem + tamper(next.certPem)), 'west.skein')).toMatchObject({ ok: false, error: expect.stringMatching(/^CA 2 of 2: /) });
   });
 });

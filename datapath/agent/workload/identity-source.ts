@@ -2,6 +2,7 @@
 // this node, for attestation) and the local mesh etcd (trust bundles, where the node CA is). SVID keys are
 // made here and never leave the node; the apiserver's node CA signs them, before the pods ask (svid-cache.ts):
 // one per identity on the node, renewed at half its lifetime and pushed to the streams of its pods.
+import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
 import { openWatch, type MeshWatch } from '../../../mesh/etcd-watch.js';
@@ -43,16 +44,18 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private readonly watches = new Map<string, MeshWatch>();
   /** What each followed prefix held at its last listing. */
   private readonly followed = new Map<string, Set<string>>();
-  private nodeCa?: { endpoint: string; client: NodeCaClient };
+  private nodeCa?: { endpoint: string; client: NodeCaClient; signer?: string };
   private endpoint?: string;
   readonly stats = { refusedBundles: 0 };
 
   constructor(
     private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { caPem: string; certPem: string; keyPem: string }; log: Log;
       /** Where this node's pod cgroups live, as /proc/<pid>/cgroup names them (attest.ts). */
-      podCgroupParents: readonly string[] },
+      podCgroupParents: readonly string[];
+      /** What view() shows changed (a bundle, an SVID signed): the agent publishes its view again. */
+      onViewChange?: () => void },
   ) {
-    this.svids = new SvidCache({ sign: (requests) => this.signBatch(requests), log: o.log });
+    this.svids = new SvidCache({ sign: (requests) => this.signBatch(requests), log: o.log, onSigned: () => o.onViewChange?.() });
   }
 
   async start(): Promise<void> {
@@ -112,7 +115,17 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
    */
   private async onNodeCa(raw: string | undefined): Promise<void> {
     const published = raw === undefined ? undefined : decodeJson(NodeCaEndpoint, raw);
-    if (published?.endpoint === this.nodeCa?.endpoint) return;
+    if (published && this.nodeCa && published.endpoint === this.nodeCa.endpoint) {
+      // Same node CA, another CA signing there (a rotation's activate): every SVID held is signed again,
+      // by the new CA, and pushed to its pods' streams as it comes.
+      if (published.signer !== this.nodeCa.signer) {
+        this.o.log.info({ signer: published.signer, was: this.nodeCa.signer }, 'the workload CA signing at the node CA changed: re-issuing every SVID held');
+        this.nodeCa.signer = published.signer;
+        this.svids.renewAll();
+      }
+      return;
+    }
+    if (!published && !this.nodeCa) return;
     this.nodeCa?.client.close();
     this.nodeCa = undefined;
     if (!published) {
@@ -122,7 +135,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     // The node CA serves with a mesh CA certificate, like the mesh etcd: verified against the mesh CA.
     const client = new NodeCaClient(published.endpoint, this.o.nodeTls);
     client.connect();
-    this.nodeCa = { endpoint: published.endpoint, client };
+    this.nodeCa = { endpoint: published.endpoint, client, signer: published.signer };
     this.endpoint = published.endpoint;
     this.o.log.info({ endpoint: published.endpoint }, 'node CA');
     // The first one signs what pods bound before it was known; a later one, everything again.
@@ -152,6 +165,33 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
     for (const [td, b] of this.bundles) jwks.set(td, await jwtBundleOf(b.caPem));
     this.jwks = jwks;
     for (const l of this.bundleListeners) l();
+    this.o.onViewChange?.();
+  }
+
+  /**
+   * For the agent's published view: each trust domain's CAs by serial, and how many SVIDs held here each CA
+   * of the own bundle signed (`unknown`: none of them) — what `skein ca rotate` waits on.
+   */
+  view(): { bundles: Record<string, string[]>; svidSigners: Record<string, number> } {
+    const bundles = Object.fromEntries([...this.bundles].map(([td, b]) => [td, b.cas.map((c) => c.serialNumber)]));
+    const own = [...this.bundles.values()].find((b) => b.own);
+    const svidSigners: Record<string, number> = {};
+    for (const der of this.svids.certificates()) {
+      const by = this.signerOf(der, own);
+      svidSigners[by] = (svidSigners[by] ?? 0) + 1;
+    }
+    return { bundles, svidSigners };
+  }
+
+  /** Which CA of the own bundle signed an SVID, remembered per SVID and bundle: the view is built often. */
+  private readonly signers = new WeakMap<Buffer, { bundle?: AcceptedBundle; by: string }>();
+  private signerOf(der: Buffer, own: AcceptedBundle | undefined): string {
+    const known = this.signers.get(der);
+    if (known && known.bundle === own) return known.by;
+    const leaf = new X509Certificate(der);
+    const by = own?.cas.find((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))?.serialNumber ?? 'unknown';
+    this.signers.set(der, { bundle: own, by });
+    return by;
   }
 
   private client(): NodeCaClient {

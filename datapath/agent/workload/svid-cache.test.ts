@@ -133,4 +133,34 @@ describe('SvidCache: SVIDs made before the pods ask', () => {
     expect(new X509Certificate(second.certChainDer).serialNumber).not.toBe(new X509Certificate(first.certChainDer).serialNumber);
     cache.stop();
   });
+
+  it('re-issues every SVID held when another CA signs (a rotation’s activate), telling its streams and the view', async () => {
+    const next = await createCA({ commonName: 'east workload CA 2', ttlMs: 86_400_000, uri: 'spiffe://east.skein' });
+    let signing = ca;
+    const sign = async (requests: { pod: PodRef; csr: Buffer }[]): Promise<SignResult[]> =>
+      Promise.all(
+        requests.map(async ({ pod: p, csr }) => {
+          const spiffeId = workloadSpiffeId('east.skein', p.namespace, p.name);
+          const svid = await signX509Svid(signing, { spiffeId, csrDer: csr });
+          return { svid: { spiffeId, certificateDer: svid.certDer, bundleDer: Buffer.alloc(0), expiresAtMs: svid.expiresAt.getTime() } };
+        }),
+      );
+    let signed = 0;
+    const cache = new SvidCache({ sign, log, onSigned: () => signed++ });
+    cache.podBound(pod('a', 'u1'), 'a');
+    cache.podBound(pod('b', 'u2'), 'b');
+    await until(() => signed === 2);
+    const by = (c: { certPem: string }) => cache.certificates().filter((der) => new X509Certificate(der).verify(new X509Certificate(c.certPem).publicKey)).length;
+    expect([by(ca), by(next)]).toEqual([2, 0]);
+    let pushed = 0;
+    cache.subscribe(identityKey('default', 'a'), () => pushed++);
+    signing = next;
+    cache.renewAll();
+    await until(() => signed === 4);
+    expect([by(ca), by(next)]).toEqual([0, 2]);
+    expect(pushed).toBe(1);
+    expect(cache.stats).toMatchObject({ issued: 2, renewed: 2 });
+    cache.stop();
+  });
 });
+

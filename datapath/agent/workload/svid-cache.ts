@@ -51,7 +51,7 @@ export class SvidCache {
   private stopped = false;
   readonly stats = { issued: 0, renewed: 0, preIssued: 0, signCalls: 0, signFailures: 0, servedFromCache: 0, servedAfterSigning: 0, dropped: 0 };
 
-  constructor(private readonly o: { sign: BatchSigner; log: Log; now?: () => number }) {}
+  constructor(private readonly o: { sign: BatchSigner; log: Log; now?: () => number; /** After every SVID signed (issued or renewed). */ onSigned?: () => void }) {}
 
   private now(): number {
     return this.o.now?.() ?? Date.now();
@@ -102,7 +102,12 @@ export class SvidCache {
     return held.entry;
   }
 
-  /** Signs every identity here (held or not yet signed) now: a new node CA, whose CA or SVID lifetime may differ. */
+  /** The leaf certificates (DER) of every SVID held now. */
+  certificates(): Buffer[] {
+    return [...this.identities.values()].flatMap((s) => (s.held ? [s.held.entry.certChainDer] : []));
+  }
+
+  /** Signs every identity here (held or not yet signed) now: a new node CA, or a new CA signing at it. */
   renewAll(): void {
     for (const [key, s] of this.identities) if (!s.pending) void this.renew(key, s);
   }
@@ -131,6 +136,7 @@ export class SvidCache {
         s.timer = setTimeout(() => void this.renew(key, s), Math.max(1000, (held.expiresAt - this.now()) / 2));
         s.timer.unref();
         if (renewal) for (const l of s.listeners) l();
+        this.o.onSigned?.();
         return held;
       },
       (err: Error) => {
