@@ -16,8 +16,8 @@ export const CHART_DIR = join(REPO_ROOT, 'deploy', 'helm', 'skein');
 export const SKEIN_NAMESPACE = 'skein-system';
 
 /** helm, built from its Go module by deploy/scripts/build-tools.sh (cached). */
-export async function helmBinary(): Promise<string> {
-  const { stdout } = await pexec('bash', [join(REPO_ROOT, 'deploy', 'scripts', 'build-tools.sh', ), 'helm'], { maxBuffer: 1 << 20 });
+async function helmBinary(): Promise<string> {
+  const { stdout } = await pexec('bash', [join(REPO_ROOT, 'deploy', 'scripts', 'build-tools.sh'), 'helm'], { maxBuffer: 1 << 20 });
   return stdout.trim();
 }
 
@@ -51,7 +51,7 @@ export async function helm(kubeconfig: string, args: string[], timeoutMs = 180_0
     return stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`helm ${args.join(' ')}: ${e.stderr?.trim() || e.message}`);
+    throw new Error(`helm ${args.join(' ')}: ${e.stderr?.trim() || e.message}`, { cause: err });
   }
 }
 

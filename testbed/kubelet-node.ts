@@ -6,7 +6,6 @@
 // every container. Facts this rests on (checked here): REFERENCE.md, "Real kubelet + containerd".
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { IMAGES } from '../deploy/version.js';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { run, runQuiet } from './run.js';
 import { clusterPodCidr, type NodeNet } from './topology.js';
@@ -17,7 +16,7 @@ const CNI_BIN_DIR = '/usr/lib/cni';
 export const kubeletRunDir = (tag: string) => join('/run/skein', tag);
 
 /** Where one node's runtime lives: sockets and runtime state on /run, images and the kubelet on disk. */
-export const kubeletNodePaths = (clusterDir: string, tag: string, node: NodeNet) => {
+const kubeletNodePaths = (clusterDir: string, tag: string, node: NodeNet) => {
   const run = join(kubeletRunDir(tag), node.name);
   const disk = join(clusterDir, 'nodes', node.name);
   return {
@@ -35,7 +34,7 @@ export const kubeletNodePaths = (clusterDir: string, tag: string, node: NodeNet)
 /** The kubelet's cgroupRoot (a cgroup path, the same in every hierarchy): below the test bed's own. */
 export const kubeletCgroupRoot = (tag: string, nodeName: string) => `/skein/${tag}/kubelet/${nodeName}`;
 
-function containerdToml(p: ReturnType<typeof kubeletNodePaths>): string {
+function containerdToml(p: ReturnType<typeof kubeletNodePaths>, sandboxImage: string): string {
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
   return `version = 2
 root = "${join(p.disk, 'containerd')}"
@@ -52,7 +51,7 @@ state = "${join(p.run, 'containerd')}"
   path = "${join(p.disk, 'opt')}"
 [${cri}]
   # Never pulled: build.sh's pause image, imported before the kubelet starts.
-  sandbox_image = "${IMAGES.pause.ref}"
+  sandbox_image = "${sandboxImage}"
   # The kubelet asks for oom_score_adj -998; lowering it needs CAP_SYS_RESOURCE, which this VM lacks.
   restrict_oom_score_adj = true
   enable_selinux = false
@@ -147,7 +146,7 @@ healthzBindAddress: 127.0.0.1:10256
 }
 
 /** The v1 hierarchies (cpu, memory, ..., name=systemd) mounted on this host. */
-export function cgroupV1Mounts(mounts = readFileSync('/proc/self/mounts', 'utf8')): string[] {
+function cgroupV1Mounts(mounts = readFileSync('/proc/self/mounts', 'utf8')): string[] {
   return mounts
     .split('\n')
     .map((l) => l.split(' '))
@@ -170,46 +169,60 @@ function ensureV1Cgroup(path: string): void {
   }
 }
 
-export interface KubeletNodeSpec {
+/** What a node's containerd needs: it starts before the control plane is up (imports take the longest). */
+export interface NodeRuntimeSpec {
   tag: string;
-  clusterId: number;
   clusterDir: string;
   logDir: string;
   /** Control cgroup of the cluster (v2): containerd, kubelet and kube-proxy run below it. */
   controlCgroup: string;
   node: NodeNet;
+  /** Image archives (build.sh) imported into the node's containerd. */
+  images: string[];
+  /** The pause image's reference (build.sh's skein-pause), imported with the others. */
+  sandboxImage: string;
+}
+
+export interface KubeletSpec extends NodeRuntimeSpec {
+  clusterId: number;
   zone: string;
   cluster: string;
   kubeBin: string;
   kubeconfig: string;
   kubeProxyKubeconfig: string;
   caFile: string;
-  images: string[];
+}
+
+const inNodeNetns = (node: NodeNet) => ['nsenter', `--net=/run/netns/${node.netns}`, '--'];
+
+/** The node's containerd with CNI configured and every image imported; returns once it has them. */
+export async function startNodeRuntime(s: NodeRuntimeSpec): Promise<void> {
+  const p = kubeletNodePaths(s.clusterDir, s.tag, s.node);
+  for (const d of [p.run, p.disk, p.cniConfDir, p.kubeletRoot]) mkdirSync(d, { recursive: true });
+  writeFileSync(p.containerdConfig, containerdToml(p, s.sandboxImage));
+  writeFileSync(join(p.cniConfDir, '10-skein.conflist'), cniConflist(s.node, join(p.disk, 'cni-ipam')));
+  const log = join(s.logDir, `${s.node.name}-containerd.log`);
+  spawnDaemon({ cgroup: join(s.controlCgroup, `containerd-${s.node.index}`), logFile: log, argv: [...inNodeNetns(s.node), 'containerd', '--config', p.containerdConfig] });
+  await waitFor(`containerd of ${s.node.name}`, async () => ((await runQuiet('ctr', ['--address', p.containerdSock, 'version'])) ? true : undefined), 30_000, `see ${log}`);
+  for (const archive of s.images) await ctr(p.containerdSock, ['images', 'import', archive]);
 }
 
 async function ctr(sock: string, args: string[], timeoutMs = 120_000): Promise<string> {
   return run('ctr', ['--address', sock, '--namespace', 'k8s.io', ...args], { timeoutMs });
 }
 
-/** containerd, the images imported into it, then the kubelet and kube-proxy; returns once containerd serves. */
-export async function startKubeletNode(s: KubeletNodeSpec): Promise<void> {
+/** The kubelet and kube-proxy of a node whose runtime is up (startNodeRuntime). */
+export function startKubelet(s: KubeletSpec): void {
   const p = kubeletNodePaths(s.clusterDir, s.tag, s.node);
-  for (const d of [p.run, p.disk, p.cniConfDir, p.kubeletRoot]) mkdirSync(d, { recursive: true });
-  writeFileSync(p.containerdConfig, containerdToml(p));
-  writeFileSync(join(p.cniConfDir, '10-skein.conflist'), cniConflist(s.node, join(p.disk, 'cni-ipam')));
   writeFileSync(p.kubeletConfig, kubeletYaml({ p, node: s.node, tag: s.tag, caFile: s.caFile, logDir: s.logDir }));
   writeFileSync(p.kubeProxyConfig, kubeProxyYaml({ kubeconfig: s.kubeProxyKubeconfig, node: s.node, clusterId: s.clusterId }));
-  const nsenter = ['nsenter', `--net=/run/netns/${s.node.netns}`, '--'];
-  const i = s.node.index;
-  spawnDaemon({ cgroup: join(s.controlCgroup, `containerd-${i}`), logFile: join(s.logDir, `${s.node.name}-containerd.log`), argv: [...nsenter, 'containerd', '--config', p.containerdConfig] });
-  await waitFor(`containerd of ${s.node.name}`, async () => ((await runQuiet('ctr', ['--address', p.containerdSock, 'version'])) ? true : undefined), 30_000, `see ${join(s.logDir, `${s.node.name}-containerd.log`)}`);
-  for (const archive of s.images) await ctr(p.containerdSock, ['images', 'import', archive]);
   ensureV1Cgroup(kubeletCgroupRoot(s.tag, s.node.name));
+  const i = s.node.index;
   spawnDaemon({
     cgroup: join(s.controlCgroup, `kubelet-${i}`),
     logFile: join(s.logDir, `${s.node.name}-kubelet.log`),
     argv: [
-      ...nsenter,
+      ...inNodeNetns(s.node),
       join(s.kubeBin, 'kubelet'),
       `--config=${p.kubeletConfig}`,
       `--kubeconfig=${s.kubeconfig}`,
@@ -223,7 +236,7 @@ export async function startKubeletNode(s: KubeletNodeSpec): Promise<void> {
   spawnDaemon({
     cgroup: join(s.controlCgroup, `kube-proxy-${i}`),
     logFile: join(s.logDir, `${s.node.name}-kube-proxy.log`),
-    argv: [...nsenter, join(s.kubeBin, 'kube-proxy'), `--config=${p.kubeProxyConfig}`, '--v=1'],
+    argv: [...inNodeNetns(s.node), join(s.kubeBin, 'kube-proxy'), `--config=${p.kubeProxyConfig}`, '--v=1'],
   });
 }
 

@@ -15,7 +15,7 @@ import type { NodeRunnerConfig } from './node-runner/config.js';
 import { bpffsDir, startAgent, workloadSocket as workloadSocketOf } from './agents.js';
 import { applyManifest, loadManifest } from './manifests.js';
 import { distPath, REPO_ROOT } from './repo.js';
-import { installSkein, startKubeletNodes } from './kubelet-cluster.js';
+import { installSkein, startKubelets, startNodeRuntimes } from './kubelet-cluster.js';
 import { destroyPodNetns, destroyV1Cgroups, kubeletRunDir, unmountBelow } from './kubelet-node.js';
 import { run, runQuiet } from './run.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
@@ -82,7 +82,7 @@ export async function up(opts: UpOptions): Promise<TestbedState> {
     const kubeBin = await ensureKubeBinaries(progress);
     await assertRoutesFree(tag, opts.clusters.map((c) => c.id));
     ensureCgroup(cgroupRoot);
-    let images: string[] = [];
+    let images = { archives: [] as string[], sandboxImage: '' };
     if (opts.kubelet) {
       images = await buildImages(progress);
       state.madeShared = await makeShared(['/sys/fs/bpf', await cgroup2Root()]);
@@ -179,10 +179,14 @@ async function startCluster(
 }
 
 /** The images every node's containerd imports: build.sh's archives (a cached rebuild takes seconds). */
-async function buildImages(progress: (msg: string) => void): Promise<string[]> {
+async function buildImages(progress: (msg: string) => void): Promise<{ archives: string[]; sandboxImage: string }> {
   progress('building the images (deploy/images/build.sh)');
   const out = await run('bash', [join(REPO_ROOT, 'deploy', 'images', 'build.sh')], { timeoutMs: 600_000 });
-  return out.trim().split('\n').map((l) => l.split(' ')[0]!);
+  // One line per image: <archive> <reference> <digest> <bytes>.
+  const lines = out.trim().split('\n').map((l) => l.split(' '));
+  const sandboxImage = lines.find(([, ref]) => ref?.includes('/skein-pause:'))?.[1];
+  if (!sandboxImage) throw new Error(`deploy/images/build.sh built no skein-pause image (it printed: ${out.trim()})`);
+  return { archives: lines.map(([archive]) => archive!), sandboxImage };
 }
 
 /**
@@ -207,7 +211,7 @@ async function startKubeletCluster(
   cgroupRoot: string,
   kubeBin: string,
   cluster: { name: string; id: number },
-  images: string[],
+  images: { archives: string[]; sandboxImage: string },
   progress: (msg: string) => void,
 ): Promise<{ state: ClusterState; plane: ControlPlane }> {
   const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
@@ -217,12 +221,14 @@ async function startKubeletCluster(
   const cg = join(cgroupRoot, 'control', cluster.name);
   progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
   const hostIp = fabricNet(tag).rootIp;
-  const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true });
+  const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeNet(tag, cluster, i + 1));
+  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), images: images.archives, sandboxImage: images.sandboxImage, progress };
+  // containerd and its image imports need no control plane: both start at once.
+  const [plane] = await Promise.all([startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true }), startNodeRuntimes(spec)]);
   const admin = new KubeConfig();
   admin.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
-  const spec = { tag, cluster, nodes: opts.nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, plane, admin, cgroup2Mount: await cgroup2Root(), images, progress };
-  const nodes = await startKubeletNodes(spec);
-  const skein = await installSkein(spec, nodes);
+  await startKubelets(spec, plane, admin);
+  const skein = await installSkein(spec, admin);
   if (opts.echo) await deployEcho(admin, cluster.name, logDir, progress);
   return {
     plane,

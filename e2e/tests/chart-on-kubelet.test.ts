@@ -3,7 +3,8 @@
 // deploy/helm/skein from the images build.sh made (imported into every node's containerd, never pulled).
 // Its pods run from those images; `skein connect` links the clusters; the drill fails over to the other
 // cluster and back without losing a request; a bad values file is refused by the chart's schema.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,12 +15,15 @@ import { connect } from '../../deploy/cli/connect.js';
 import { DrillReport } from '../../deploy/drill/report.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
 import { IMAGES } from '../../deploy/version.js';
+import { parseOutcome } from '../../deploy/images/outcome.js';
+import { waitFor } from '../../testbed/daemon.js';
 import { CHART_DIR, helm, SKEIN_NAMESPACE } from '../../testbed/chart.js';
 import { KUBE_VERSION } from '../../testbed/kube-binaries.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from './helpers.js';
 
+const pexec = promisify(execFile);
 const EAST = 'ck-east';
 const WEST = 'ck-west';
 const stateDir = tempStateDir('chart-kubelet');
@@ -93,6 +97,29 @@ describe('the Helm chart on real kubelets', () => {
     expect(report.requestsLost).toBe(0);
   });
 
+  it('helm upgrade rolls the agent DaemonSet under traffic without losing a request: the new agent adopts the pinned datapath', async () => {
+    const rest = clusterRest(stateDir, EAST);
+    const agentUids = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items.map((p) => p.metadata!.uid!);
+    const before = await agentUids();
+    const vip = (await rest.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services/echo')).spec.clusterIP;
+    const client = (await readyPods(rest, 'app=client', 1))[0]!.metadata!.name!;
+    // 25 s of requests from a pod (kubectl exec through the real kubelet), the upgrade in the middle.
+    let trafficDone = false;
+    const traffic = pexec(join(statePaths(stateDir).bin, 'kubectl'), ['--kubeconfig', statePaths(stateDir).kubeconfig, '--context', `skein-${EAST}`, 'exec', client, '--', '/usr/local/bin/node', '/opt/skein/dist/deploy/images/client.js', 'http', `${vip}:80`, '--count', '1000', '--interval-ms', '25', '--timeout-ms', '500'], { maxBuffer: 16 << 20 }).finally(() => (trafficDone = true));
+    await new Promise((r) => setTimeout(r, 2000));
+    await helm(adminKubeconfig(EAST), ['upgrade', 'skein', CHART_DIR, '-n', SKEIN_NAMESPACE, '--reuse-values', '--set', 'agent.resources.requests.cpu=11m', '--wait', '--timeout', '60s']);
+    await waitFor('the upgraded agent', async () => {
+      const now = await agentUids();
+      return now.length === before.length && now.every((u) => !before.includes(u)) ? true : undefined;
+    }, 30_000);
+    // The rollout finished while requests were still flowing.
+    expect(trafficDone).toBe(false);
+    const outcomes = (await traffic).stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
+    expect(outcomes).toHaveLength(1000);
+    expect(outcomes.filter((o) => !o.ok)).toEqual([]);
+    expect(new Set(outcomes.map((o) => o.cluster))).toEqual(new Set([EAST]));
+  });
+
   it('helm refuses a values file the schema rejects, naming the field, and changes nothing', async () => {
     const bad = join(statePaths(stateDir).dir, 'bad-values.yaml');
     writeFileSync(bad, 'cluster:\n  name: ck-east\n  id: 300\nagent:\n  nodeCgroup: relative/path\n');
@@ -103,6 +130,7 @@ describe('the Helm chart on real kubelets', () => {
     expect(err).toMatch(/cluster\/id/);
     expect(err).toMatch(/agent\/nodeCgroup/);
     const history = await helm(adminKubeconfig(EAST), ['history', 'skein', '-n', SKEIN_NAMESPACE, '-o', 'json']);
-    expect((JSON.parse(history) as unknown[]).length).toBe(1);
+    // install, then the upgrade above: the refused one left no revision.
+    expect((JSON.parse(history) as unknown[]).length).toBe(2);
   });
 });
