@@ -315,17 +315,30 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
 }
 
 export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
+  if (readState(opts.stateDir)?.runtime === 'kubelet') return kubectlExec(opts);
   const { netns, cgroup, workloadSocket } = await locatePod(opts.stateDir, opts.context, opts.pod);
   if (!existsSync(`/run/netns/${netns}`)) throw new Error(`pod ${opts.pod} has no sandbox on this machine (netns ${netns} is missing)`);
   ensureCgroup(cgroup);
   const bin = statePaths(opts.stateDir).bin;
-  const pipe = opts.stdio === 'pipe';
+  return spawnCollect('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], opts.stdio, {
+    // As a pod spec with the Workload API socket mounted would: the socket of the pod's node.
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+    SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}`,
+  });
+}
+
+/** Real-kubelet nodes: `kubectl exec` into the pod's container (argv runs in the container's image). */
+function kubectlExec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
+  const paths = statePaths(opts.stateDir);
+  const [ns, name] = opts.pod.includes('/') ? opts.pod.split('/', 2) : ['default', opts.pod];
+  const context = opts.context.startsWith('skein-') ? opts.context : contextName(opts.context);
+  return spawnCollect(join(paths.bin, 'kubectl'), ['--kubeconfig', paths.kubeconfig, '--context', context, 'exec', '-n', ns!, name!, '--', ...opts.argv], opts.stdio);
+}
+
+function spawnCollect(cmd: string, args: string[], stdio: ExecOptions['stdio'], env?: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], {
-      stdio: pipe ? ['ignore', 'pipe', 'inherit'] : 'inherit',
-      // As a pod spec with the Workload API socket mounted would: the socket of the pod's node.
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` },
-    });
+    const child = spawn(cmd, args, { stdio: stdio === 'pipe' ? ['ignore', 'pipe', 'inherit'] : 'inherit', env });
     let stdout = '';
     child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout }));

@@ -45,7 +45,9 @@ export function registerLocal(program: Command): void {
       console.log(`  ${cgroupPids(state.cgroupRoot).length} processes using ${Math.round(cgroupRssBytes(state.cgroupRoot) / 1048576)} MiB resident`);
       console.log(`  export KUBECONFIG=${paths.kubeconfig}`);
       for (const c of state.clusters) console.log(`  ${paths.bin}/kubectl --context ${contextName(c.name)} get pods -o wide`);
-      console.log(`  skein local exec --state-dir ${paths.dir} --context ${contextName(state.clusters[0]!.name)} --pod default/<client pod> -- skein-client http <pod ip>:8080`);
+      // Real kubelets: exec runs in the pod's container, whose image has the client under node, not on PATH.
+      const client = state.runtime === 'kubelet' ? 'node /opt/skein/dist/deploy/images/client.js' : 'skein-client';
+      console.log(`  skein local exec --state-dir ${paths.dir} --context ${contextName(state.clusters[0]!.name)} --pod default/<client pod> -- ${client} http <pod ip>:8080`);
       console.log(`  skein local down --state-dir ${paths.dir}`);
     });
 

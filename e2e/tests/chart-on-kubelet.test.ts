@@ -3,8 +3,7 @@
 // deploy/helm/skein from the images build.sh made (imported into every node's containerd, never pulled).
 // Its pods run from those images; `skein connect` links the clusters; the drill fails over to the other
 // cluster and back without losing a request; a bad values file is refused by the chart's schema.
-import { execFile, execFileSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,10 +19,9 @@ import { waitFor } from '../../testbed/daemon.js';
 import { CHART_DIR, helm, SKEIN_NAMESPACE } from '../../testbed/chart.js';
 import { KUBE_VERSION } from '../../testbed/kube-binaries.js';
 import { statePaths } from '../../testbed/state.js';
-import { down, up } from '../../testbed/testbed.js';
+import { down, exec, up } from '../../testbed/testbed.js';
 import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from './helpers.js';
 
-const pexec = promisify(execFile);
 const EAST = 'ck-east';
 const WEST = 'ck-west';
 const stateDir = tempStateDir('chart-kubelet');
@@ -103,9 +101,10 @@ describe('the Helm chart on real kubelets', () => {
     const before = await agentUids();
     const vip = (await rest.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services/echo')).spec.clusterIP;
     const client = (await readyPods(rest, 'app=client', 1))[0]!.metadata!.name!;
-    // 25 s of requests from a pod (kubectl exec through the real kubelet), the upgrade in the middle.
+    // 25 s of requests from a pod (`skein local exec`: kubectl exec through the real kubelet), the upgrade in the middle.
     let trafficDone = false;
-    const traffic = pexec(join(statePaths(stateDir).bin, 'kubectl'), ['--kubeconfig', statePaths(stateDir).kubeconfig, '--context', `skein-${EAST}`, 'exec', client, '--', '/usr/local/bin/node', '/opt/skein/dist/deploy/images/client.js', 'http', `${vip}:80`, '--count', '1000', '--interval-ms', '25', '--timeout-ms', '500'], { maxBuffer: 16 << 20 }).finally(() => (trafficDone = true));
+    const argv = ['/usr/local/bin/node', '/opt/skein/dist/deploy/images/client.js', 'http', `${vip}:80`, '--count', '1000', '--interval-ms', '25', '--timeout-ms', '500'];
+    const traffic = exec({ stateDir, context: EAST, pod: `default/${client}`, argv, stdio: 'pipe' }).finally(() => (trafficDone = true));
     await new Promise((r) => setTimeout(r, 2000));
     await helm(adminKubeconfig(EAST), ['upgrade', 'skein', CHART_DIR, '-n', SKEIN_NAMESPACE, '--reuse-values', '--set', 'agent.resources.requests.cpu=11m', '--wait', '--timeout', '60s']);
     await waitFor('the upgraded agent', async () => {
@@ -114,7 +113,9 @@ describe('the Helm chart on real kubelets', () => {
     }, 30_000);
     // The rollout finished while requests were still flowing.
     expect(trafficDone).toBe(false);
-    const outcomes = (await traffic).stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
+    const { code, stdout } = await traffic;
+    expect(code).toBe(0);
+    const outcomes = stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
     expect(outcomes).toHaveLength(1000);
     expect(outcomes.filter((o) => !o.ok)).toEqual([]);
     expect(new Set(outcomes.map((o) => o.cluster))).toEqual(new Set([EAST]));
