@@ -4,7 +4,7 @@
 // attaches at its own kubelet's cgroup root, pins below its own bpffs directory, serves its own socket).
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from './repo.js';
 import { kubeletCgroupRoot } from './kubelet-node.js';
@@ -44,10 +44,12 @@ export function testbedValues(o: { tag: string; cluster: { name: string; id: num
   };
 }
 
+/** helm against the cluster of `kubeconfig`; its cache, config and data beside that file, not in $HOME. */
 export async function helm(kubeconfig: string, args: string[], timeoutMs = 180_000): Promise<string> {
   const bin = await helmBinary();
+  const dir = dirname(kubeconfig);
   try {
-    const { stdout } = await pexec(bin, [...args, '--kubeconfig', kubeconfig], { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, HELM_CACHE_HOME: join(kubeconfig, '..', '.helm-cache'), HELM_CONFIG_HOME: join(kubeconfig, '..', '.helm-config'), HELM_DATA_HOME: join(kubeconfig, '..', '.helm-data') } });
+    const { stdout } = await pexec(bin, [...args, '--kubeconfig', kubeconfig], { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, HELM_CACHE_HOME: join(dir, '.helm-cache'), HELM_CONFIG_HOME: join(dir, '.helm-config'), HELM_DATA_HOME: join(dir, '.helm-data') } });
     return stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
