@@ -4,7 +4,7 @@
 // Debian's CNI bridge + host-local plugins on the node's br0 from the node's pod CIDR. The kubelet's cgroup
 // root is below the test bed's cgroup in every hierarchy, so `down` (cgroup.kill, then these dirs) finds
 // every container. Facts this rests on (checked here): REFERENCE.md, "Real kubelet + containerd".
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnDaemon, waitFor } from './daemon.js';
 import { run, runQuiet } from './run.js';
@@ -227,6 +227,8 @@ export function startKubelet(s: KubeletSpec): void {
       `--config=${p.kubeletConfig}`,
       `--kubeconfig=${s.kubeconfig}`,
       `--root-dir=${p.kubeletRoot}`,
+      // Its serving certificate: the default /var/lib/kubelet/pki is one for every kubelet of the host.
+      `--cert-dir=${join(p.kubeletRoot, 'pki')}`,
       `--hostname-override=${s.node.name}`,
       `--node-ip=${s.node.nodeIp}`,
       `--node-labels=topology.kubernetes.io/zone=${s.zone},skein.io/cluster=${s.cluster}`,
@@ -284,6 +286,31 @@ function procsBelow(dir: string): number[] {
 function removeTree(dir: string): void {
   for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
   rmdirSync(dir);
+}
+
+/** The one path every kubelet uses whatever its --root-dir: its device-plugin socket and checkpoint. */
+const DEVICE_PLUGIN_DIR = '/var/lib/kubelet/device-plugins';
+
+/** What the kubelets left in /var/lib/kubelet, once no kubelet runs on this host (else it is that one's). */
+export function removeKubeletLeftovers(): void {
+  const kubeletRuns = readdirSync('/proc')
+    .filter((pid) => /^\d+$/.test(pid))
+    .some((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'kubelet';
+      } catch {
+        return false; // exited meanwhile
+      }
+    });
+  if (kubeletRuns) return;
+  for (const f of ['kubelet.sock', 'kubelet_internal_checkpoint']) rmSync(join(DEVICE_PLUGIN_DIR, f), { force: true });
+  for (const d of [DEVICE_PLUGIN_DIR, '/var/lib/kubelet']) {
+    try {
+      rmdirSync(d);
+    } catch {
+      /* holds something not ours, or absent */
+    }
+  }
 }
 
 /**

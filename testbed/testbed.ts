@@ -16,7 +16,7 @@ import { bpffsDir, startAgent, workloadSocket as workloadSocketOf } from './agen
 import { applyManifest, loadManifest } from './manifests.js';
 import { distPath, REPO_ROOT } from './repo.js';
 import { installSkein, startKubelets, startNodeRuntimes } from './kubelet-cluster.js';
-import { destroyPodNetns, destroyV1Cgroups, kubeletRunDir, unmountBelow } from './kubelet-node.js';
+import { destroyPodNetns, destroyV1Cgroups, kubeletRunDir, removeKubeletLeftovers, unmountBelow } from './kubelet-node.js';
 import { run, runQuiet } from './run.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
@@ -278,6 +278,7 @@ export async function down(stateDir: string): Promise<{ netns: string[]; hadProc
   rmdirIfEmpty('/run/skein');
   await destroyPodNetns(tag);
   for (const m of state?.madeShared ?? []) await runQuiet('mount', ['--make-private', m]);
+  if (state?.runtime === 'kubelet') removeKubeletLeftovers();
   const netns = await destroyNetworks(tag);
   rmSync(bpffsDir(tag), { recursive: true, force: true });
   rmdirIfEmpty(join(cgroupRoot, '..'));

@@ -48,6 +48,8 @@ afterAll(async () => {
   expect(mounts).not.toContain(statePaths(stateDir).dir);
   expect(mounts).not.toContain(`/run/skein/${tag}`);
   expect(existsSync(`/sys/fs/cgroup/memory/skein/${tag}`)).toBe(false);
+  // Nor what kubelets write outside their --root-dir (the device-plugin socket's fixed path).
+  expect(existsSync('/var/lib/kubelet')).toBe(false);
 });
 
 describe('the Helm chart on real kubelets', () => {
