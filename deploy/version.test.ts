@@ -14,7 +14,7 @@ describe('the version and the images it deploys', () => {
     // build.sh tags <registry>/<name>:<package.json version>.
     expect(read('images/build.sh')).toContain(`REGISTRY="\${SKEIN_IMAGE_REGISTRY:-${IMAGE_REGISTRY}}"`);
     for (const name of ['skein', 'skein-echo', 'skein-client', 'skein-etcd']) expect(read('images/build.sh')).toMatch(new RegExp(`^write_image ${name} `, 'm'));
-    expect(Object.values(IMAGES).map((i) => i.ref).sort()).toEqual(['skein', 'skein-client', 'skein-echo', 'skein-etcd'].map((n) => `${IMAGE_REGISTRY}/${n}:${SKEIN_VERSION}`).sort());
+    expect(Object.values(IMAGES).map((i) => i.ref).sort()).toEqual(['skein', 'skein-client', 'skein-echo', 'skein-etcd', 'skein-pause'].map((n) => `${IMAGE_REGISTRY}/${n}:${SKEIN_VERSION}`).sort());
   });
 
   it('is what the chart deploys by default', () => {

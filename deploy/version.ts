@@ -12,4 +12,5 @@ export const IMAGES = {
   echo: { ref: ref('skein-echo'), runs: 'the demo echo server (global service default/echo)' },
   client: { ref: ref('skein-client'), runs: "the drill's client" },
   etcd: { ref: ref('skein-etcd'), runs: "each cluster's mesh etcd (Debian's etcd 3.4.23)" },
+  pause: { ref: ref('skein-pause'), runs: "the pod sandbox (the test bed's containerd runs it, never pulls one)" },
 } as const;

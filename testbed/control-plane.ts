@@ -14,6 +14,8 @@ import type { PemPair } from '../mtls/x509.js';
 const KCM_CONTROLLERS = [
   'deployment-controller',
   'replicaset-controller',
+  // The chart's skein-agent (real-kubelet nodes).
+  'daemonset-controller',
   'endpointslice-controller',
   // The API server's service proxy (skein status) still resolves through v1 Endpoints.
   'endpoints-controller',
@@ -42,6 +44,8 @@ export async function startControlPlane(opts: {
   logDir: string;
   /** Where kube-apiserver listens: an address pods reach too (the root end of the fabric link). */
   bindIp: string;
+  /** Real kubelets (with kube-proxy): the kubernetes Service gets its endpoint, kubelets serve on InternalIP. */
+  realKubelets?: boolean;
 }): Promise<ControlPlane> {
   const { cluster, clusterDir, cgroup, kubeBin, logDir: logs, bindIp } = opts;
   const { pki, ca } = await createKubePki(join(clusterDir, 'pki'), cluster, [bindIp]);
@@ -68,8 +72,10 @@ export async function startControlPlane(opts: {
       `--service-account-issuer=https://kubernetes.default.svc/${cluster}`,
       `--service-account-key-file=${pki.saPub}`,
       `--service-account-signing-key-file=${pki.saKey}`,
-      '--endpoint-reconciler-type=none',
-      // Node runners serve the kubelet API (logs) on the host's fabric address, published as ExternalIP.
+      // Node runners hand pods the API server's address; with kube-proxy, pods reach it as the kubernetes Service.
+      `--endpoint-reconciler-type=${opts.realKubelets ? 'lease' : 'none'}`,
+      // Node runners serve the kubelet API (logs) on the host's fabric address, published as ExternalIP;
+      // kubelets on their node's address (InternalIP).
       `--kubelet-client-certificate=${pki.kubeletClientCert}`,
       `--kubelet-client-key=${pki.kubeletClientKey}`,
       '--kubelet-preferred-address-types=ExternalIP,InternalIP',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from './repo.js';
 
 export const KUBE_VERSION = process.env.SKEIN_KUBE_VERSION ?? 'v1.36.3';
-const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'];
+const BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet', 'kube-proxy'];
 
 function kubeBinDir(): string {
   const cache = process.env.SKEIN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'skein');

@@ -21,6 +21,10 @@ export const TestbedState = z.object({
   version: z.literal(1),
   tag: z.string(),
   phase: z.enum(['starting', 'up']),
+  /** How nodes run pods: the node runner (host processes), or the real kubelet + containerd + runc. */
+  runtime: z.enum(['node-runner', 'kubelet']).default('node-runner'),
+  /** Host mounts `up` made shared (the kubelet's HostToContainer mounts need it); `down` makes them private again. */
+  madeShared: z.array(z.string()).default([]),
   kubeVersion: z.string(),
   cgroupRoot: z.string(),
   clusters: z.array(ClusterState),

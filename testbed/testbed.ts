@@ -14,7 +14,10 @@ import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } fr
 import type { NodeRunnerConfig } from './node-runner/config.js';
 import { bpffsDir, startAgent, workloadSocket as workloadSocketOf } from './agents.js';
 import { applyManifest, loadManifest } from './manifests.js';
-import { distPath } from './repo.js';
+import { distPath, REPO_ROOT } from './repo.js';
+import { installSkein, startKubelets, startNodeRuntimes } from './kubelet-cluster.js';
+import { destroyPodNetns, destroyV1Cgroups, kubeletRunDir, removeKubeletLeftovers, unmountBelow } from './kubelet-node.js';
+import { run, runQuiet } from './run.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
 import { fabricNet, nodeNet, podNetnsName, stateTag } from './topology.js';
@@ -25,6 +28,8 @@ export interface UpOptions {
   clusters: { name: string; id: number }[];
   nodes: number;
   echo: boolean;
+  /** Nodes on the real kubelet + containerd, Skein installed by its Helm chart from the built images. */
+  kubelet?: boolean;
   progress?: (msg: string) => void;
 }
 
@@ -63,6 +68,8 @@ export async function up(opts: UpOptions): Promise<TestbedState> {
     version: 1,
     tag,
     phase: 'starting',
+    runtime: opts.kubelet ? 'kubelet' : 'node-runner',
+    madeShared: [],
     kubeVersion: KUBE_VERSION,
     cgroupRoot,
     clusters: [],
@@ -75,8 +82,14 @@ export async function up(opts: UpOptions): Promise<TestbedState> {
     const kubeBin = await ensureKubeBinaries(progress);
     await assertRoutesFree(tag, opts.clusters.map((c) => c.id));
     ensureCgroup(cgroupRoot);
+    let images = { archives: [] as string[], sandboxImage: '' };
+    if (opts.kubelet) {
+      images = await buildImages(progress);
+      state.madeShared = await makeShared(['/sys/fs/bpf', await cgroup2Root()]);
+      writeState(opts.stateDir, state);
+    }
     await createFabric(tag, opts.clusters.map((c) => c.id));
-    const planes = await Promise.all(opts.clusters.map((c) => startCluster(opts, tag, cgroupRoot, kubeBin, c, progress)));
+    const planes = await Promise.all(opts.clusters.map((c) => (opts.kubelet ? startKubeletCluster(opts, tag, cgroupRoot, kubeBin, c, images, progress) : startCluster(opts, tag, cgroupRoot, kubeBin, c, progress))));
     state.clusters = planes.map((p) => p.state);
     writeFileSync(paths.kubeconfig, kubeconfigYaml(planes.map((p) => ({ context: contextName(p.state.name), server: p.state.apiserverUrl, caPem: p.plane.ca.certPem, user: p.plane.admin }))), { mode: 0o600 });
     installTools(paths.bin, kubeBin);
@@ -158,21 +171,82 @@ async function startCluster(
   progress(`${cluster.name}: starting ${opts.nodes} skein-agent(s)`);
   const agents: string[] = [];
   for (let i = 1; i <= opts.nodes; i++) agents.push(await startAgent({ tag, cluster, index: i, clusterDir, logDir, controlCgroup: cg, cgroupRoot, meshEtcdUrl: mesh.clientUrl }));
-  if (opts.echo) {
-    progress(`${cluster.name}: deploying the global echo service`);
-    await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
-    await applyManifest(kc, loadManifest('echo.yaml', { CLUSTER_NAME: cluster.name }));
-    await waitFor(
-      `default/echo in ${cluster.name} to have 2 ready replicas`,
-      async () => ((await rest.get<{ status?: { readyReplicas?: number } }>('/apis/apps/v1/namespaces/default/deployments/echo')).status?.readyReplicas === 2 ? true : undefined),
-      120_000,
-      `see ${logDir}`,
-    );
-  }
+  if (opts.echo) await deployEcho(kc, cluster.name, logDir, progress);
   return {
     plane,
     state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: mesh.clientUrl, agents },
   };
+}
+
+/** The images every node's containerd imports: build.sh's archives (a cached rebuild takes seconds). */
+async function buildImages(progress: (msg: string) => void): Promise<{ archives: string[]; sandboxImage: string }> {
+  progress('building the images (deploy/images/build.sh)');
+  const out = await run('bash', [join(REPO_ROOT, 'deploy', 'images', 'build.sh')], { timeoutMs: 600_000 });
+  // One line per image: <archive> <reference> <digest> <bytes>.
+  const lines = out.trim().split('\n').map((l) => l.split(' '));
+  const sandboxImage = lines.find(([, ref]) => ref?.includes('/skein-pause:'))?.[1];
+  if (!sandboxImage) throw new Error(`deploy/images/build.sh built no skein-pause image (it printed: ${out.trim()})`);
+  return { archives: lines.map(([archive]) => archive!), sandboxImage };
+}
+
+/**
+ * containerd refuses a HostToContainer volume (the agent's bpffs and cgroup2) from a private mount; hosts with
+ * systemd have every mount shared. Returns what it changed, so `down` puts it back.
+ */
+async function makeShared(targets: string[]): Promise<string[]> {
+  const changed: string[] = [];
+  for (const t of targets) {
+    const prop = (await run('findmnt', ['-n', '-o', 'PROPAGATION', '--mountpoint', t])).trim();
+    if (prop === 'private') {
+      await run('mount', ['--make-shared', t]);
+      changed.push(t);
+    }
+  }
+  return changed;
+}
+
+async function startKubeletCluster(
+  opts: UpOptions,
+  tag: string,
+  cgroupRoot: string,
+  kubeBin: string,
+  cluster: { name: string; id: number },
+  images: { archives: string[]; sandboxImage: string },
+  progress: (msg: string) => void,
+): Promise<{ state: ClusterState; plane: ControlPlane }> {
+  const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
+  const logDir = statePaths(opts.stateDir).logs(cluster.name);
+  rmSync(clusterDir, { recursive: true, force: true });
+  rmSync(logDir, { recursive: true, force: true });
+  const cg = join(cgroupRoot, 'control', cluster.name);
+  progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
+  const hostIp = fabricNet(tag).rootIp;
+  const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeNet(tag, cluster, i + 1));
+  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), images: images.archives, sandboxImage: images.sandboxImage, progress };
+  // containerd and its image imports need no control plane: both start at once.
+  const [plane] = await Promise.all([startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true }), startNodeRuntimes(spec)]);
+  const admin = new KubeConfig();
+  admin.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
+  await startKubelets(spec, plane, admin);
+  const skein = await installSkein(spec, admin);
+  if (opts.echo) await deployEcho(admin, cluster.name, logDir, progress);
+  return {
+    plane,
+    state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: skein.meshEtcdUrl, agents: skein.agents },
+  };
+}
+
+async function deployEcho(kc: KubeConfig, cluster: string, logDir: string, progress: (msg: string) => void): Promise<void> {
+  const rest = new KubeRest(kc);
+  progress(`${cluster}: deploying the global echo service`);
+  await waitFor('the default service account', async () => ((await rest.get('/api/v1/namespaces/default/serviceaccounts/default')) ? true : undefined), 60_000);
+  await applyManifest(kc, loadManifest('echo.yaml', { CLUSTER_NAME: cluster }));
+  await waitFor(
+    `default/echo in ${cluster} to have 2 ready replicas`,
+    async () => ((await rest.get<{ status?: { readyReplicas?: number } }>('/apis/apps/v1/namespaces/default/deployments/echo')).status?.readyReplicas === 2 ? true : undefined),
+    120_000,
+    `see ${logDir}`,
+  );
 }
 
 function rmdirIfEmpty(dir: string): void {
@@ -187,14 +261,24 @@ function rmdirIfEmpty(dir: string): void {
 export async function down(stateDir: string): Promise<{ netns: string[]; hadProcesses: boolean }> {
   const paths = statePaths(stateDir);
   const tag = stateTag(paths.dir);
-  let cgroupRoot: string;
+  let state: TestbedState | undefined;
   try {
-    cgroupRoot = readState(stateDir)?.cgroupRoot ?? join(await cgroup2Root(), 'skein', tag);
+    state = readState(stateDir);
   } catch {
-    cgroupRoot = join(await cgroup2Root(), 'skein', tag);
+    /* unreadable: clean up by the tag alone */
   }
+  const cgroupRoot = state?.cgroupRoot ?? join(await cgroup2Root(), 'skein', tag);
   const hadProcesses = cgroupPids(cgroupRoot).length > 0;
   await destroyCgroup(cgroupRoot);
+  // Real-kubelet nodes (looked for whatever the state says, a crash may have left no state): their
+  // containers' v1 cgroups, the mounts of kubelets and containerds, the pod namespaces containerd made.
+  await destroyV1Cgroups(tag);
+  await unmountBelow([join(paths.dir, 'clusters'), kubeletRunDir(tag)]);
+  rmSync(kubeletRunDir(tag), { recursive: true, force: true });
+  rmdirIfEmpty('/run/skein');
+  await destroyPodNetns(tag);
+  for (const m of state?.madeShared ?? []) await runQuiet('mount', ['--make-private', m]);
+  if (state?.runtime === 'kubelet') removeKubeletLeftovers();
   const netns = await destroyNetworks(tag);
   rmSync(bpffsDir(tag), { recursive: true, force: true });
   rmdirIfEmpty(join(cgroupRoot, '..'));
@@ -232,17 +316,30 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
 }
 
 export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
+  if (readState(opts.stateDir)?.runtime === 'kubelet') return kubectlExec(opts);
   const { netns, cgroup, workloadSocket } = await locatePod(opts.stateDir, opts.context, opts.pod);
   if (!existsSync(`/run/netns/${netns}`)) throw new Error(`pod ${opts.pod} has no sandbox on this machine (netns ${netns} is missing)`);
   ensureCgroup(cgroup);
   const bin = statePaths(opts.stateDir).bin;
-  const pipe = opts.stdio === 'pipe';
+  return spawnCollect('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], opts.stdio, {
+    // As a pod spec with the Workload API socket mounted would: the socket of the pod's node.
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+    SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}`,
+  });
+}
+
+/** Real-kubelet nodes: `kubectl exec` into the pod's container (argv runs in the container's image). */
+function kubectlExec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {
+  const paths = statePaths(opts.stateDir);
+  const [ns, name] = opts.pod.includes('/') ? opts.pod.split('/', 2) : ['default', opts.pod];
+  const context = opts.context.startsWith('skein-') ? opts.context : contextName(opts.context);
+  return spawnCollect(join(paths.bin, 'kubectl'), ['--kubeconfig', paths.kubeconfig, '--context', context, 'exec', '-n', ns!, name!, '--', ...opts.argv], opts.stdio);
+}
+
+function spawnCollect(cmd: string, args: string[], stdio: ExecOptions['stdio'], env?: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...opts.argv], {
-      stdio: pipe ? ['ignore', 'pipe', 'inherit'] : 'inherit',
-      // As a pod spec with the Workload API socket mounted would: the socket of the pod's node.
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, SPIFFE_ENDPOINT_SOCKET: `unix://${workloadSocket}` },
-    });
+    const child = spawn(cmd, args, { stdio: stdio === 'pipe' ? ['ignore', 'pipe', 'inherit'] : 'inherit', env });
     let stdout = '';
     child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout }));

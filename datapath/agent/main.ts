@@ -2,7 +2,7 @@
 // serves /healthz, /metrics and /v1/programmed (what the datapath holds now, what it refused, and the backends
 // outlier detection ejected); with --workload-socket also the SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
@@ -159,9 +159,11 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
   return { source, server };
 }
 
-/** Pins need bpffs at /sys/fs/bpf; mount it where the host has not. */
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/** Pins need bpffs at /sys/fs/bpf; mount it where the host has not (the image has no stat(1): statfs here). */
 function ensureBpffs(): void {
-  if (existsSync('/sys/fs/bpf') && execFileSync('stat', ['-f', '-c', '%T', '/sys/fs/bpf'], { encoding: 'utf8' }).trim() === 'bpf_fs') return;
+  if (existsSync('/sys/fs/bpf') && statfsSync('/sys/fs/bpf').type === BPF_FS_MAGIC) return;
   mkdirSync('/sys/fs/bpf', { recursive: true });
   execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
 }

@@ -199,6 +199,9 @@ describe('Helm chart deploy/helm/skein', () => {
       // A typo or a value the chart does not have is refused, not ignored.
       [['--set', 'agent.privileged=true'], /\/agent.*additional properties 'privileged' not allowed/s],
       [['--set', 'meshEtcd.service.type=LoadBalancer'], 'meshEtcd.advertise is required with meshEtcd.service.type LoadBalancer'],
+      [['--set', 'agent.nodeCgroup=relative'], /\/agent\/nodeCgroup.*does not match pattern/s],
+      [['--set', 'agent.pinDir=/sys/fs/bpf/x'], /\/agent\/pinDir.*does not match pattern/s],
+      [['--set', 'meshEtcd.inClusterUrl=http://etcd:2379'], /\/meshEtcd\/inClusterUrl/],
       [[], 'install Skein into the namespace skein-system (got "kube-system")', 'kube-system'],
     ];
     const errors = await Promise.all(cases.map(([args, , ns]) => refused(args, ns)));

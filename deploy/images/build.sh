@@ -7,6 +7,7 @@
 #   skein-echo   the demo/drill echo server           } one shared demo layer (dist/deploy/images + zod),
 #   skein-client the drill's client                   } two entrypoints
 #   skein-etcd   the mesh etcd (Debian's etcd-server, the one the test bed runs)
+#   skein-pause  the pod sandbox (pause.c, static): what the test bed's containerd runs as sandbox_image
 #
 # Why a shell script over GNU tar and not crane/buildah: every byte of an image is decided here (sorted
 # entries, mtime 0, uid/gid 0, no atime/ctime, gzip -n, a fixed `created`), so two builds from the same
@@ -167,6 +168,11 @@ stage_etcd() {
 # The compiled program laid out like the repository (natively built files sit next to their sources:
 # mtls/source-dir.ts), with the browser UI esbuild bundled into dist/ui, without tests, benchmarks, maps and
 # declarations.
+stage_pause() { # a static binary and nothing else (built from pause.c with the host's C compiler)
+  local root=$1
+  cc -Os -static -s -o "$root/pause" deploy/images/pause.c
+}
+
 stage_skein() {
   local root=$1 app="$1/opt/skein"
   mkdir -p "$app"
@@ -249,6 +255,7 @@ node_layer=$(layer_node() { stage_node "$1" "$node_tgz"; }; layer layer_node)
 mods=$(layer_mods() { stage_modules "$1" "$modules"; }; layer layer_mods)
 app=$(layer stage_skein)
 etcd=$(layer stage_etcd)
+pause=$(layer stage_pause)
 demo=$(layer_demo() { stage_demo "$1" "$modules"; }; layer layer_demo)
 
 # The agent needs capabilities, which the chart grants (and runs it as root); everything else runs as
@@ -257,3 +264,4 @@ write_image skein '["/usr/local/bin/node","/opt/skein/dist/deploy/cli/skein.js"]
 write_image skein-echo '["/usr/local/bin/node","/opt/skein/dist/deploy/images/echo.js"]' "$NONROOT:$NONROOT" "$base" "$node_layer" "$demo"
 write_image skein-client '["/usr/local/bin/node","/opt/skein/dist/deploy/images/client.js"]' "$NONROOT:$NONROOT" "$base" "$node_layer" "$demo"
 write_image skein-etcd '["/usr/bin/etcd"]' "$NONROOT:$NONROOT" "$base" "$etcd"
+write_image skein-pause '["/pause"]' "$NONROOT:$NONROOT" "$pause"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the official
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy from the official
 # k8s.io/kubernetes Go module at a pinned release, cached by version outside the work tree.
 # `go install pkg@version` refuses the module's replace directives, so a wrapper module pins
 # every staging module (read from the release's own go.mod) to its matching v0.N.P tag.
@@ -8,7 +8,7 @@ set -euo pipefail
 KUBE_VERSION="${SKEIN_KUBE_VERSION:-v1.36.3}"
 CACHE_ROOT="${SKEIN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skein}"
 OUT="$CACHE_ROOT/kube/$KUBE_VERSION/bin"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 have_all() { for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done; }
 if have_all; then echo "$OUT"; exit 0; fi
@@ -31,7 +31,7 @@ go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
 for m in $(grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$modfile" | awk '{print $1}'); do
   go mod edit -replace="$m=$m@$staging_version"
 done
-# A blank-import file makes `go mod tidy` resolve every dependency of the four commands.
+# A blank-import file makes `go mod tidy` resolve every dependency of the commands.
 cat > tools.go <<GO
 //go:build tools
 
@@ -42,6 +42,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 go mod tidy -e >/dev/null

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # chromium: headless, for the dashboard's browser e2e test and benchmark (driven by playwright-core; no browser download).
-# containerd, runc: run the built images in the images e2e test.
-APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git chromium containerd runc)
+# containerd, runc: run the built images (images e2e; the real-kubelet test bed, with the CNI plugins).
+APT_PACKAGES=(etcd-server etcd-client iproute2 iptables clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 git chromium containerd runc containernetworking-plugins)
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs packages; skein local needs root for netns, cgroups and BPF)" >&2; exit 1; }
 missing=()

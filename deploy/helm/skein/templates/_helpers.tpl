@@ -18,7 +18,11 @@ skein.io/cluster: {{ .Values.cluster.name }}
 
 {{/* Where the mesh etcd is reached from inside the cluster (agents). Its certificate names it mesh-etcd.<cluster>. */}}
 {{- define "skein.meshEtcdUrl" -}}
+{{- if .Values.meshEtcd.inClusterUrl -}}
+{{ .Values.meshEtcd.inClusterUrl }}
+{{- else -}}
 https://skein-mesh-etcd.{{ .Release.Namespace }}.svc:{{ .Values.meshEtcd.port }}
+{{- end -}}
 {{- end -}}
 
 {{/* Clients reach skein-apiserver through the Kubernetes API's service proxy in skein-system only. */}}

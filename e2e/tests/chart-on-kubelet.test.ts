@@ -1,0 +1,139 @@
+// Issue 13: Skein as users install it, on real parts. Two test-bed clusters whose nodes run the real kubelet
+// with containerd and runc (CNI bridge from Debian's plugins); Skein installed in each by `helm install` of
+// deploy/helm/skein from the images build.sh made (imported into every node's containerd, never pulled).
+// Its pods run from those images; `skein connect` links the clusters; the drill fails over to the other
+// cluster and back without losing a request; a bad values file is refused by the chart's schema.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pod } from '../../mesh/kube/objects.js';
+import { skeinProxyPath } from '../../mesh/service-ref.js';
+import type { ApiserverStatus } from '../../mesh/status.js';
+import { connect } from '../../deploy/cli/connect.js';
+import { DrillReport } from '../../deploy/drill/report.js';
+import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
+import { IMAGES } from '../../deploy/version.js';
+import { parseOutcome } from '../../deploy/images/outcome.js';
+import { waitFor } from '../../testbed/daemon.js';
+import { CHART_DIR, helm, SKEIN_NAMESPACE } from '../../testbed/chart.js';
+import { KUBE_VERSION } from '../../testbed/kube-binaries.js';
+import { statePaths } from '../../testbed/state.js';
+import { down, exec, up } from '../../testbed/testbed.js';
+import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from './helpers.js';
+
+const EAST = 'ck-east';
+const WEST = 'ck-west';
+const stateDir = tempStateDir('chart-kubelet');
+const kubeconfig = (c: string) => clusterKubeconfig(stateDir, c);
+const adminKubeconfig = (c: string) => join(statePaths(stateDir).cluster(c), 'kubeconfigs', 'admin.yaml');
+
+interface Node {
+  metadata: { name: string };
+  status: { nodeInfo: { kubeletVersion: string; containerRuntimeVersion: string } };
+}
+
+let tag = '';
+
+beforeAll(async () => {
+  tag = (await up({ stateDir, clusters: [{ name: EAST, id: 71 }, { name: WEST, id: 72 }], nodes: 1, echo: true, kubelet: true })).tag;
+});
+
+afterAll(async () => {
+  await down(stateDir);
+  if (!tag) return;
+  // Nothing of the real-kubelet nodes outlives down: their netns (the pods' too), mounts and cgroups.
+  expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(`sk-${tag}-`);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+  expect(mounts).not.toContain(statePaths(stateDir).dir);
+  expect(mounts).not.toContain(`/run/skein/${tag}`);
+  expect(existsSync(`/sys/fs/cgroup/memory/skein/${tag}`)).toBe(false);
+  // Nor what kubelets write outside their --root-dir (the device-plugin socket's fixed path).
+  expect(existsSync('/var/lib/kubelet')).toBe(false);
+});
+
+describe('the Helm chart on real kubelets', () => {
+  it('runs skein-apiserver, its mesh etcd and an agent per node as pods from the built images', async () => {
+    for (const cluster of [EAST, WEST]) {
+      const rest = clusterRest(stateDir, cluster);
+      const nodes = (await rest.get<{ items: Node[] }>('/api/v1/nodes')).items;
+      expect(nodes.map((n) => n.status.nodeInfo.kubeletVersion)).toEqual([KUBE_VERSION]);
+      expect(nodes.every((n) => n.status.nodeInfo.containerRuntimeVersion.startsWith('containerd://'))).toBe(true);
+      const pods = (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods`)).items;
+      const images = new Set(pods.flatMap((p) => (p.status?.containerStatuses ?? []).map((c) => c.image)));
+      expect([...images].sort()).toEqual([IMAGES.etcd.ref, IMAGES.skein.ref].sort());
+      for (const p of pods) {
+        expect(p.status?.phase, p.metadata?.name).toBe('Running');
+        for (const c of p.status?.containerStatuses ?? []) {
+          expect(c.ready, `${p.metadata?.name}/${c.name}`).toBe(true);
+          expect(c.containerID).toMatch(/^containerd:\/\//);
+        }
+      }
+      expect(pods.filter((p) => p.metadata?.labels?.app === 'skein-agent')).toHaveLength(nodes.length);
+      // The echo service's pods too: the demo images, on containerd.
+      const echo = await readyPods(rest, 'app=echo', 2);
+      expect(echo.map((p) => p.status?.containerStatuses?.[0]?.image)).toEqual([IMAGES.echo.ref, IMAGES.echo.ref]);
+    }
+  });
+
+  it('skein connect links the two chart installs and each syncs the other', async () => {
+    await connect(kubeconfig(EAST), kubeconfig(WEST), () => {});
+    for (const [self, peer] of [[EAST, WEST], [WEST, EAST]] as const) {
+      const status = await clusterRest(stateDir, self).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
+      expect(status.synced).toBe(true);
+      expect(status.remotes.find((r) => r.cluster === peer)?.synced).toBe(true);
+    }
+  });
+
+  it('skein drill fails over to the other cluster and back without losing a request', async () => {
+    const report = DrillReport.parse(await runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }));
+    const [before, during, after] = report.phases;
+    expect(before!.answeredBy).toEqual({ [EAST]: before!.requests });
+    expect(during!.answeredBy[WEST]).toBeGreaterThan(0);
+    expect(report.failoverMs).not.toBeNull();
+    expect(report.failbackMs).not.toBeNull();
+    expect(after!.answeredBy[EAST]).toBeGreaterThan(after!.requests / 2);
+    expect(report.requests).toBeGreaterThan(50);
+    expect(report.requestsLost).toBe(0);
+  });
+
+  it('helm upgrade rolls the agent DaemonSet under traffic without losing a request: the new agent adopts the pinned datapath', async () => {
+    const rest = clusterRest(stateDir, EAST);
+    const agentUids = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items.map((p) => p.metadata!.uid!);
+    const before = await agentUids();
+    const vip = (await rest.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services/echo')).spec.clusterIP;
+    const client = (await readyPods(rest, 'app=client', 1))[0]!.metadata!.name!;
+    // 25 s of requests from a pod (`skein local exec`: kubectl exec through the real kubelet), the upgrade in the middle.
+    let trafficDone = false;
+    const argv = ['/usr/local/bin/node', '/opt/skein/dist/deploy/images/client.js', 'http', `${vip}:80`, '--count', '1000', '--interval-ms', '25', '--timeout-ms', '500'];
+    const traffic = exec({ stateDir, context: EAST, pod: `default/${client}`, argv, stdio: 'pipe' }).finally(() => (trafficDone = true));
+    await new Promise((r) => setTimeout(r, 2000));
+    await helm(adminKubeconfig(EAST), ['upgrade', 'skein', CHART_DIR, '-n', SKEIN_NAMESPACE, '--reuse-values', '--set', 'agent.resources.requests.cpu=11m', '--wait', '--timeout', '60s']);
+    await waitFor('the upgraded agent', async () => {
+      const now = await agentUids();
+      return now.length === before.length && now.every((u) => !before.includes(u)) ? true : undefined;
+    }, 30_000);
+    // The rollout finished while requests were still flowing.
+    expect(trafficDone).toBe(false);
+    const { code, stdout } = await traffic;
+    expect(code).toBe(0);
+    const outcomes = stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
+    expect(outcomes).toHaveLength(1000);
+    expect(outcomes.filter((o) => !o.ok)).toEqual([]);
+    expect(new Set(outcomes.map((o) => o.cluster))).toEqual(new Set([EAST]));
+  });
+
+  it('helm refuses a values file the schema rejects, naming the field, and changes nothing', async () => {
+    const bad = join(statePaths(stateDir).dir, 'bad-values.yaml');
+    writeFileSync(bad, 'cluster:\n  name: ck-east\n  id: 300\nagent:\n  nodeCgroup: relative/path\n');
+    const err = await helm(adminKubeconfig(EAST), ['upgrade', 'skein', CHART_DIR, '-n', SKEIN_NAMESPACE, '--reuse-values', '-f', bad]).then(
+      () => '',
+      (e: Error) => e.message,
+    );
+    expect(err).toMatch(/cluster\/id/);
+    expect(err).toMatch(/agent\/nodeCgroup/);
+    const history = await helm(adminKubeconfig(EAST), ['history', 'skein', '-n', SKEIN_NAMESPACE, '-o', 'json']);
+    // install, then the upgrade above: the refused one left no revision.
+    expect((JSON.parse(history) as unknown[]).length).toBe(2);
+  });
+});
