@@ -53,6 +53,8 @@ const Config = z.object({
   probeMaxInFlight: z.coerce.number().int().min(1, '--probe-max-in-flight must be at least 1').max(10_000),
   recoveryProbeMs: z.coerce.number().int().min(0).max(3_600_000),
   failureSignalMs: z.coerce.number().int().min(0).max(10_000),
+  /** A connection whose request the backend's kernel acknowledged but that got no byte back this long: probe (0: off). */
+  stallMs: z.coerce.number().int().min(0).max(600_000),
 });
 
 const NUMERIC_FLAGS = {
@@ -67,6 +69,7 @@ const NUMERIC_FLAGS = {
   'probe-max-in-flight': '32',
   'recovery-probe-ms': String(OUTLIER_DEFAULTS.recoveryProbeMs),
   'failure-signal-ms': '20',
+  'stall-ms': String(OUTLIER_DEFAULTS.stallMs),
 } as const;
 
 const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
@@ -105,6 +108,7 @@ function config() {
     probeMaxInFlight: values['probe-max-in-flight'],
     recoveryProbeMs: values['recovery-probe-ms'],
     failureSignalMs: values['failure-signal-ms'],
+    stallMs: values['stall-ms'],
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -185,6 +189,7 @@ async function main(): Promise<void> {
       maxEjectedPercent: cfg.outlierMaxEjectedPercent,
       udpAnswerWindowMs: cfg.udpAnswerWindowMs,
       recoveryProbeMs: cfg.recoveryProbeMs,
+      stallMs: cfg.stallMs,
     },
   });
 
