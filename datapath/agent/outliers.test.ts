@@ -61,7 +61,7 @@ function setup(members: string[], options = {}) {
 
 describe('outlier detection', () => {
   it('a refused connect ejects at once (nothing listens: proof, not a guess); a success after it does not', () => {
-    const { d, c, poll } = setup([A, B, C, D]);
+    const { c, poll } = setup([A, B, C, D]);
     c.ok(A);
     c.ok(B);
     poll();
@@ -280,6 +280,20 @@ describe('serviceBackends', () => {
 });
 
 describe('outlier detection with active probes (refusals)', () => {
+  it('a refusal after a probe started counts even when that probe\'s success is read later (a busy node)', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    for (const k of [A, B, C, D]) c.ok(k);
+    poll();
+    const started = at();
+    d.stalled(new Map([[A, started - 150]]), services, started);
+    d.probeStarted(A, started);
+    poll(20);
+    c.refuse(A); // the process died after the probe's connect was accepted...
+    d.probeEnded(A, 'ok', started, at() + 30); // ...whose success is read only later, before the next look
+    const { events } = poll(40);
+    expect(events).toMatchObject([{ kind: 'ejected', backend: A, refused: true }]);
+  });
+
   it('a refused probe ejects at once; a probe that only timed out is one failure', () => {
     const { d, c, poll, at } = setup([A, B, C, D]);
     c.ok(A);

@@ -101,6 +101,10 @@ interface State {
   probing: number;
   probedAtMs?: number;
   probeFailures: number[];
+  /**
+   * When the latest probe that connected was started: the earliest moment it vouches for (its outcome may be read
+   * late, on a busy node), so a refusal after it is still news.
+   */
   probeOkMs?: number;
   /** The last time it answered this node: a client connect (the datapath's lastSuccessMs) or a probe. */
   okMs?: number;
@@ -323,7 +327,7 @@ export class OutlierDetector {
     if (!st) return;
     st.probing = Math.max(0, st.probing - 1);
     if (outcome === 'ok') {
-      st.probeOkMs = Math.max(st.probeOkMs ?? endedMs, endedMs);
+      st.probeOkMs = Math.max(st.probeOkMs ?? startedMs, startedMs);
       st.okMs = Math.max(st.okMs ?? endedMs, endedMs);
       st.probeFailures = [];
       st.suspectSinceMs = undefined;
