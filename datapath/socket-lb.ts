@@ -115,7 +115,7 @@ export interface Programmed {
   backends: BackendAddr[];
 }
 
-const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops'] as const;
+const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress'] as const;
 
 /** What the datapath saw of one backend (struct health of bpf/sock_lb.c); times in ms of CLOCK_MONOTONIC. */
 export interface BackendHealth {
@@ -135,6 +135,9 @@ export interface BackendHealth {
   unanswered: number;
   firstUnansweredMs: number;
   lastSentMs: number;
+  /** TCP: connects that ended in SYN_SENT before any retransmission (a reset: nothing listens), and the last. */
+  refused: number;
+  lastRefusedMs: number;
 }
 
 /** The health map's key as the agent names a backend: PROTO/ip:port. */
@@ -151,7 +154,7 @@ function healthKeyBytes(key: string): Buffer {
   return k;
 }
 
-/** struct health: nine __u64 (host order); nanoseconds become milliseconds. */
+/** struct health: eleven __u64 (host order); nanoseconds become milliseconds. */
 function decodeHealth(k: Buffer, v: Buffer): BackendHealth {
   const u = (i: number) => Number(v.readBigUInt64LE(i * 8));
   const ms = (i: number) => Number(v.readBigUInt64LE(i * 8) / 1000n) / 1000;
@@ -168,6 +171,8 @@ function decodeHealth(k: Buffer, v: Buffer): BackendHealth {
     unanswered: u(6),
     firstUnansweredMs: ms(7),
     lastSentMs: ms(8),
+    refused: u(9),
+    lastRefusedMs: ms(10),
   };
 }
 
@@ -282,7 +287,7 @@ export class SocketLb {
   }
 
   /**
-   * Attaches all five programs (the four sock_addr hooks and sockops) to a cgroup v2 directory (they apply to
+   * Attaches all six programs (the four sock_addr hooks, sockops and the ingress hook) to a cgroup v2 directory (they apply to
    * every process below it). With `linkPinDir`, links are pinned there; a program whose pinned link already
    * exists (an earlier run of the agent) is swapped into that link in place, so an upgraded agent's programs
    * take over without a moment detached; they use the same pinned maps this object adopted.
@@ -486,6 +491,24 @@ export class SocketLb {
     for (const [k, v] of this.obj.entries('skein_health')) {
       const h = decodeHealth(k, v);
       out.set(h.backend, h);
+    }
+    return out;
+  }
+
+  /**
+   * Backends with a stalled connection (skein_pending): our data was acknowledged at least `stalledMs` before
+   * `nowMs` (CLOCK_MONOTONIC ms) and the backend has sent nothing since the connect. By TCP/ip:port, when the
+   * latest such request was acknowledged (CLOCK_MONOTONIC ms).
+   */
+  readStalled(stalledMs: number, nowMs: number = monotonicMs()): Map<string, number> {
+    const out = new Map<string, number>();
+    // Nothing acknowledged and unanswered: no entry can be stalled (idle connections are not read every time).
+    if ((this.obj.lookup('skein_pending_acked', u32(0))?.readBigUInt64LE(0) ?? 0n) === 0n) return out;
+    for (const [, v] of this.obj.entries('skein_pending')) {
+      const acked = Number(v.readBigUInt64LE(8) / 1000n) / 1000;
+      if (acked === 0 || nowMs - acked < stalledMs) continue;
+      const key = `TCP/${[...v.subarray(0, 4)].join('.')}:${v.readUInt16BE(4)}`;
+      out.set(key, Math.max(out.get(key) ?? 0, acked));
     }
     return out;
   }

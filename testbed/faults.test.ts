@@ -15,6 +15,11 @@ describe('blackhole', () => {
     expect(rules.indexOf('-i lo -j RETURN')).toBeLessThan(rules.indexOf('-A SKEIN-DRILL-IN -j DROP'));
   });
 
+  it('starts dropping at one whole second of the kernel clock in every pod, so the fault reaches them together', () => {
+    const rules = blackholeRules('10.3.1.1', Date.UTC(2026, 10, 27, 16, 30, 5));
+    expect(rules.split('\n')).toEqual(expect.arrayContaining(['-A SKEIN-DRILL-IN -m time --datestart 2026-11-27T16:30:05 -j DROP', '-A SKEIN-DRILL-OUT -m time --datestart 2026-11-27T16:30:05 -j DROP']));
+  });
+
   it('knows a test bed cluster by its API server, and nothing else', () => {
     const dir = mkdtempSync(join(tmpdir(), 'skein-faults-'));
     try {

@@ -2,7 +2,9 @@
 // pod is dropped in its network namespace, except its own node's (the node runner's readiness probes, as a
 // kubelet's come from its node), so the pod stops answering while Kubernetes still reports it ready. The
 // rules live in two chains of their own (SKEIN-DRILL-IN/OUT) jumped to first from INPUT/OUTPUT, so removing
-// them restores the pod exactly. Only a test bed can do this: the drill reaches it through deploy/cli/local.ts.
+// them restores the pod exactly. The drops of every pod start at the same second of the kernel's clock (the
+// `time` match): installing rules in several namespaces takes tens to hundreds of ms each, and a fault meant to
+// hit the backends together (a node, a zone, a cluster going dark) must not reach them one after another. Only a test bed can do this: the drill reaches it through deploy/cli/local.ts.
 import { existsSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { run } from './run.js';
@@ -10,23 +12,30 @@ import { readState, statePaths, type ClusterState } from './state.js';
 import { fabricNet, podNetnsName } from './topology.js';
 
 const IN = 'SKEIN-DRILL-IN';
+/** Installing the rules in a pod's namespace took 64–350 ms on a loaded test bed: the drops start after this. */
+const START_MARGIN_MS = 600;
 const OUT = 'SKEIN-DRILL-OUT';
+
+/** The time match's form of a moment (whole seconds, UTC). */
+const timeMatch = (atMs: number) => new Date(atMs).toISOString().slice(0, 19);
 
 /**
  * The rules blackhole adds (iptables-restore --noflush input): drop all but loopback and `prober`, the address
- * the node runners' readiness probes come from (the host's end of the fabric), so Kubernetes keeps the pod ready.
+ * the node runners' readiness probes come from (the host's end of the fabric), so Kubernetes keeps the pod ready;
+ * from `startAtMs` on (a whole second of the kernel's wall clock), else at once.
  */
-export function blackholeRules(prober: string): string {
+export function blackholeRules(prober: string, startAtMs?: number): string {
+  const from = startAtMs === undefined ? '' : ` -m time --datestart ${timeMatch(startAtMs)}`;
   return [
     '*filter',
     `:${IN} - [0:0]`,
     `:${OUT} - [0:0]`,
     `-A ${IN} -i lo -j RETURN`,
     `-A ${IN} -s ${prober}/32 -j RETURN`,
-    `-A ${IN} -j DROP`,
+    `-A ${IN}${from} -j DROP`,
     `-A ${OUT} -o lo -j RETURN`,
     `-A ${OUT} -d ${prober}/32 -j RETURN`,
-    `-A ${OUT} -j DROP`,
+    `-A ${OUT}${from} -j DROP`,
     `-I INPUT 1 -j ${IN}`,
     `-I OUTPUT 1 -j ${OUT}`,
     'COMMIT',
@@ -77,17 +86,24 @@ class Blackholes {
     return out;
   }
 
-  /** Resolves with when the first namespace's rules were in place (ms since the epoch). */
+  /**
+   * Installs the rules in every namespace, all starting at the next whole second at least START_MARGIN_MS away,
+   * and resolves once that moment has passed, with the moment the fault began (ms since the epoch): the start, or
+   * if every namespace took longer than the margin to install, the first one in place.
+   */
   async blackhole(netns: readonly string[]): Promise<number> {
+    const startAt = Math.ceil((Date.now() + START_MARGIN_MS) / 1000) * 1000;
     let first = Infinity;
     await Promise.all(
       netns.map(async (ns) => {
         const prober = this.probers.get(ns);
         if (!prober) throw new Error(`blackhole ${ns}: locate its pod first`);
-        await run('ip', ['netns', 'exec', ns, 'iptables-restore', '-w', '--noflush'], { input: blackholeRules(prober) });
-        first = Math.min(first, Date.now());
+        await run('ip', ['netns', 'exec', ns, 'iptables-restore', '-w', '--noflush'], { input: blackholeRules(prober, startAt) });
+        first = Math.min(first, Math.max(startAt, Date.now()));
       }),
     );
+    const wait = first - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     return first;
   }
 

@@ -332,7 +332,7 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
       healthPollMs: 60_000,
       failureSignalMs: 5,
       // The one that failed stays silent; its siblings answer.
-      probe: { timeoutMs: 200, maxInFlight: 8, connect: async (ip) => (probed.push(ip), ip !== '10.1.0.1') },
+      probe: { timeoutMs: 200, maxInFlight: 8, connect: async (ip) => (probed.push(ip), ip !== '10.1.0.1' ? 'ok' : 'failed') },
       now: () => now,
     });
     agents.push(agent);
@@ -347,6 +347,44 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     expect(probed.filter((ip) => ip !== '10.1.0.1').sort()).toEqual(['10.1.0.0', '10.1.0.0', '10.1.0.0', '10.1.0.2', '10.1.0.2', '10.1.0.2']);
     expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080', failures: 3 })]);
     expect(agent.prober?.started).toBe(8);
+  });
+
+  it('probes the backend of a stalled connection (and its siblings) at the signal pace; refused probes eject it at once', async () => {
+    const lb = new FakeLb();
+    const etcd = new FakeEtcd();
+    const view = new MergedView(CLUSTER);
+    const s = service('echo', 1, 3);
+    view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
+    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused: 0, lastRefusedMs: 0 });
+    const health = new Map(['10.1.0.0', '10.1.0.1', '10.1.0.2'].map((ip) => [`TCP/${ip}:8080`, sample(`TCP/${ip}:8080`)]));
+    let stalled = new Map<string, number>();
+    const asked: number[] = [];
+    const probed: string[] = [];
+    const agent = new NodeAgent({
+      etcd: etcd as unknown as Etcd3,
+      cluster: CLUSTER,
+      node: 'node-1',
+      lb,
+      log: { warn: vi.fn(), info: vi.fn() },
+      loadView: async () => ({ view, revision: 1 }),
+      health: { readHealth: () => health, forgetHealth: () => false, failureSeq: () => 0, readStalled: (ms) => (asked.push(ms), stalled) },
+      healthPollMs: 60_000,
+      failureSignalMs: 5,
+      // The stalled backend's host says nothing listens any more; its siblings answer.
+      probe: { timeoutMs: 200, maxInFlight: 8, connect: async (ip) => (probed.push(ip), ip !== '10.1.0.1' ? 'ok' : 'refused') },
+      now: () => 1_000,
+    });
+    agents.push(agent);
+    await agent.start();
+    agent.pollHealth(); // the members are known
+    const f = `TCP/${vip(1)}:80`;
+    expect(lb.programmed.get(f)).toHaveLength(3);
+    stalled = new Map([['TCP/10.1.0.1:8080', 1]]);
+    await vi.waitFor(() => expect(lb.programmed.get(f)).toEqual(['10.1.0.0:8080', '10.1.0.2:8080']), { timeout: 5_000 });
+    expect(asked.every((ms) => ms === 150)).toBe(true);
+    expect(probed.filter((ip) => ip === '10.1.0.1').length).toBeGreaterThanOrEqual(1);
+    expect(new Set(probed)).toEqual(new Set(['10.1.0.0', '10.1.0.1', '10.1.0.2'])); // its siblings too (within the bound of 8)
+    expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080' })]);
   });
 });
 

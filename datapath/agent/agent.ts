@@ -47,7 +47,7 @@ export interface EjectedBackend {
 }
 
 /** Where backend health comes from (SocketLb in the agent, a fake in unit tests). */
-export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'> & Partial<Pick<SocketLb, 'failureSeq'>>;
+export type HealthSource = Pick<SocketLb, 'readHealth' | 'forgetHealth'> & Partial<Pick<SocketLb, 'failureSeq' | 'readStalled'>>;
 /** How often the health map is read. */
 const HEALTH_POLL_MS = 100;
 /** How often the datapath's failure count is looked at (one value): a new failure is read at once. */
@@ -147,11 +147,15 @@ export class NodeAgent {
     if (!this.o.health || this.stopped) return;
     this.healthTimer = setInterval(() => this.pollHealth(), this.o.healthPollMs ?? HEALTH_POLL_MS);
     const signalMs = this.o.failureSignalMs ?? FAILURE_SIGNAL_MS;
-    if (this.o.health.failureSeq && signalMs > 0) this.signalTimer = setInterval(() => this.checkFailureSignal(), signalMs);
+    if ((this.o.health.failureSeq || this.o.health.readStalled) && signalMs > 0) this.signalTimer = setInterval(() => this.checkFailureSignal(), signalMs);
   }
 
-  /** One look at the datapath's failure count: a new failure is judged now, not at the next poll. */
+  /**
+   * One look at the datapath's failure count (a new failure is judged now, not at the next poll) and at its
+   * stalled connections (their backends are probed now).
+   */
   private checkFailureSignal(): void {
+    this.checkStalls();
     let seq;
     try {
       seq = this.o.health?.failureSeq?.() ?? 0;
@@ -161,6 +165,21 @@ export class NodeAgent {
     if (seq === this.failureSeq) return;
     this.failureSeq = seq;
     this.pollHealth();
+  }
+
+  private checkStalls(): void {
+    const stallMs = this.outliers.options.stallMs;
+    if (!this.o.health?.readStalled || !this.prober || stallMs <= 0) return;
+    let stalled;
+    try {
+      stalled = this.o.health.readStalled(stallMs, this.now());
+    } catch {
+      return; // the regular poll reports read errors
+    }
+    if (!stalled.size) return;
+    if (!this.outliers.stalled(stalled, this.members, this.now(), this.clusterOf)) return;
+    this.o.log.info({ backends: [...stalled.keys()], stallMs }, 'connections stalled (request acknowledged, nothing back): probing their backends and siblings');
+    this.runProbes();
   }
 
   /** A poll as soon as the current work is done (after a probe ends): bursts of outcomes make one poll. */
@@ -183,8 +202,8 @@ export class NodeAgent {
     this.prober.run(
       wanted,
       (key, at) => this.outliers.probeStarted(key, at),
-      (key, ok, startedMs, endedMs) => {
-        this.outliers.probeEnded(key, ok, startedMs, endedMs);
+      (key, outcome, startedMs, endedMs) => {
+        this.outliers.probeEnded(key, outcome, startedMs, endedMs);
         this.pollSoon();
       },
     );
@@ -238,7 +257,7 @@ export class NodeAgent {
   private wallOffset?: number;
 
   private logOutlier(e: OutlierEvent): void {
-    if (e.kind === 'ejected') this.o.log.warn({ backend: e.backend, services: e.services, failures: e.failures, ejections: e.ejections, ejectedMs: Math.round(e.untilMs - e.sinceMs) }, 'backend ejected: consecutive failures seen by this node');
+    if (e.kind === 'ejected') this.o.log.warn({ backend: e.backend, services: e.services, failures: e.failures, ejections: e.ejections, ejectedMs: Math.round(e.untilMs - e.sinceMs) }, e.refused ? 'backend ejected: a connect from this node was refused (nothing listens)' : 'backend ejected: consecutive failures seen by this node');
     else if (e.kind === 'returned') this.o.log.info({ backend: e.backend, services: e.services, ejectedMs: Math.round(e.ejectedMs), ejections: e.ejections, early: e.early }, e.early ? 'backend returned early: a probe from this node connected (on probation: one failure ejects it again)' : 'backend returned after ejection (on probation: one failure ejects it again)');
     else this.o.log.warn({ backend: e.backend, service: e.service, failures: e.failures }, 'backend failing but not ejected: its service already has the most ejected backends it may');
   }

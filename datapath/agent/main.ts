@@ -57,6 +57,8 @@ const Config = z.object({
   recoveryProbeMs: z.coerce.number().int().min(0).max(3_600_000),
   failureSignalMs: z.coerce.number().int().min(0).max(10_000),
   peerRoutes: z.boolean(),
+  /** A connection whose request the backend's kernel acknowledged but that got no byte back this long: probe (0: off). */
+  stallMs: z.coerce.number().int().min(0).max(600_000),
 });
 
 const NUMERIC_FLAGS = {
@@ -71,6 +73,7 @@ const NUMERIC_FLAGS = {
   'probe-max-in-flight': '32',
   'recovery-probe-ms': String(OUTLIER_DEFAULTS.recoveryProbeMs),
   'failure-signal-ms': '20',
+  'stall-ms': String(OUTLIER_DEFAULTS.stallMs),
 } as const;
 
 const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
@@ -111,6 +114,7 @@ function config() {
     recoveryProbeMs: values['recovery-probe-ms'],
     failureSignalMs: values['failure-signal-ms'],
     peerRoutes: values['peer-routes'],
+    stallMs: values['stall-ms'],
   });
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -201,6 +205,7 @@ async function main(): Promise<void> {
       maxEjectedPercent: cfg.outlierMaxEjectedPercent,
       udpAnswerWindowMs: cfg.udpAnswerWindowMs,
       recoveryProbeMs: cfg.recoveryProbeMs,
+      stallMs: cfg.stallMs,
     },
   });
 

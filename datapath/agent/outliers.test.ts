@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Backend, GlobalService } from '../../mesh/schema/values.js';
 import type { MergedService } from './merged-view.js';
-import { OutlierDetector, serviceBackends, type HealthSample } from './outliers.js';
+import { OutlierDetector, serviceBackends, type HealthSample, type ProbeOutcome } from './outliers.js';
 
 /** Fake datapath counters: what bpf/sock_lb.c would have counted. */
 class Counters {
@@ -25,6 +25,13 @@ class Counters {
     const h = this.get(k);
     h.consecutive += n;
     h.lastFailureMs = this.now();
+  }
+  /** A connect the datapath counted as refused (ended in SYN_SENT before any retransmission): also a failure. */
+  refuse(k: string): void {
+    const h = this.get(k);
+    this.fail(k);
+    h.refused = (h.refused ?? 0) + 1;
+    h.lastRefusedMs = this.now();
   }
   send(k: string, at: number): void {
     const h = this.get(k);
@@ -53,6 +60,36 @@ function setup(members: string[], options = {}) {
 }
 
 describe('outlier detection', () => {
+  it('a refused connect ejects at once (nothing listens: proof, not a guess); a success after it does not', () => {
+    const { c, poll } = setup([A, B, C, D]);
+    c.ok(A);
+    c.ok(B);
+    poll();
+    c.refuse(A);
+    const { changed, events } = poll();
+    expect([...changed]).toEqual([A]);
+    expect(events).toMatchObject([{ kind: 'ejected', backend: A, refused: true, failures: 1 }]);
+    // Refused, then a client connect succeeded before the poll looked: not ejected (it answers again).
+    c.refuse(B);
+    c.ok(B);
+    expect(poll().changed.size).toBe(0);
+    // A timeout is still one failure of three.
+    c.fail(B);
+    expect(poll().changed.size).toBe(0);
+  });
+
+  it('a refusal ejects only within the share, and never the last backend', () => {
+    const { d, c, poll } = setup([A, B]);
+    c.ok(A);
+    c.ok(B);
+    poll();
+    c.refuse(A);
+    c.refuse(B);
+    const { events } = poll();
+    expect(events.filter((e) => e.kind === 'ejected')).toHaveLength(1);
+    expect(d.ejectedKeys().size).toBe(1);
+  });
+
   it('ejects at N consecutive failures; a success in between resets the count', () => {
     const { d, c, poll } = setup([A, B, C, D]);
     c.ok(A);
@@ -242,9 +279,104 @@ describe('serviceBackends', () => {
   });
 });
 
+describe('outlier detection with active probes (refusals)', () => {
+  it('a refusal after a probe started counts even when that probe\'s success is read later (a busy node)', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    for (const k of [A, B, C, D]) c.ok(k);
+    poll();
+    const started = at();
+    d.stalled(new Map([[A, started - 150]]), services, started);
+    d.probeStarted(A, started);
+    poll(20);
+    c.refuse(A); // the process died after the probe's connect was accepted...
+    d.probeEnded(A, 'ok', started, at() + 30); // ...whose success is read only later, before the next look
+    const { events } = poll(40);
+    expect(events).toMatchObject([{ kind: 'ejected', backend: A, refused: true }]);
+  });
+
+  it('a refused probe ejects at once; a probe that only timed out is one failure', () => {
+    const { d, c, poll, at } = setup([A, B, C, D]);
+    c.ok(A);
+    c.ok(B);
+    poll();
+    c.fail(A); // a SYN timeout: probes are wanted
+    poll();
+    const wanted = d.probesWanted(at());
+    expect(wanted.get(A)).toBe(2);
+    d.probeStarted(A, at());
+    d.probeEnded(A, 'refused', at(), at() + 1);
+    const { events } = poll();
+    expect(events).toMatchObject([{ kind: 'ejected', backend: A, refused: true }]);
+  });
+});
+
+describe('outlier detection: stalled connections', () => {
+  const domain = new Map([A, B].map((k) => [k, 'east'] as const).concat([C, D].map((k) => [k, 'west'] as const)));
+
+  it('a stall makes the backend and its siblings in the same cluster suspects; failed probes eject them, a stall alone never does', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    for (const k of [A, B, C, D]) c.ok(k);
+    poll();
+    expect(d.stalled(new Map([[A, at() - 150]]), services, at(), domain)).toBe(true);
+    expect(poll().changed.size).toBe(0); // a slow answer is not a failure
+    const wanted = d.probesWanted(at());
+    expect([...wanted]).toEqual([
+      [A, 3],
+      [B, 3],
+    ]);
+    for (const [k, n] of wanted) for (let i = 0; i < n; i++) d.probeStarted(k, at());
+    for (const [k, n] of wanted) for (let i = 0; i < n; i++) d.probeEnded(k, 'failed', at(), at() + 200);
+    const { events } = poll(200);
+    expect(events.filter((e) => e.kind === 'ejected').map((e) => e.backend)).toEqual([A, B]);
+  });
+
+  it('a backend a probe reached after the stalled request was acknowledged is not probed again for that stall (its application is slow); a later stall is new evidence', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    for (const k of [A, B, C, D]) c.ok(k);
+    poll();
+    const acked = at() - 150;
+    d.stalled(new Map([[A, acked]]), services, at(), domain);
+    for (const [k, n] of d.probesWanted(at())) {
+      for (let i = 0; i < n; i++) {
+        d.probeStarted(k, at());
+        d.probeEnded(k, 'ok', at(), at() + 1);
+      }
+    }
+    poll(1000);
+    // However long that connection stays stalled.
+    expect(d.stalled(new Map([[A, acked]]), services, at(), domain)).toBe(false);
+    expect(d.probesWanted(at()).size).toBe(0);
+    expect(d.stalled(new Map([[A, at() - 150]]), services, at(), domain)).toBe(true);
+    // Its sibling too: the probe that found it answering came before this evidence.
+    expect([...d.probesWanted(at()).keys()]).toEqual([A, B]);
+  });
+
+  it('a sibling probed fine before the fault is probed again when a failure comes (an earlier probe says nothing about a later fault)', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    for (const k of [A, B, C, D]) c.ok(k);
+    poll();
+    d.probeStarted(B, at());
+    d.probeEnded(B, 'ok', at(), at() + 5);
+    poll(400);
+    c.fail(A);
+    const obs = d.observe(c.map, services, at() + 100, domain);
+    expect(obs.changed.size).toBe(0);
+    expect([...d.probesWanted(at() + 100).keys()]).toEqual([A, B]);
+  });
+
+  it('a backend of no service, or one already ejected, is not probed for a stall', () => {
+    const { d, c, poll, at, services } = setup([A, B, C, D]);
+    c.ok(A);
+    c.fail(B, 3);
+    poll();
+    expect(d.ejectedKeys().has(B)).toBe(true);
+    expect(d.stalled(new Map([['TCP/10.9.9.9:80', at()], [B, at()]]), services, at(), domain)).toBe(false);
+  });
+});
+
 describe('outlier detection with active probes', () => {
   /** Runs what probesWanted asks for, each probe ending as `outcome` says, `ms` later. */
-  function probeAll(d: OutlierDetector, at: number, outcome: (key: string) => boolean, ms = 200): string[] {
+  function probeAll(d: OutlierDetector, at: number, outcome: (key: string) => boolean | ProbeOutcome, ms = 200): string[] {
     const started: string[] = [];
     for (const [key, n] of d.probesWanted(at)) {
       for (let i = 0; i < n; i++) {
@@ -252,7 +384,10 @@ describe('outlier detection with active probes', () => {
         started.push(key);
       }
     }
-    for (const key of started) d.probeEnded(key, outcome(key), at, at + ms);
+    for (const key of started) {
+      const o = outcome(key);
+      d.probeEnded(key, o === true ? 'ok' : o === false ? 'failed' : o, at, at + ms);
+    }
     return started;
   }
 

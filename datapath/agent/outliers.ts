@@ -6,7 +6,9 @@
 // a service. Pure: the agent hands in samples, the services' backends and the time.
 //
 // What a failure is: TCP, a SYN retransmission timeout or a connect that ended in SYN_SENT (refused, reset,
-// given up), counted in the kernel with "failures since the last success". UDP has no handshake, so a
+// given up), counted in the kernel with "failures since the last success". A refused connect (ended before any
+// retransmission: the backend's host answered that nothing listens) or a refused probe is proof rather than a
+// guess: it ejects at once, without waiting for more failures (the share rules still apply). UDP has no handshake, so a
 // backend fails when datagrams were sent to it for at least `udpAnswerWindowMs` with none back since (the
 // unanswered datagrams then count as consecutive failures); only a backend that has answered this node
 // before is judged, so one-way UDP protocols (syslog, metrics) are never ejected for their silence.
@@ -26,13 +28,22 @@ export interface OutlierOptions {
   udpAnswerWindowMs: number;
   /** Active probes (TCP): 0 turns them off. How often an ejected backend is probed for an early return. */
   recoveryProbeMs: number;
-  /** A backend whose siblings were probed (and answered) is not suspected again for this long. */
+  /**
+   * A sibling found answering by a probe at most this long before the evidence against its failing sibling (the
+   * failure; a stalled request's acknowledgement) is not probed again for it; nor is a member of a full service
+   * probed fine this long ago.
+   */
   suspectCooldownMs: number;
   /**
    * Past maxEjectedPercent a backend is still ejected while another member has answered this node (a client
    * connect or a probe) within this long; never the last one.
    */
   provenMs: number;
+  /**
+   * A connection the backend's kernel acknowledged our data on but that got no byte back for this long makes the
+   * backend and its siblings suspects (probed; the probes decide). Read from the datapath (skein_pending); 0: off.
+   */
+  stallMs: number;
 }
 
 /**
@@ -42,9 +53,12 @@ export interface OutlierOptions {
  * 1 s base put such bursts of loss at 1 s, 3 s, 6 s, ... into every blackhole longer than a second; at 5 s
  * a fault as long as a drill's is over before the first return. The n-th ejection lasts n × 5 s, up to 30 s.
  */
-export const OUTLIER_DEFAULTS: OutlierOptions = { consecutiveFailures: 3, baseEjectionMs: 5000, maxEjectionMs: 30_000, maxEjectedPercent: 50, udpAnswerWindowMs: 300, recoveryProbeMs: 250, suspectCooldownMs: 1000, provenMs: 10_000 };
+export const OUTLIER_DEFAULTS: OutlierOptions = { consecutiveFailures: 3, baseEjectionMs: 5000, maxEjectionMs: 30_000, maxEjectedPercent: 50, udpAnswerWindowMs: 300, recoveryProbeMs: 250, suspectCooldownMs: 250, provenMs: 10_000, stallMs: 150 };
 
-export type HealthSample = Pick<BackendHealth, 'proto' | 'successes' | 'consecutive' | 'lastSuccessMs' | 'lastFailureMs' | 'sent' | 'unanswered' | 'firstUnansweredMs'>;
+export type HealthSample = Pick<BackendHealth, 'proto' | 'successes' | 'consecutive' | 'lastSuccessMs' | 'lastFailureMs' | 'sent' | 'unanswered' | 'firstUnansweredMs'> & Partial<Pick<BackendHealth, 'refused' | 'lastRefusedMs'>>;
+
+/** How a probe ended: connected, refused (a reset: nothing listens, proof), or failed otherwise (a timeout). */
+export type ProbeOutcome = 'ok' | 'refused' | 'failed';
 
 export interface Ejection {
   /** PROTO/ip:port */
@@ -59,14 +73,17 @@ export interface Ejection {
 }
 
 export type OutlierEvent =
-  | ({ kind: 'ejected' } & Ejection)
+  | ({ kind: 'ejected'; refused: boolean } & Ejection)
   | { kind: 'returned'; backend: string; services: string[]; ejectedMs: number; ejections: number; early: boolean }
   /** Would be ejected, but its services already have as many ejected as they may (logged once per streak). */
   | { kind: 'held'; backend: string; services: string[]; failures: number; service: string };
 
 interface State {
-  /** The sample's cumulative successes at the last poll. */
+  /** The sample's cumulative successes and refusals at the last poll. */
   successes: number;
+  refused: number;
+  /** A probe was refused (then): ejects at the next observe unless a client connect succeeded since. */
+  probeRefusedMs?: number;
   /** Consecutive failures as judged at the last poll (with failed probes). */
   consecutive: number;
   /** TCP: the datapath's last client failure seen (its lastFailureMs). */
@@ -84,6 +101,10 @@ interface State {
   probing: number;
   probedAtMs?: number;
   probeFailures: number[];
+  /**
+   * When the latest probe that connected was started: the earliest moment it vouches for (its outcome may be read
+   * late, on a busy node), so a refusal after it is still news.
+   */
   probeOkMs?: number;
   /** The last time it answered this node: a client connect (the datapath's lastSuccessMs) or a probe. */
   okMs?: number;
@@ -194,11 +215,14 @@ export class OutlierDetector {
       let st = this.state.get(key);
       if (!h && !st) continue;
       if (!st) {
+        // Refusals already counted are news (a first connect refused ejects too); successes are not.
         st = fresh(h!.successes);
         this.state.set(key, st);
       }
       // A recreated entry (agent cleanup, LRU) starts its counters over.
       if (h && h.successes < st.successes) st.successes = 0;
+      if (h && (h.refused ?? 0) < st.refused) st.refused = 0;
+      const refused = this.refusedNow(st, h);
       const advanced = !!h && h.successes > st.successes;
       const consecutive = this.judge(key, st, h, nowMs);
       const added = advanced ? consecutive : Math.max(0, consecutive - st.consecutive);
@@ -207,7 +231,7 @@ export class OutlierDetector {
       // New failures the clients saw: the backend's siblings in the same cluster are probed too.
       if (h?.proto === 'TCP' && h.consecutive > 0 && h.lastFailureMs > (st.clientFailureMs ?? 0)) {
         st.clientFailureMs = h.lastFailureMs;
-        if (!st.ejected) this.suspectSiblings(key, svcs, services, domainOf, nowMs);
+        if (!st.ejected) this.suspectSiblings(key, svcs, services, domainOf, nowMs, h.lastFailureMs);
       }
       if (h) st.successes = h.successes;
       if (advanced && h.proto === 'TCP') st.okMs = Math.max(st.okMs ?? h.lastSuccessMs, h.lastSuccessMs);
@@ -231,9 +255,9 @@ export class OutlierDetector {
       const n = this.options.consecutiveFailures;
       let trip = false;
       if (st.probation) {
-        if (advanced ? consecutive > 0 : consecutive > st.probation.base) trip = n > 0;
+        if (refused || (advanced ? consecutive > 0 : consecutive > st.probation.base)) trip = n > 0;
         else if (advanced) st.probation = undefined;
-      } else trip = n > 0 && consecutive >= n;
+      } else trip = n > 0 && (consecutive >= n || refused);
       if (!trip) {
         st.held = false;
         this.decay(st, consecutive, nowMs);
@@ -258,7 +282,7 @@ export class OutlierDetector {
       st.ejected = { sinceMs: nowMs, untilMs: nowMs + forMs, failures: consecutive };
       this.ejectedSet.add(key);
       changed.add(key);
-      events.push({ kind: 'ejected', backend: key, services: svcs, sinceMs: nowMs, untilMs: nowMs + forMs, failures: consecutive, ejections: st.ejections });
+      events.push({ kind: 'ejected', refused, backend: key, services: svcs, sinceMs: nowMs, untilMs: nowMs + forMs, failures: consecutive, ejections: st.ejections });
     }
     return { changed, events };
   }
@@ -298,17 +322,34 @@ export class OutlierDetector {
    * started later already succeeded; a success ends the probing of this streak, and returns an ejected backend
    * at the next observe.
    */
-  probeEnded(key: string, ok: boolean, startedMs: number, endedMs: number): void {
+  probeEnded(key: string, outcome: ProbeOutcome, startedMs: number, endedMs: number): void {
     const st = this.state.get(key);
     if (!st) return;
     st.probing = Math.max(0, st.probing - 1);
-    if (ok) {
-      st.probeOkMs = Math.max(st.probeOkMs ?? endedMs, endedMs);
+    if (outcome === 'ok') {
+      st.probeOkMs = Math.max(st.probeOkMs ?? startedMs, startedMs);
       st.okMs = Math.max(st.okMs ?? endedMs, endedMs);
       st.probeFailures = [];
       st.suspectSinceMs = undefined;
       if (st.ejected && startedMs >= st.ejected.sinceMs) st.recovered = true;
-    } else if (startedMs >= (st.probeOkMs ?? -Infinity) && !st.ejected) st.probeFailures.push(endedMs);
+    } else if (startedMs >= (st.probeOkMs ?? -Infinity) && !st.ejected) {
+      st.probeFailures.push(endedMs);
+      if (outcome === 'refused') st.probeRefusedMs = endedMs;
+    }
+  }
+
+  /**
+   * Whether the backend was refused since the last look (a client connect the datapath counted as refused, or a
+   * probe) and nothing connected to it after that refusal. Consumes what it looked at.
+   */
+  private refusedNow(st: State, h: HealthSample | undefined): boolean {
+    const lastOk = Math.max(h?.lastSuccessMs ?? -Infinity, st.probeOkMs ?? -Infinity);
+    let refused = false;
+    if (h?.proto === 'TCP' && (h.refused ?? 0) > st.refused) refused = (h.lastRefusedMs ?? 0) > lastOk;
+    if (h) st.refused = h.refused ?? 0;
+    if (st.probeRefusedMs !== undefined) refused ||= st.probeRefusedMs > lastOk;
+    st.probeRefusedMs = undefined;
+    return refused;
   }
 
   /** Probes in flight (all backends). */
@@ -318,8 +359,37 @@ export class OutlierDetector {
     return n;
   }
 
-  /** The other TCP backends of `key`'s services in its cluster become suspects (not one probed fine lately). */
-  private suspectSiblings(key: string, svcs: readonly string[], services: ReadonlyMap<string, readonly string[]>, domainOf: ReadonlyMap<string, string>, nowMs: number): void {
+  /**
+   * Backends with a stalled connection (the datapath's readStalled: backend key → when the latest stalled
+   * request was acknowledged): each, and its siblings in the same cluster, become suspects — probed, never
+   * ejected for the stall itself (a slow answer is not a failure) — unless a probe connected to it after that
+   * acknowledgement (its kernel answers, its application is slow: probing again tells nothing new). Returns
+   * whether any became a suspect.
+   */
+  stalled(stalls: ReadonlyMap<string, number>, services: ReadonlyMap<string, readonly string[]>, nowMs: number, domainOf: ReadonlyMap<string, string> = new Map()): boolean {
+    if (this.options.recoveryProbeMs <= 0 || this.options.consecutiveFailures <= 0) return false;
+    const of = servicesOf(services);
+    let any = false;
+    for (const [key, ackedMs] of stalls) {
+      const svcs = of.get(key);
+      if (!svcs || !key.startsWith('TCP/')) continue;
+      let st = this.state.get(key);
+      if (!st) this.state.set(key, (st = fresh(0)));
+      if (st.ejected || st.held || st.suspectSinceMs !== undefined) continue;
+      if (st.probeOkMs !== undefined && st.probeOkMs >= ackedMs) continue;
+      st.suspectSinceMs = nowMs;
+      any = true;
+      this.suspectSiblings(key, svcs, services, domainOf, nowMs, ackedMs);
+    }
+    return any;
+  }
+
+  /**
+   * The other TCP backends of `key`'s services in its cluster become suspects, but those a probe found answering
+   * since shortly before the evidence against `key` (`evidenceMs`: its failure, or a stalled request's
+   * acknowledgement) — an earlier probe says nothing about a fault that came later.
+   */
+  private suspectSiblings(key: string, svcs: readonly string[], services: ReadonlyMap<string, readonly string[]>, domainOf: ReadonlyMap<string, string>, nowMs: number, evidenceMs: number): void {
     const domain = domainOf.get(key);
     if (domain === undefined || this.options.recoveryProbeMs <= 0) return;
     for (const s of svcs) {
@@ -328,7 +398,7 @@ export class OutlierDetector {
         let st = this.state.get(m);
         if (!st) this.state.set(m, (st = fresh(0)));
         if (st.ejected || st.held || st.suspectSinceMs !== undefined) continue;
-        if (st.probeOkMs !== undefined && nowMs - st.probeOkMs < this.options.suspectCooldownMs) continue;
+        if (st.probeOkMs !== undefined && st.probeOkMs >= evidenceMs - this.options.suspectCooldownMs) continue;
         st.suspectSinceMs = nowMs;
       }
     }
@@ -402,7 +472,7 @@ export class OutlierDetector {
   }
 }
 
-const fresh = (successes: number): State => ({ successes, consecutive: 0, failures: 0, ejections: 0, probing: 0, probeFailures: [] });
+const fresh = (successes: number): State => ({ successes, refused: 0, consecutive: 0, failures: 0, ejections: 0, probing: 0, probeFailures: [] });
 
 function servicesOf(services: ReadonlyMap<string, readonly string[]>): Map<string, string[]> {
   const of = new Map<string, string[]>();

@@ -4,21 +4,25 @@
 // so a probe takes the path a pod's connect takes past its own veth. Bounded: at most `maxInFlight` at once
 // per node, and what to probe is bounded by outliers.ts (only failing, suspected or ejected backends).
 import { connect } from 'node:net';
+import type { ProbeOutcome } from './outliers.js';
 
-/** One probe: resolves true when the connect is established within timeoutMs, false otherwise (never rejects). */
-export type ProbeConnect = (ip: string, port: number, timeoutMs: number) => Promise<boolean>;
+/**
+ * One probe: resolves 'ok' when the connect is established within timeoutMs, 'refused' when the backend's host
+ * resets it (nothing listens), 'failed' otherwise (never rejects).
+ */
+export type ProbeConnect = (ip: string, port: number, timeoutMs: number) => Promise<ProbeOutcome>;
 
 export const tcpConnectProbe: ProbeConnect = (ip, port, timeoutMs) =>
   new Promise((resolve) => {
     const socket = connect({ host: ip, port, noDelay: true });
-    const done = (ok: boolean) => {
+    const done = (outcome: ProbeOutcome) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve(ok);
+      resolve(outcome);
     };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
+    const timer = setTimeout(() => done('failed'), timeoutMs);
+    socket.once('connect', () => done('ok'));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? 'refused' : 'failed'));
   });
 
 export interface ProberOptions {
@@ -40,7 +44,7 @@ export class Prober {
    * Starts up to `wanted` probes per backend key (TCP/ip:port) within the node's bound; `onStart` is told of
    * each start, `onEnd` of each outcome. Returns how many started.
    */
-  run(wanted: ReadonlyMap<string, number>, onStart: (key: string, atMs: number) => void, onEnd: (key: string, ok: boolean, startedMs: number, endedMs: number) => void): number {
+  run(wanted: ReadonlyMap<string, number>, onStart: (key: string, atMs: number) => void, onEnd: (key: string, outcome: ProbeOutcome, startedMs: number, endedMs: number) => void): number {
     let n = 0;
     for (const [key, count] of wanted) {
       const m = /^TCP\/([\d.]+):(\d+)$/.exec(key);
@@ -52,10 +56,10 @@ export class Prober {
         n++;
         onStart(key, startedMs);
         void (this.o.connect ?? tcpConnectProbe)(m[1]!, Number(m[2]), this.o.timeoutMs)
-          .catch(() => false)
-          .then((ok) => {
+          .catch((): ProbeOutcome => 'failed')
+          .then((outcome) => {
             this.inFlight--;
-            onEnd(key, ok, startedMs, this.o.now());
+            onEnd(key, outcome, startedMs, this.o.now());
           });
       }
     }

@@ -7,12 +7,14 @@
 // Backend health (skein_health, per backend ip:port and protocol) is counted here and judged in user space
 // (datapath/agent/outliers.ts): for TCP, a sockops program follows the connects this LB rewrote (found by
 // socket cookie in skein_revnat) and counts established connects as successes, SYN retransmission timeouts,
-// connects that die in SYN_SENT (refused, reset, given up) and a first retransmission timeout of a connection
+// connects that die in SYN_SENT (refused, reset, given up; those ended before any retransmission also as
+// refused: nothing listens, which the agent takes as proof) and a first retransmission timeout of a connection
 // the backend never sent a byte on as failures; for UDP, sendmsg4 counts
 // datagrams sent to a backend and recvmsg4 datagrams received from it. The agent may shorten the SYN RTO
 // of rewritten connects (skein_config), so a silent backend shows in a few hundred ms instead of 1 s.
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -63,6 +65,16 @@ struct health {
 	__u64 unanswered;         /* UDP: datagrams sent since the last one received */
 	__u64 first_unanswered_ns; /* UDP: when the first of those was sent */
 	__u64 last_sent_ns;
+	__u64 refused;            /* TCP: connects ended in SYN_SENT before any retransmission (RST: nothing listens) */
+	__u64 last_refused_ns;
+};
+
+/* A rewritten TCP connection the backend has not sent a byte on yet (skein_pending). */
+struct pending {
+	__u32 addr;     /* the backend, network order */
+	__u16 port;     /* network order */
+	__u16 pad;
+	__u64 acked_ns; /* when the backend's kernel first acknowledged data of ours; 0: nothing acknowledged yet */
 };
 
 struct config {
@@ -104,6 +116,43 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } skein_config SEC(".maps");
+
+/* Established connections the backend has not answered yet, by socket cookie: made at ACTIVE_ESTABLISHED,
+ * stamped at the first acknowledgement of our data (RTT_CB), removed by skein_ingress at the backend's first
+ * byte and by sockops when the connection leaves ESTABLISHED. The agent reads it for stalls: our request
+ * reached the backend's kernel, yet nothing came back for a while — a fault that landed after the connect
+ * (no retransmission ever tells: everything we sent was acknowledged). An LRU: never refuses a connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct pending);
+} skein_pending SEC(".maps");
+
+/* Entries of skein_pending stamped acknowledged and not removed yet: the agent reads skein_pending only while
+ * this is above 0 (idle connections nobody sent on stay in the map and need no look). An entry the LRU evicts
+ * is not subtracted: the count can only stay too high, which costs a needless read, never a missed stall. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} skein_pending_acked SEC(".maps");
+
+/* Removes a connection's skein_pending entry; one stamped acknowledged leaves skein_pending_acked. */
+static __always_inline void pending_done(__u64 *cookie)
+{
+	struct pending *p = bpf_map_lookup_elem(&skein_pending, cookie);
+	if (!p)
+		return;
+	__u64 acked = p->acked_ns;
+	if (bpf_map_delete_elem(&skein_pending, cookie) != 0 || acked == 0)
+		return;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&skein_pending_acked, &zero);
+	if (n && *n > 0)
+		__sync_fetch_and_add(n, -1);
+}
 
 /* TCP failures counted so far, all backends: one value the agent can read every few ms to learn that
  * skein_health changed (reading the whole map that often would not scale). */
@@ -234,7 +283,7 @@ SEC("sockops")
 int skein_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
-	if (op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB && op != BPF_SOCK_OPS_STATE_CB)
+	if (op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB && op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_RTT_CB)
 		return 1;
 	if (skops->family != AF_INET || !skops->is_fullsock)
 		return 1;
@@ -258,14 +307,35 @@ int skein_sockops(struct bpf_sock_ops *skops)
 	if (!h)
 		return 1;
 	switch (op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
 		__sync_fetch_and_add(&h->successes, 1);
 		h->consecutive = 0;
 		h->last_success_ns = bpf_ktime_get_ns();
-		/* How it ends is not this counter's business; its retransmission timeouts are, until the backend
-		 * has sent a byte (see RTO_CB). */
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
+		/* How it ends is not this counter's business; its retransmission timeouts are, until the backend has
+		 * sent a byte (see RTO_CB), and so is whether the backend answers at all (skein_pending: RTT_CB stamps
+		 * the first acknowledgement of our data, STATE_CB removes the entry when the connection ends). */
+		if (skops->bytes_received == 0) {
+			struct pending p = { .addr = rn->backend_addr, .port = rn->backend_port };
+			bpf_map_update_elem(&skein_pending, &cookie, &p, BPF_ANY);
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		} else
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
+	}
+	case BPF_SOCK_OPS_RTT_CB: {
+		/* Data of ours acknowledged: the backend's kernel has the request (once; skein_ingress removed the entry
+		 * if the backend already answered). */
+		struct pending *p = bpf_map_lookup_elem(&skein_pending, &cookie);
+		if (p && p->acked_ns == 0) {
+			p->acked_ns = bpf_ktime_get_ns();
+			__u32 zero = 0;
+			__u64 *n = bpf_map_lookup_elem(&skein_pending_acked, &zero);
+			if (n)
+				__sync_fetch_and_add(n, 1);
+		}
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+		break;
+	}
 	case BPF_SOCK_OPS_RTO_CB:
 		/* A SYN not answered in time: the connect timed out once (each retransmission counts). */
 		if (skops->state == BPF_TCP_SYN_SENT) {
@@ -280,11 +350,43 @@ int skein_sockops(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTO_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		/* Refused (RST), unreachable, or given up while connecting. */
-		if (skops->args[0] == BPF_TCP_SYN_SENT && skops->args[1] == BPF_TCP_CLOSE)
+		/* Refused (RST), unreachable, or given up while connecting. Ended before its SYN was ever sent again:
+		 * the backend's host answered at once that nothing listens there (or the application gave up on the
+		 * connect within one SYN RTO, which is rare) — proof, not a guess: counted as refused too. */
+		if (skops->args[0] == BPF_TCP_ESTABLISHED) {
+			pending_done(&cookie);
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~(BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG));
+		}
+		if (skops->args[0] == BPF_TCP_SYN_SENT && skops->args[1] == BPF_TCP_CLOSE) {
+			if (skops->total_retrans == 0) {
+				__sync_fetch_and_add(&h->refused, 1);
+				h->last_refused_ns = bpf_ktime_get_ns();
+			}
 			tcp_failed(h);
+		}
 		break;
 	}
+	return 1;
+}
+
+/* The backend's first byte on a connection it had not answered yet (skein_pending): the entry goes. Only a
+ * lookup by socket cookie for everything else; every packet passes. */
+SEC("cgroup_skb/ingress")
+int skein_ingress(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	if (!bpf_map_lookup_elem(&skein_pending, &cookie))
+		return 1;
+	__u8 vihl, doff;
+	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
+		return 1;
+	__u32 ihl = (vihl & 0x0f) * 4;
+	if (bpf_skb_load_bytes(skb, ihl + 12, &doff, 1) < 0)
+		return 1;
+	if (skb->len > ihl + (doff >> 4) * 4)
+		pending_done(&cookie);
 	return 1;
 }
 

@@ -132,14 +132,55 @@ describe('backend health from the datapath', () => {
     expect(h.failures).toBeGreaterThanOrEqual(4);
   });
 
-  it('a refused backend (RST) counts a failure at once', async () => {
+  it('a refused backend (RST) counts a failure and a refusal at once, and outlier detection ejects it on that one', async () => {
     lb.setService(tcp, [refused]);
     const [attempt] = JSON.parse(await runClient(connects(1, 0, 1000))) as Attempt[];
     expect(attempt!.r).toBe('ECONNREFUSED');
     const h = health(refused)!;
-    expect(h).toMatchObject({ successes: 0, failures: 1, consecutive: 1 });
+    expect(h).toMatchObject({ successes: 0, failures: 1, consecutive: 1, refused: 1 });
     console.log(`refused backend: failure counted ${(h.lastFailureMs - attempt!.t).toFixed(1)} ms after the connect`);
     expect(h.lastFailureMs - attempt!.t).toBeLessThan(50);
+    expect(h.lastRefusedMs).toBe(h.lastFailureMs);
+    const detector = new OutlierDetector();
+    const members = new Map([['default/echo', [healthKey('TCP', refused), healthKey('TCP', ok)]]]);
+    expect(detector.observe(lb.readHealth(), members, monotonicMs()).events).toMatchObject([{ kind: 'ejected', backend: healthKey('TCP', refused), refused: true, failures: 1 }]);
+    // A SYN that timed out is no refusal: the blackholed backend's failures never count as one.
+    expect(health(dead)?.refused ?? 0).toBe(0);
+  });
+
+  it('a connection whose request the backend acknowledged but never answered shows as stalled; the answer clears it', async () => {
+    lb.setService(tcp, [ok]);
+    // The backend's kernel acknowledges the request (a pure ACK), its answer (PSH) is dropped on the way out.
+    const rule = ['OUTPUT', '-s', ok.ip, '-p', 'tcp', '--sport', String(ok.port), '--tcp-flags', 'PSH', 'PSH', '-j', 'DROP'];
+    await inNetns(ns, 'iptables', ['-I', ...rule]);
+    let removed = false;
+    try {
+      const client = runClient(`
+import { connect } from 'node:net';
+const s = connect({ host: '${VIP}', port: 80 }, () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+let got = 0;
+s.on('data', (d) => (got += d.length));
+s.on('error', () => {});
+setTimeout(() => { console.log(JSON.stringify({ got })); s.destroy(); }, 2500);
+`);
+      const stalled = await pollUntil(() => lb.readStalled(150).get(healthKey('TCP', ok)), 2000);
+      // Acknowledged within a few ms of the connect, reported once 150 ms old.
+      expect(stalled!.at - stalled!.value).toBeGreaterThanOrEqual(150);
+      // Not a failure: nothing was retransmitted, the connect succeeded.
+      expect(health(ok)!.consecutive).toBe(0);
+      await inNetns(ns, 'iptables', ['-D', ...rule]);
+      removed = true;
+      // The backend retransmits its answer: its first byte removes the entry.
+      const cleared = await pollUntil(() => (lb.readStalled(0).size === 0 ? true : undefined), 2000);
+      expect(cleared).toBeDefined();
+      expect((JSON.parse(await client) as { got: number }).got).toBeGreaterThan(0);
+    } finally {
+      if (!removed) await inNetns(ns, 'iptables', ['-D', ...rule]);
+    }
+    // An exchange answered at once leaves nothing behind.
+    const [attempt] = JSON.parse(await runClient(connects(1, 0, 1000))) as Attempt[];
+    expect(attempt!.r).toBe('ok');
+    expect(lb.readStalled(0).size).toBe(0);
   });
 
   it('a backend that accepts the connect, then never answers the request, counts one failure at the retransmission timeout', async () => {
@@ -253,7 +294,7 @@ setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500
       const first = new SocketLb(join(pinDir, 'maps'));
       first.attach(cg, join(pinDir, 'links'));
       first.close();
-      for (const p of ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops']) expect(existsSync(join(pinDir, 'links', p))).toBe(true);
+      for (const p of ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress']) expect(existsSync(join(pinDir, 'links', p))).toBe(true);
       const second = new SocketLb(join(pinDir, 'maps'));
       expect(() => second.attach(cg, join(pinDir, 'links'))).not.toThrow();
       second.detach(join(pinDir, 'links'));

@@ -279,7 +279,9 @@ describe('skein drill faults', () => {
     for (const signal of ['SIGINT', 'SIGKILL'] as const) {
       const netns = await echoNetns();
       const child = drillCli(['--fault', 'blackhole', '--state-dir', stateDir]);
-      await waitFor('the blackhole', async () => ((await recordOf())?.netns?.length === 2 && (await hasDrillRules(netns[0]!)) ? true : undefined), 60_000);
+      // In place in both pods (each namespace's rules are installed on their own) before the drill is stopped.
+      const inPlace = async () => (await Promise.all(netns.map((ns) => hasDrillRules(ns)))).every(Boolean);
+      await waitFor('the blackhole', async () => ((await recordOf())?.netns?.length === 2 && (await inPlace()) ? true : undefined), 60_000);
       child.kill(signal);
       await new Promise((resolve) => child.on('exit', resolve));
       if (signal === 'SIGINT') {
