@@ -20,6 +20,8 @@ export interface NativeBpfObject {
   /** Swaps the program of a pinned link in place (the hook is never detached). */
   replaceLink(pinPath: string, program: string): void;
   maxEntries(map: string): number;
+  /** Maps whose pins had another layout (an older datapath's) and were made afresh by this load. */
+  replacedPins(): string[];
   close(): void;
 }
 

@@ -286,6 +286,11 @@ export class SocketLb {
     };
   }
 
+  /** The maps an older datapath pinned with another layout, made afresh on load (an upgrade across a layout change). */
+  pinnedMapsReplaced(): string[] {
+    return this.obj.replacedPins();
+  }
+
   /**
    * Attaches all six programs (the four sock_addr hooks, sockops and the ingress hook) to a cgroup v2 directory (they apply to
    * every process below it). With `linkPinDir`, links are pinned there; a program whose pinned link already

@@ -109,6 +109,8 @@ export class FakeBpfMaps implements NativeBpfObject {
     return { services, problems };
   }
 
+  replacedPins = (): string[] => [];
+
   /** A copy of every map's content, to compare before and after a refused write. */
   snapshot(): Record<string, Record<string, string>> {
     return Object.fromEntries([...this.store].map(([name, m]) => [name, Object.fromEntries([...m].map(([k, v]) => [k, v.toString('hex')]))]));

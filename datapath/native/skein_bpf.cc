@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -36,6 +37,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       InstanceMethod("entries", &BpfObject::Entries),
       InstanceMethod("replaceLink", &BpfObject::ReplaceLink),
       InstanceMethod("maxEntries", &BpfObject::MaxEntries),
+      InstanceMethod("replacedPins", &BpfObject::ReplacedPins),
       InstanceMethod("close", &BpfObject::Close),
     });
     exports.Set("BpfObject", cls);
@@ -59,6 +61,12 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
       bpf_map* m;
       bpf_object__for_each_map(m, obj_) {
         std::string pin = dir + "/" + bpf_map__name(m);
+        // A pin an older datapath left with another layout cannot be reused (libbpf refuses the whole load):
+        // it is unpinned, so this load makes the map afresh and the agent programs it again.
+        if (!PinFits(pin, m)) {
+          unlink(pin.c_str());
+          replaced_.push_back(bpf_map__name(m));
+        }
         bpf_map__set_pin_path(m, pin.c_str());
       }
     }
@@ -74,6 +82,21 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
  private:
   bpf_object* obj_ = nullptr;
+  std::vector<std::string> replaced_;
+
+  // True when nothing is pinned at `pin`, or what is has the type, sizes and flags `m` is declared with.
+  static bool PinFits(const std::string& pin, bpf_map* m) {
+    int fd = bpf_obj_get(pin.c_str());
+    if (fd < 0) return true;
+    bpf_map_info info{};
+    __u32 len = sizeof info;
+    int err = bpf_obj_get_info_by_fd(fd, &info, &len);
+    close(fd);
+    if (err) return true;  // libbpf's own check decides
+    return info.type == static_cast<__u32>(bpf_map__type(m)) && info.key_size == bpf_map__key_size(m) &&
+           info.value_size == bpf_map__value_size(m) && info.max_entries == bpf_map__max_entries(m) &&
+           info.map_flags == bpf_map__map_flags(m);
+  }
   std::map<int, bpf_link*> links_;
   int next_link_ = 1;
 
@@ -298,6 +321,13 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     bpf_link__destroy(link);
     if (err) ErrnoError(env, "replace the program of " + path, err).ThrowAsJavaScriptException();
     return env.Undefined();
+  }
+
+  // The maps whose pins had another layout and were made afresh by this load.
+  Napi::Value ReplacedPins(const Napi::CallbackInfo& info) {
+    Napi::Array out = Napi::Array::New(info.Env(), replaced_.size());
+    for (size_t i = 0; i < replaced_.size(); i++) out.Set(i, replaced_[i]);
+    return out;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -14,6 +14,7 @@ import { OutlierDetector } from '../../datapath/agent/outliers.js';
 import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
 import { waitFor } from '../../testbed/daemon.js';
 import { addNetns, deleteNetns, inNetns, ip } from '../../testbed/netns.js';
+import { run } from '../../testbed/run.js';
 import { distPath } from '../../testbed/repo.js';
 import { nodeInSandbox } from './helpers.js';
 
@@ -288,14 +289,23 @@ setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500
     expect(health(dead)!.successes).toBeGreaterThan(5); // it answered before the fault
   });
 
-  it('an agent restarted over pinned links swaps its programs into them in place (an upgrade needs no detach)', async () => {
+  it('an agent restarted over pinned links swaps its programs into them in place (an upgrade needs no detach), even across a map layout change', async () => {
     const cg = ensureCgroup(join(await cgroup2Root(), 'skein', `hltest-${tag}-pins`));
     try {
       const first = new SocketLb(join(pinDir, 'maps'));
       first.attach(cg, join(pinDir, 'links'));
+      const kept: Frontend = { ip: '100.64.251.99', port: 80, proto: 'TCP' };
+      first.setService(kept, [ok]);
       first.close();
       for (const p of ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress']) expect(existsSync(join(pinDir, 'links', p))).toBe(true);
+      // An older datapath's health map, with another value layout, where this one pins its own.
+      rmSync(join(pinDir, 'maps', 'skein_health'));
+      await run('bpftool', ['map', 'create', join(pinDir, 'maps', 'skein_health'), 'type', 'lru_hash', 'key', '8', 'value', '8', 'entries', '1024', 'name', 'skein_health']);
       const second = new SocketLb(join(pinDir, 'maps'));
+      expect(second.pinnedMapsReplaced()).toEqual(['skein_health']);
+      expect(second.limits.healthMapEntries).toBe(65_536);
+      // The maps whose layout did not change are adopted with what they hold.
+      expect(second.adopt().map((p) => `${p.frontend.ip}:${p.frontend.port}`)).toContain('100.64.251.99:80');
       expect(() => second.attach(cg, join(pinDir, 'links'))).not.toThrow();
       second.detach(join(pinDir, 'links'));
       second.close();
