@@ -118,7 +118,7 @@ function remoteTrustLines(r: ApiserverStatus['remotes'][number]): string[] {
  * One node's whole view (every frontend it programs: /v1/status lists AGENT_VIEW_MAX per node), or the
  * status's entry for it when that node's view is gone or the apiserver predates /v1/status/agents.
  */
-async function fetchAgentView(kc: KubeConfig, s: ApiserverStatus, node: string): Promise<AgentView> {
+export async function fetchAgentView(kc: KubeConfig, s: ApiserverStatus, node: string): Promise<AgentView> {
   const listed = (s.agents ?? []).find((x) => x.node === node);
   if (!listed) throw new Error(`--node ${node}: no agent view from that node in cluster ${s.cluster} (have ${(s.agents ?? []).map((x) => x.node).join(', ') || 'none'}); is skein-agent running there?`);
   try {

@@ -15,7 +15,7 @@ import { distPath } from '../../testbed/repo.js';
 import { readState, statePaths } from '../../testbed/state.js';
 import { down, up } from '../../testbed/testbed.js';
 import type { Outcome } from '../../deploy/images/outcome.js';
-import { fetchStatus, renderNodeView } from '../../deploy/cli/status.js';
+import { fetchAgentView, fetchStatus, renderNodeView } from '../../deploy/cli/status.js';
 import { DrillReport, type DrillFault } from '../../deploy/drill/report.js';
 import { DEFAULT_CLIENT_IMAGE, runDrill } from '../../deploy/drill/run.js';
 import { clientRequests, clusterKubeconfig, clusterRest, meshEtcd, pods, readyPods, scale, tempStateDir } from './helpers.js';
@@ -173,8 +173,8 @@ describe('local-first failover through the BPF socket LB', () => {
       return views.length === 2 ? s : undefined;
     }, 30_000);
     expect(status.agents.map((a) => a.node).sort()).toEqual([`${EAST}-node-1`, `${EAST}-node-2`]);
-    expect(renderNodeView(status, `${EAST}-node-1`)).toContain(`TCP/${vip}:80`);
-    expect(() => renderNodeView(status, 'nope')).toThrow(/--node nope: no agent view from that node/);
+    expect(renderNodeView(EAST, await fetchAgentView(kubeconfig(EAST), status, `${EAST}-node-1`))).toContain(`TCP/${vip}:80`);
+    await expect(fetchAgentView(kubeconfig(EAST), status, 'nope')).rejects.toThrow(/--node nope: no agent view from that node/);
   });
 
   it('skein drill refuses what it cannot drill, naming the fix, and changes nothing', async () => {

@@ -60,10 +60,13 @@ async function restartEastApiserver(): Promise<void> {
   }, 90_000);
 }
 
-/** The export and the other side's cache of it, heartbeat aside (it moves every few seconds). */
+/**
+ * The export and the other side's cache of it, heartbeat aside (it moves every few seconds), and the trust
+ * bundle aside (a peer's bundle is checked and published for the agents, never cached).
+ */
 async function exportAndCache(exporter: Etcd3, exporterName: string, viewer: Etcd3) {
   const strip = (all: Record<string, string>, prefix: string) =>
-    Object.fromEntries(Object.entries(all).map(([k, v]): [string, string] => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat'));
+    Object.fromEntries(Object.entries(all).map(([k, v]): [string, string] => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat' && k !== 'bundle'));
   // Paged like the sync reads (the size test makes either side larger than one gRPC message).
   const all = async (etcd: Etcd3, prefix: string) => Object.fromEntries((await listPrefix(etcd, prefix)).kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
   const [exp, cache] = await Promise.all([all(exporter, exportPrefix(exporterName)), all(viewer, cachePrefix(exporterName))]);
