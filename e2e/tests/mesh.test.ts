@@ -38,10 +38,13 @@ const kubeconfig = (cluster: string) => clusterKubeconfig(stateDir, cluster);
 const status = (cluster: string) => clusterRest(stateDir, cluster).get<ApiserverStatus>(skeinProxyPath('/v1/status'));
 const remoteOf = async (viewer: string, remote: string) => (await status(viewer)).remotes.find((r) => r.cluster === remote);
 
-/** The remote's export and the viewer's cache of it, keyed by the part after the prefix (heartbeat aside). */
+/**
+ * The remote's export and the viewer's cache of it, keyed by the part after the prefix (heartbeat aside, and
+ * the trust bundle: a peer's bundle is checked and published for the agents, never cached).
+ */
 async function exportAndCache(viewer: string, remote: string) {
   const strip = (all: Record<string, string>, prefix: string) =>
-    Object.fromEntries(Object.entries(all).map(([k, v]): [string, string] => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat'));
+    Object.fromEntries(Object.entries(all).map(([k, v]): [string, string] => [k.slice(prefix.length), v]).filter(([k]) => k !== 'heartbeat' && k !== 'bundle'));
   const [exp, cache] = await Promise.all([etcd[remote]!.getAll().prefix(exportPrefix(remote)).strings(), etcd[viewer]!.getAll().prefix(cachePrefix(remote)).strings()]);
   return { exported: strip(exp, exportPrefix(remote)), cached: strip(cache, cachePrefix(remote)) };
 }
