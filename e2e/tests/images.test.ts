@@ -159,7 +159,7 @@ describe('container images', () => {
     const addons = ctd.run(['--rm'], IMAGES.skein.ref, 'skein-addons', [...node, '-e', "require('/opt/skein/datapath/build/skein_bpf.node'); require('/opt/skein/mtls/build/peer_cred.node'); console.log('uid', process.getuid(), process.version)"]);
     expect(addons.trim()).toBe('uid 65532 v20.20.2');
     // The dashboard skein-apiserver serves and the chart `skein drill --html` inlines come from the image's dist/ui.
-    const ui = ctd.run(['--rm'], IMAGES.skein.ref, 'skein-ui', [...node, '--input-type=module', '-e', "const { readUiBundle } = await import('/opt/skein/dist/mesh/ui-bundle.js'); console.log(['dashboard', 'drill-report'].map((b) => readUiBundle(b, 'js').length > 1000 && readUiBundle(b, 'css').length > 0).join())"]);
+    const ui = ctd.run(['--rm'], IMAGES.skein.ref, 'skein-ui', [...node, '--input-type=module', '-e', "const { inlineUiBundle } = await import('/opt/skein/dist/mesh/ui-bundle.js'); console.log(['dashboard', 'drill-report'].map((b) => inlineUiBundle(b)).map((u) => u.js.length > 1000 && u.css.length > 0).join())"]);
     expect(ui.trim()).toBe('true,true');
     expect(ctd.run(['--rm'], IMAGES.etcd.ref, 'skein-etcd', ['/usr/bin/etcd', '--version'])).toMatch(/etcd Version: 3\.4\.23/);
   });
