@@ -2,7 +2,7 @@
 // serves /healthz, /metrics and /v1/programmed (what the datapath holds now, what it refused, and the backends
 // outlier detection ejected); with --workload-socket also the SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
@@ -23,7 +23,6 @@ import { kernelRoutes } from '../kernel-routes.js';
 import { nativeAddon } from '../native-addon.js';
 import { NodeAgent } from './agent.js';
 import { PeerRoutes } from './peer-routes.js';
-import { beingUninstalled, ownDaemonSet } from './uninstall.js';
 import { OUTLIER_DEFAULTS } from './outliers.js';
 
 const Config = z.object({
@@ -139,16 +138,11 @@ function config() {
   }
 }
 
-function kubeConfigOf(cfg: ReturnType<typeof config>): KubeConfig {
+/** The SPIFFE Workload API for the pods of this node. */
+async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
   const kc = new KubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
   else kc.loadFromCluster();
-  return kc;
-}
-
-/** The SPIFFE Workload API for the pods of this node. */
-async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
-  const kc = kubeConfigOf(cfg);
   // Callers are attested only from a pod cgroup directly under one of these (attest.ts).
   log.info({ podCgroupParents: cfg.podCgroupParents }, 'attesting callers from pod cgroups under these cgroups');
   const source = new AgentIdentitySource({
@@ -167,21 +161,6 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
   await server.listen(cfg.workloadSocket!);
   log.info({ socket: cfg.workloadSocket }, 'SPIFFE Workload API serving');
   return { source, server };
-}
-
-/** The DaemonSet this agent runs in (POD_NAME and POD_NAMESPACE from the downward API), whose deletion means uninstall. */
-async function findOwnDaemonSet(cfg: ReturnType<typeof config>, log: Logger): Promise<{ rest: KubeRest; namespace: string; name: string } | undefined> {
-  const pod = process.env.POD_NAME;
-  const namespace = process.env.POD_NAMESPACE;
-  if (!pod || !namespace) return undefined;
-  try {
-    const rest = new KubeRest(kubeConfigOf(cfg));
-    const name = await ownDaemonSet(rest, namespace, pod);
-    return name ? { rest, namespace, name } : undefined;
-  } catch (err) {
-    log.warn({ err: (err as Error).message }, 'could not read this agent\'s pod: an uninstall will leave the datapath attached');
-    return undefined;
-  }
 }
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -320,21 +299,12 @@ async function main(): Promise<void> {
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
 
-  // Stopping leaves the pinned programs and maps in place: traffic keeps flowing until the next agent adopts
-  // them. Only when Skein is being uninstalled (uninstall.ts) does the datapath go with the agent.
-  const owner = await findOwnDaemonSet(cfg, log);
+  // Stopping leaves the pinned programs and maps in place: traffic keeps flowing until the next agent adopts them.
   const shutdown = async () => {
     await http.close();
     await workload?.server.close();
     await workload?.source.stop();
     await agent.stop();
-    if (owner && (await beingUninstalled(owner.rest, owner.namespace, owner.name))) {
-      lb.detach(join(cfg.pinDir, 'links'));
-      lb.close();
-      rmSync(cfg.pinDir, { recursive: true, force: true });
-      const removed = routes.removeAll();
-      log.info({ daemonSet: owner.name, pinDir: cfg.pinDir, routesRemoved: removed }, 'Skein is being uninstalled (the agent DaemonSet is gone): programs detached, pins and routes removed');
-    }
     etcd.close();
     process.exit(0);
   };

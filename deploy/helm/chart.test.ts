@@ -165,8 +165,6 @@ describe('Helm chart deploy/helm/skein', () => {
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       { apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests'], verbs: ['create', 'get'] },
     ]);
-    // Its own DaemonSet, read only, to tell an uninstall from an upgrade at shutdown.
-    expect(role(docs, 'Role', 'skein-agent').rules).toEqual([{ apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['skein-agent'], verbs: ['get'] }]);
   });
 
   it('renders the kind values: pinned pod CIDR, NodePort, images never pulled, systemd pod cgroups, peer routes', async () => {
