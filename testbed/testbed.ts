@@ -112,6 +112,17 @@ function installTools(binDir: string, kubeBin: string): void {
   chmodSync(client, 0o755);
 }
 
+/** A cluster's directories emptied for a new start, its control cgroup, and the host address pods reach. */
+function freshCluster(opts: UpOptions, tag: string, cgroupRoot: string, cluster: { name: string }, progress: (msg: string) => void) {
+  const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
+  const logDir = statePaths(opts.stateDir).logs(cluster.name);
+  rmSync(clusterDir, { recursive: true, force: true });
+  rmSync(logDir, { recursive: true, force: true });
+  progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
+  // Pods reach the host at the root end of the fabric link: kube-apiserver and the mesh etcd listen there.
+  return { clusterDir, logDir, cg: join(cgroupRoot, 'control', cluster.name), hostIp: fabricNet(tag).rootIp };
+}
+
 async function startCluster(
   opts: UpOptions,
   tag: string,
@@ -120,14 +131,7 @@ async function startCluster(
   cluster: { name: string; id: number },
   progress: (msg: string) => void,
 ): Promise<{ state: ClusterState; plane: ControlPlane }> {
-  const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
-  const logDir = statePaths(opts.stateDir).logs(cluster.name);
-  rmSync(clusterDir, { recursive: true, force: true });
-  rmSync(logDir, { recursive: true, force: true });
-  const cg = join(cgroupRoot, 'control', cluster.name);
-  progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
-  // Pods reach the host at the root end of the fabric link: kube-apiserver and the mesh etcd listen there.
-  const hostIp = fabricNet(tag).rootIp;
+  const { clusterDir, logDir, cg, hostIp } = freshCluster(opts, tag, cgroupRoot, cluster, progress);
   const plane = await startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp });
   const adminKubeconfig = join(clusterDir, 'kubeconfigs', 'admin.yaml');
   const mesh = await startMeshEtcd({ cluster: cluster.name, clusterDir, logDir, cgroup: join(cg, 'mesh-etcd'), hostIp, adminKubeconfig });
@@ -214,13 +218,7 @@ async function startKubeletCluster(
   images: { archives: string[]; sandboxImage: string },
   progress: (msg: string) => void,
 ): Promise<{ state: ClusterState; plane: ControlPlane }> {
-  const clusterDir = statePaths(opts.stateDir).cluster(cluster.name);
-  const logDir = statePaths(opts.stateDir).logs(cluster.name);
-  rmSync(clusterDir, { recursive: true, force: true });
-  rmSync(logDir, { recursive: true, force: true });
-  const cg = join(cgroupRoot, 'control', cluster.name);
-  progress(`${cluster.name}: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler`);
-  const hostIp = fabricNet(tag).rootIp;
+  const { clusterDir, logDir, cg, hostIp } = freshCluster(opts, tag, cgroupRoot, cluster, progress);
   const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeNet(tag, cluster, i + 1));
   const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), images: images.archives, sandboxImage: images.sandboxImage, progress };
   // containerd and its image imports need no control plane: both start at once.
