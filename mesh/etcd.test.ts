@@ -1,4 +1,4 @@
-import { Etcd3, type IKeyValue } from 'etcd3';
+import { Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EtcdKv, isTooLargeError, listPrefix, listPrefixes, nextPageLimit, PAGE_BUDGET_BYTES } from './etcd.js';
 import { BatchTooLargeError } from './state-writer.js';
@@ -21,7 +21,8 @@ function fakeEtcd(data: Map<string, string>, revision = 42) {
   const client = new Etcd3({ hosts: '127.0.0.1:1' });
   const requests: RangeRequest[] = [];
   client.mock({
-    exec: (service: string, method: string, req: unknown) => {
+    // etcd3's hook is generic in its answer; this fake only ever answers KV.range.
+    exec: <T,>(service: string, method: string, req: unknown): Promise<T> => {
       if (service !== 'KV' || method !== 'range') return Promise.reject(new Error(`unexpected ${service}.${method}`));
       const r = req as RangeRequest;
       requests.push(r);
@@ -32,7 +33,8 @@ function fakeEtcd(data: Map<string, string>, revision = 42) {
       const kvs: IKeyValue[] = page.map((k) => ({ key: Buffer.from(k), value: r.keys_only ? Buffer.alloc(0) : Buffer.from(data.get(k)!), create_revision: '1', mod_revision: '1', version: '1', lease: '0' }));
       const bytes = kvs.reduce((n, kv) => n + kv.key.length + kv.value.length + 20, 0);
       if (bytes > GRPC_MAX) return Promise.reject(new Error(`8 RESOURCE_EXHAUSTED: Received message larger than max (${bytes} vs ${GRPC_MAX})`));
-      return Promise.resolve({ header: { revision: String(r.revision || revision) }, kvs, more: page.length < all.length, count: String(all.length) });
+      const answer: IRangeResponse = { header: { revision: String(r.revision || revision), cluster_id: '1', member_id: '1', raft_term: '1' }, kvs, more: page.length < all.length, count: String(all.length) };
+      return Promise.resolve(answer as T);
     },
   });
   return { client, requests };

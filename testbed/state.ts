@@ -59,7 +59,8 @@ export function readState(stateDir: string): TestbedState | undefined {
   return parsed.data;
 }
 
-export function writeState(stateDir: string, state: TestbedState): void {
+/** Defaults are filled here, so a caller may leave them out. */
+export function writeState(stateDir: string, state: z.input<typeof TestbedState>): void {
   const file = statePaths(stateDir).stateFile;
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(`${file}.tmp`, JSON.stringify(TestbedState.parse(state), null, 2));

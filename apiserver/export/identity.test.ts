@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { IdentityAllocator, IdentitySpaceExhaustedError, identityLabels, identityNumber, labelsHash } from './identity.js';
 import { MemoryIdentityStore } from './test-fakes.js';
 
-const pod = (labels: Record<string, string>, ns = 'default'): V1Pod => ({ metadata: { namespace: ns, labels }, spec: { containers: [], serviceAccountName: 'sa' } });
+const pod = (labels: Record<string, string>, ns = 'default'): Pod => ({ metadata: { namespace: ns, labels }, spec: { containers: [], serviceAccountName: 'sa' } });
 
 const GRACE = 60_000;
 function setup(o: { first?: number; last?: number; store?: MemoryIdentityStore } = {}) {

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import type { V1Node } from '@kubernetes/client-node';
+import type { KubeNode } from '../../mesh/kube/objects.js';
 import { keys } from '../../mesh/schema/keys.js';
 import { ClusterConfig, MeshNode } from '../../mesh/schema/values.js';
 import { StateWriter } from '../../mesh/state-writer.js';
@@ -9,7 +9,7 @@ import { MemoryKv } from './test-fakes.js';
 
 const CLUSTER = 'east';
 
-const node = (name: string, spec: V1Node['spec'], zone?: string): V1Node => ({
+const node = (name: string, spec: KubeNode['spec'], zone?: string): KubeNode => ({
   metadata: { name, labels: zone ? { 'topology.kubernetes.io/zone': zone } : {} },
   spec,
   status: { addresses: [{ type: 'InternalIP', address: `172.18.0.${name.length}` }, { type: 'Hostname', address: name }] },

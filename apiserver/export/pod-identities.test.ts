@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
+import type { Namespace, Pod } from '../../mesh/kube/objects.js';
 import { keys } from '../../mesh/schema/keys.js';
 import { IdentityValue, IpEntry } from '../../mesh/schema/values.js';
 import { StateWriter } from '../../mesh/state-writer.js';
@@ -12,9 +12,9 @@ import { WarningEvents } from './warning-events.js';
 const CLUSTER = 'east';
 const CLUSTER_ID = 4;
 const GRACE = 30_000;
-const TEAM: V1Namespace = { metadata: { name: 'team', labels: { 'kubernetes.io/metadata.name': 'team' } } };
+const TEAM: Namespace = { metadata: { name: 'team', labels: { 'kubernetes.io/metadata.name': 'team' } } };
 
-const livePod = (name: string, ip: string, labels: Record<string, string>): V1Pod => ({
+const livePod = (name: string, ip: string, labels: Record<string, string>): Pod => ({
   metadata: { name, namespace: 'team', uid: `uid-${name}`, labels, resourceVersion: '1' },
   spec: { containers: [], serviceAccountName: 'default', nodeName: 'n1' },
   status: { phase: 'Running', podIP: ip },

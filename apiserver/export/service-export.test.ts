@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+import type { EndpointSlice, Service } from '../../mesh/kube/objects.js';
 import { keys } from '../../mesh/schema/keys.js';
 import { GlobalService } from '../../mesh/schema/values.js';
 import { StateWriter } from '../../mesh/state-writer.js';
@@ -10,13 +10,13 @@ import { WarningEvents } from './warning-events.js';
 
 const CLUSTER = 'east';
 
-const service = (name: string, annotations: Record<string, string>, spec: V1Service['spec'] = {}): V1Service => ({
+const service = (name: string, annotations: Record<string, string>, spec: Service['spec'] = {}): Service => ({
   metadata: { name, namespace: 'shop', uid: `uid-${name}`, resourceVersion: '7', annotations },
   spec: { type: 'ClusterIP', clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, protocol: 'TCP' }], ...spec },
 });
 
-type Endpoint = NonNullable<V1EndpointSlice['endpoints']>[number];
-const slice = (name: string, svc: string, endpoints: Endpoint[]): V1EndpointSlice => ({
+type Endpoint = NonNullable<EndpointSlice['endpoints']>[number];
+const slice = (name: string, svc: string, endpoints: Endpoint[]): EndpointSlice => ({
   metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': svc } },
   addressType: 'IPv4',
   ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
@@ -60,10 +60,10 @@ describe('service export', () => {
     await t.writer.idle();
     expect(ips()).toEqual(['10.1.0.3']);
     // Killed (grace 0): out from the deletion timestamp on, before the pod is removed.
-    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 30 } }); // graceful: the slices say
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date().toISOString(), deletionGracePeriodSeconds: 30 } }); // graceful: the slices say
     await t.writer.idle();
     expect(ips()).toEqual(['10.1.0.3']);
-    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date(), deletionGracePeriodSeconds: 0 } });
+    t.services.onPod('update', { metadata: { name: 'pod-b', namespace: 'shop', uid: 'pod-b', deletionTimestamp: new Date().toISOString(), deletionGracePeriodSeconds: 0 } });
     await t.writer.idle();
     expect(ips()).toEqual([]);
     // Its IP taken by a new pod: that one is in.

@@ -12,7 +12,7 @@ const serving = () => issueCertificate(ca, { dnsNames: [NODE_CA_NAME], ipAddress
 const first = await serving();
 const creds = new SwappableServerCredentials(ca.certPem, first);
 const server = new grpc.Server();
-const handlers: Partial<NodeCAHandlers> = { SignJWTSVID: (_call, cb) => cb(null, { spiffe_id: 'spiffe://x.skein/ns/a/sa/b', token: 't', expires_at_unix_ms: 0 }) };
+const handlers: Pick<NodeCAHandlers, 'SignJWTSVID'> = { SignJWTSVID: (_call, cb) => cb(null, { spiffe_id: 'spiffe://x.skein/ns/a/sa/b', token: 't', expires_at_unix_ms: 0 }) };
 server.addService(loadNodeCaApi().NodeCA.service, handlers);
 const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds.credentials, (err, p) => (err ? reject(err) : resolve(p))));
 afterAll(() => server.forceShutdown());
