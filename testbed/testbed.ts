@@ -218,9 +218,8 @@ async function startKubeletCluster(
   const admin = new KubeConfig();
   admin.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
   await startKubelets(spec, built, plane, admin);
-  const skein = await installSkein(spec, admin);
-  progress(`${cluster.name}: skein-apiserver and agents ready`);
-  if (opts.echo) await deployEcho(admin, cluster.name, logDir, progress);
+  // The demo needs nothing of Skein to start: its pods start beside the chart's.
+  const [skein] = await Promise.all([installSkein(spec, admin).then((r) => (progress(`${cluster.name}: skein-apiserver and agents ready`), r)), opts.echo && deployEcho(admin, cluster.name, logDir, progress)]);
   return {
     plane,
     state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: skein.meshEtcdUrl, agents: skein.agents },
