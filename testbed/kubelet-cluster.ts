@@ -102,14 +102,16 @@ export async function installSkein(s: KubeletClusterSpec, admin: KubeConfig): Pr
     kubeconfig: join(s.clusterDir, 'kubeconfigs', 'admin.yaml'),
     valuesFile: join(s.clusterDir, 'skein-values.json'),
     values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir }),
+    // Readiness is what follows (polled finer than helm's 2 s), and helm exits instead of polling beside it.
+    wait: false,
   });
-  s.progress(`${s.cluster.name}: helm install done, its pods ready`);
+  s.progress(`${s.cluster.name}: helm install done`);
   const rest = new KubeRest(admin);
-  await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 60_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
+  await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 150_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
   // The CA skein-apiserver made at its start (read, never made here): the test bed's mesh etcd root identity.
   await writeMeshRootIdentity(s.clusterDir, await ensureClusterCA(new KubeSecrets(rest), s.cluster.name));
   const agents = s.nodes.map((n) => `http://${n.nodeIp}:${AGENT_PORT}`);
-  for (const url of agents) await waitFor(`skein-agent at ${url}`, async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 60_000);
+  for (const url of agents) await waitFor(`skein-agent at ${url}`, async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 90_000);
   return { meshEtcdUrl: `https://${s.nodes[0]!.nodeIp}:${MESH_ETCD_NODE_PORT}`, agents };
 }
 
