@@ -52,7 +52,7 @@ async function startDashboard(): Promise<string> {
 }
 
 beforeAll(async () => {
-  await up({ stateDir, clusters: [{ name: EAST, id: 71 }, { name: WEST, id: 72 }], nodes: 1, echo: true, kubelet: true });
+  await up({ stateDir, clusters: [{ name: EAST, id: 71 }, { name: WEST, id: 72 }], nodes: 1, echo: true });
   await connect(clusterKubeconfig(stateDir, EAST), clusterKubeconfig(stateDir, WEST), () => {});
   east = clusterRest(stateDir, EAST);
   url = await startDashboard();
