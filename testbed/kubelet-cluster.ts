@@ -3,11 +3,12 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { Pod } from '../mesh/kube/objects.js';
 import { KubeRest } from '../mesh/kube/rest.js';
 import { KubeSecrets } from '../mesh/kube/secrets.js';
 import { ensureClusterCA } from '../mtls/cluster-ca.js';
 import { skeinProxyPath } from '../mesh/service-ref.js';
-import { installChart, testbedValues } from './chart.js';
+import { installChart, SKEIN_NAMESPACE, testbedValues } from './chart.js';
 import { waitFor } from './daemon.js';
 import { writeUserKubeconfig } from './kube-pki.js';
 import { startKubelet, startNodeRuntime } from './kubelet-node.js';
@@ -102,12 +103,22 @@ export async function installSkein(s: KubeletClusterSpec, admin: KubeConfig): Pr
     kubeconfig: join(s.clusterDir, 'kubeconfigs', 'admin.yaml'),
     valuesFile: join(s.clusterDir, 'skein-values.json'),
     values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir }),
-    // Readiness is what follows (polled finer than helm's 2 s), and helm exits instead of polling beside it.
+    // Readiness is waited for below (polled finer than helm's 2 s): helm exits instead of polling beside it.
     wait: false,
   });
   s.progress(`${s.cluster.name}: helm install done`);
   const rest = new KubeRest(admin);
   await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 150_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
+  // Every pod of the release Ready (what helm --wait checks), polled finer than helm's 2 s.
+  await waitFor(
+    `the ${s.nodes.length + 1} pods of ${SKEIN_NAMESPACE} in ${s.cluster.name} to be ready`,
+    async () => {
+      const pods = (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods`)).items;
+      return pods.length === s.nodes.length + 1 && pods.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ? true : undefined;
+    },
+    90_000,
+    `kubectl -n ${SKEIN_NAMESPACE} get pods`,
+  );
   // The CA skein-apiserver made at its start (read, never made here): the test bed's mesh etcd root identity.
   await writeMeshRootIdentity(s.clusterDir, await ensureClusterCA(new KubeSecrets(rest), s.cluster.name));
   const agents = s.nodes.map((n) => `http://${n.nodeIp}:${AGENT_PORT}`);
