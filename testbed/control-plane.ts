@@ -46,6 +46,7 @@ export async function startControlPlane(opts: {
   bindIp: string;
   /** Real kubelets (with kube-proxy): the kubernetes Service gets its endpoint, kubelets serve on InternalIP. */
   realKubelets?: boolean;
+  progress?: (msg: string) => void;
 }): Promise<ControlPlane> {
   const { cluster, clusterDir, cgroup, kubeBin, logDir: logs, bindIp } = opts;
   const { pki, ca } = await createKubePki(join(clusterDir, 'pki'), cluster, [bindIp]);
@@ -91,6 +92,7 @@ export async function startControlPlane(opts: {
     120_000,
     `see ${join(logs, 'kube-apiserver.log')}`,
   );
+  opts.progress?.(`${cluster}: kube-apiserver ready`);
 
   const kcm = await writeUserKubeconfig(ca, apiserverUrl, { name: 'kcm', commonName: 'system:kube-controller-manager' }, join(clusterDir, 'kubeconfigs', 'kcm.yaml'));
   spawnDaemon({

@@ -3,13 +3,18 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { Pod } from '../mesh/kube/objects.js';
 import { KubeRest } from '../mesh/kube/rest.js';
+import { KubeSecrets } from '../mesh/kube/secrets.js';
+import { ensureClusterCA } from '../mtls/cluster-ca.js';
 import { skeinProxyPath } from '../mesh/service-ref.js';
-import { installChart, testbedValues } from './chart.js';
+import { installChart, SKEIN_NAMESPACE, testbedValues } from './chart.js';
 import { waitFor } from './daemon.js';
 import { writeUserKubeconfig } from './kube-pki.js';
 import { startKubelet, startNodeRuntime } from './kubelet-node.js';
+import type { Images } from './image-store.js';
 import { createNodeNetwork } from './network.js';
+import { writeMeshRootIdentity } from './skein-apiserver.js';
 import type { NodeNet } from './topology.js';
 import type { ControlPlane } from './control-plane.js';
 
@@ -32,25 +37,21 @@ export interface KubeletClusterSpec {
   controlCgroup: string;
   kubeBin: string;
   cgroup2Mount: string;
-  /** Image archives (build.sh) imported into every node's containerd, and the one containerd runs as sandbox. */
-  images: string[];
-  sandboxImage: string;
   progress: (msg: string) => void;
 }
 
-/** Every node's netns and containerd with the images imported: needs no control plane, so runs beside it. */
-export async function startNodeRuntimes(s: KubeletClusterSpec): Promise<void> {
-  s.progress(`${s.cluster.name}: starting ${s.nodes.length} node(s): containerd, importing ${s.images.length} images`);
-  await Promise.all(
-    s.nodes.map(async (node) => {
-      await createNodeNetwork(s.tag, node);
-      await startNodeRuntime({ tag: s.tag, clusterDir: s.clusterDir, logDir: s.logDir, controlCgroup: s.controlCgroup, node, images: s.images, sandboxImage: s.sandboxImage });
-    }),
-  );
+/** Every node's netns and containerd with the images: needs no control plane, so runs beside it. */
+export async function startNodeRuntimes(s: KubeletClusterSpec, images: Promise<Images>): Promise<Images> {
+  s.progress(`${s.cluster.name}: starting ${s.nodes.length} node network(s) and containerd(s)`);
+  await Promise.all(s.nodes.map((node) => createNodeNetwork(s.tag, node)));
+  const { store, sandboxImage } = await images;
+  await Promise.all(s.nodes.map((node) => startNodeRuntime({ tag: s.tag, clusterDir: s.clusterDir, logDir: s.logDir, controlCgroup: s.controlCgroup, node, imageStore: store, sandboxImage })));
+  s.progress(`${s.cluster.name}: ${s.nodes.length} containerd(s) serving the images`);
+  return images;
 }
 
 /** The kubelet and kube-proxy of every node; returns once all nodes are Ready with their pod CIDRs set. */
-export async function startKubelets(s: KubeletClusterSpec, plane: ControlPlane, admin: KubeConfig): Promise<void> {
+export async function startKubelets(s: KubeletClusterSpec, images: Images, plane: ControlPlane, admin: KubeConfig): Promise<void> {
   const kubeProxyKubeconfig = join(s.clusterDir, 'kubeconfigs', 'kube-proxy.yaml');
   await writeUserKubeconfig(plane.ca, plane.apiserverUrl, { name: 'kube-proxy', commonName: 'system:kube-proxy' }, kubeProxyKubeconfig);
   s.progress(`${s.cluster.name}: starting ${s.nodes.length} kubelet(s) and kube-proxy`);
@@ -64,8 +65,8 @@ export async function startKubelets(s: KubeletClusterSpec, plane: ControlPlane, 
       logDir: s.logDir,
       controlCgroup: s.controlCgroup,
       node,
-      images: s.images,
-      sandboxImage: s.sandboxImage,
+      imageStore: images.store,
+      sandboxImage: images.sandboxImage,
       zone: `${s.cluster.name}-${node.index % 2 === 1 ? 'a' : 'b'}`,
       cluster: s.cluster.name,
       kubeBin: s.kubeBin,
@@ -85,6 +86,7 @@ export async function startKubelets(s: KubeletClusterSpec, plane: ControlPlane, 
     90_000,
     `see ${s.logDir}/*-kubelet.log`,
   );
+  s.progress(`${s.cluster.name}: ${s.nodes.length} node(s) Ready`);
   // What kube-controller-manager's node IPAM would do (the test bed fixes each node's /24 by its index).
   for (const node of s.nodes) {
     const current = await rest.get<Node>(`/api/v1/nodes/${node.name}`);
@@ -101,11 +103,26 @@ export async function installSkein(s: KubeletClusterSpec, admin: KubeConfig): Pr
     kubeconfig: join(s.clusterDir, 'kubeconfigs', 'admin.yaml'),
     valuesFile: join(s.clusterDir, 'skein-values.json'),
     values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir }),
+    // Readiness is waited for below (polled finer than helm's 2 s): helm exits instead of polling beside it.
+    wait: false,
   });
+  s.progress(`${s.cluster.name}: helm install done`);
   const rest = new KubeRest(admin);
-  await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 60_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
+  await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 150_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
+  // Every pod of the release Ready (what helm --wait checks), polled finer than helm's 2 s.
+  await waitFor(
+    `the ${s.nodes.length + 1} pods of ${SKEIN_NAMESPACE} in ${s.cluster.name} to be ready`,
+    async () => {
+      const pods = (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods`)).items;
+      return pods.length === s.nodes.length + 1 && pods.every((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ? true : undefined;
+    },
+    90_000,
+    `kubectl -n ${SKEIN_NAMESPACE} get pods`,
+  );
+  // The CA skein-apiserver made at its start (read, never made here): the test bed's mesh etcd root identity.
+  await writeMeshRootIdentity(s.clusterDir, await ensureClusterCA(new KubeSecrets(rest), s.cluster.name));
   const agents = s.nodes.map((n) => `http://${n.nodeIp}:${AGENT_PORT}`);
-  for (const url of agents) await waitFor(`skein-agent at ${url}`, async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 60_000);
+  for (const url of agents) await waitFor(`skein-agent at ${url}`, async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), 90_000);
   return { meshEtcdUrl: `https://${s.nodes[0]!.nodeIp}:${MESH_ETCD_NODE_PORT}`, agents };
 }
 

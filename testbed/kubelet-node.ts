@@ -7,10 +7,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnDaemon, waitFor } from './daemon.js';
+import { containerdToml, seedContainerdRoot } from './containerd.js';
 import { run, runQuiet } from './run.js';
 import { clusterPodCidr, type NodeNet } from './topology.js';
-
-const CNI_BIN_DIR = '/usr/lib/cni';
 
 /** The test bed's runtime directory on /run (sockets need short paths). */
 export const kubeletRunDir = (tag: string) => join('/run/skein', tag);
@@ -28,47 +27,12 @@ const kubeletNodePaths = (clusterDir: string, tag: string, node: NodeNet) => {
     kubeletConfig: join(disk, 'kubelet.yaml'),
     kubeProxyConfig: join(disk, 'kube-proxy.yaml'),
     cniConfDir: join(disk, 'cni'),
+    containerd: { root: join(disk, 'containerd'), state: join(run, 'containerd'), sock: join(run, 'containerd.sock'), opt: join(disk, 'opt'), runcRoot: join(run, 'runc'), cniConfDir: join(disk, 'cni') },
   };
 };
 
 /** The kubelet's cgroupRoot (a cgroup path, the same in every hierarchy): below the test bed's own. */
 export const kubeletCgroupRoot = (tag: string, nodeName: string) => `/skein/${tag}/kubelet/${nodeName}`;
-
-function containerdToml(p: ReturnType<typeof kubeletNodePaths>, sandboxImage: string): string {
-  const cri = 'plugins."io.containerd.grpc.v1.cri"';
-  return `version = 2
-root = "${join(p.disk, 'containerd')}"
-state = "${join(p.run, 'containerd')}"
-[grpc]
-  address = "${p.containerdSock}"
-[ttrpc]
-  address = "${p.containerdSock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "${join(p.disk, 'opt')}"
-[${cri}]
-  # Never pulled: build.sh's pause image, imported before the kubelet starts.
-  sandbox_image = "${sandboxImage}"
-  # The kubelet asks for oom_score_adj -998; lowering it needs CAP_SYS_RESOURCE, which this VM lacks.
-  restrict_oom_score_adj = true
-  enable_selinux = false
-[${cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[${cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[${cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  Root = "${join(p.run, 'runc')}"
-[${cri}.cni]
-  bin_dir = "${CNI_BIN_DIR}"
-  conf_dir = "${p.cniConfDir}"
-  max_conf_num = 1
-`;
-}
 
 /** bridge on the node's br0 (already addressed with the gateway), host-local IPAM from the node's /24, default route via br0. */
 function cniConflist(node: NodeNet, ipamDir: string): string {
@@ -167,6 +131,28 @@ function ensureV1Cgroup(path: string): void {
       }
     }
   }
+  weighNodes();
+}
+
+/** What the kubelet gives its kubepods cgroup on a 2-core machine (cpu.shares = capacity in millicores). */
+const NODE_CPU_SHARES = 2048;
+
+/**
+ * The v1 cpu weight of the kubelets' cgroups: a node's worth (NODE_CPU_SHARES) each. Left at the default,
+ * every pod of every node together weighs as much as ONE host process under load (the cgroup `skein` is
+ * one entity next to each control-plane process in the root), and containers start 3-5 times slower.
+ */
+function weighNodes(): void {
+  const cpu = cgroupV1Mounts().find((m) => existsSync(join(m, 'cpu.shares')));
+  if (!cpu || !existsSync(join(cpu, 'skein'))) return;
+  const nodesOf = (tag: string) => (existsSync(join(cpu, 'skein', tag, 'kubelet')) ? readdirSync(join(cpu, 'skein', tag, 'kubelet'), { withFileTypes: true }).filter((e) => e.isDirectory()).length : 0);
+  const tags = readdirSync(join(cpu, 'skein'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  const shares = (dir: string, nodes: number) => nodes > 0 && writeFileSync(join(dir, 'cpu.shares'), String(nodes * NODE_CPU_SHARES));
+  for (const tag of tags) {
+    shares(join(cpu, 'skein', tag), nodesOf(tag));
+    shares(join(cpu, 'skein', tag, 'kubelet'), nodesOf(tag));
+  }
+  shares(join(cpu, 'skein'), tags.reduce((n, tag) => n + nodesOf(tag), 0));
 }
 
 /** What a node's containerd needs: it starts before the control plane is up (imports take the longest). */
@@ -177,9 +163,9 @@ export interface NodeRuntimeSpec {
   /** Control cgroup of the cluster (v2): containerd, kubelet and kube-proxy run below it. */
   controlCgroup: string;
   node: NodeNet;
-  /** Image archives (build.sh) imported into the node's containerd. */
-  images: string[];
-  /** The pause image's reference (build.sh's skein-pause), imported with the others. */
+  /** The image store (image-store.ts) the node's containerd root is copied from. */
+  imageStore: string;
+  /** The pause image's reference (build.sh's skein-pause), in the store with the others. */
   sandboxImage: string;
 }
 
@@ -195,20 +181,16 @@ export interface KubeletSpec extends NodeRuntimeSpec {
 
 const inNodeNetns = (node: NodeNet) => ['nsenter', `--net=/run/netns/${node.netns}`, '--'];
 
-/** The node's containerd with CNI configured and every image imported; returns once it has them. */
+/** The node's containerd with CNI configured and every image of the store; returns once it serves. */
 export async function startNodeRuntime(s: NodeRuntimeSpec): Promise<void> {
   const p = kubeletNodePaths(s.clusterDir, s.tag, s.node);
   for (const d of [p.run, p.disk, p.cniConfDir, p.kubeletRoot]) mkdirSync(d, { recursive: true });
-  writeFileSync(p.containerdConfig, containerdToml(p, s.sandboxImage));
+  await seedContainerdRoot(s.imageStore, p.containerd.root);
+  writeFileSync(p.containerdConfig, containerdToml(p.containerd, s.sandboxImage));
   writeFileSync(join(p.cniConfDir, '10-skein.conflist'), cniConflist(s.node, join(p.disk, 'cni-ipam')));
   const log = join(s.logDir, `${s.node.name}-containerd.log`);
   spawnDaemon({ cgroup: join(s.controlCgroup, `containerd-${s.node.index}`), logFile: log, argv: [...inNodeNetns(s.node), 'containerd', '--config', p.containerdConfig] });
   await waitFor(`containerd of ${s.node.name}`, async () => ((await runQuiet('ctr', ['--address', p.containerdSock, 'version'])) ? true : undefined), 30_000, `see ${log}`);
-  for (const archive of s.images) await ctr(p.containerdSock, ['images', 'import', archive]);
-}
-
-async function ctr(sock: string, args: string[], timeoutMs = 120_000): Promise<string> {
-  return run('ctr', ['--address', sock, '--namespace', 'k8s.io', ...args], { timeoutMs });
 }
 
 /** The kubelet and kube-proxy of a node whose runtime is up (startNodeRuntime). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubeRest } from '../mesh/kube/rest.js';
 import { KubeSecrets } from '../mesh/kube/secrets.js';
-import { ensureClusterCA } from '../mtls/cluster-ca.js';
+import { ensureClusterCA, type ClusterCA } from '../mtls/cluster-ca.js';
 import { issueMeshEtcdServer, issueMeshRootClient } from '../mtls/mesh-identities.js';
 import { etcdDataDir, startEtcd } from './etcd.js';
 import { skeinProxyPath } from '../mesh/service-ref.js';
@@ -20,6 +20,17 @@ export const meshPki = (clusterDir: string) => {
   return { dir, ca: join(dir, 'ca.crt'), caKey: join(dir, 'ca.key'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), rootCert: join(dir, 'root.crt'), rootKey: join(dir, 'root.key'), argv: join(dir, 'etcd.argv.json') };
 };
 
+/** The test bed's root identity on the cluster's mesh etcd and the CA to check it by (meshPki's ca, root*). */
+export async function writeMeshRootIdentity(clusterDir: string, ca: ClusterCA): Promise<ReturnType<typeof meshPki>> {
+  const pki = meshPki(clusterDir);
+  mkdirSync(pki.dir, { recursive: true, mode: 0o700 });
+  const root = await issueMeshRootClient(ca);
+  writeFileSync(pki.ca, ca.mesh.certPem);
+  writeFileSync(pki.rootCert, root.certPem);
+  writeFileSync(pki.rootKey, root.keyPem, { mode: 0o600 });
+  return pki;
+}
+
 /**
  * The cluster's mesh etcd with TLS and client-certificate authentication. Its CA is the cluster's mesh CA
  * (the skein-ca Secret, created here on first use exactly as skein-apiserver would).
@@ -29,17 +40,12 @@ export async function startMeshEtcd(o: { cluster: string; clusterDir: string; lo
   admin.loadFromFile(o.adminKubeconfig);
   await applyManifest(admin, loadManifest('skein-rbac.yaml'));
   const ca = await ensureClusterCA(new KubeSecrets(new KubeRest(admin)), o.cluster);
-  const pki = meshPki(o.clusterDir);
-  mkdirSync(pki.dir, { recursive: true, mode: 0o700 });
+  const pki = await writeMeshRootIdentity(o.clusterDir, ca);
   const server = await issueMeshEtcdServer(ca, [o.hostIp, '127.0.0.1']);
-  const root = await issueMeshRootClient(ca);
-  writeFileSync(pki.ca, ca.mesh.certPem);
   // The test bed plays the installer: it issues node certificates for the agents from the mesh CA.
   writeFileSync(pki.caKey, ca.mesh.keyPem, { mode: 0o600 });
   writeFileSync(pki.cert, server.certPem);
   writeFileSync(pki.key, server.keyPem, { mode: 0o600 });
-  writeFileSync(pki.rootCert, root.certPem);
-  writeFileSync(pki.rootKey, root.keyPem, { mode: 0o600 });
   return startEtcd({ name: `${o.cluster}-mesh`, dataDir: etcdDataDir(o.clusterDir, 'mesh'), cgroup: o.cgroup, logFile: join(o.logDir, 'mesh-etcd.log'), host: o.hostIp, tls: { certFile: pki.cert, keyFile: pki.key, trustedCaFile: pki.ca }, argvFile: pki.argv });
 }
 

@@ -1,7 +1,7 @@
 // `skein local`: kind-like clusters from real parts. up builds what it needs, starts every process inside
 // the state dir's cgroup and records what it made; down finds all of it from the state dir alone.
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubeRest } from '../mesh/kube/rest.js';
@@ -14,9 +14,10 @@ import { assertRoutesFree, createFabric, createNodeNetwork, destroyNetworks } fr
 import type { NodeRunnerConfig } from './node-runner/config.js';
 import { bpffsDir, startAgent, workloadSocket as workloadSocketOf } from './agents.js';
 import { applyManifest, loadManifest } from './manifests.js';
-import { distPath, REPO_ROOT } from './repo.js';
+import { distPath } from './repo.js';
+import { prepareImages, type Images } from './image-store.js';
 import { installSkein, startKubelets, startNodeRuntimes } from './kubelet-cluster.js';
-import { destroyPodNetns, destroyV1Cgroups, kubeletRunDir, removeKubeletLeftovers, unmountBelow } from './kubelet-node.js';
+import { destroyPodNetns, destroyV1Cgroups, kubeletCgroupRoot, kubeletRunDir, removeKubeletLeftovers, unmountBelow } from './kubelet-node.js';
 import { run, runQuiet } from './run.js';
 import { deploySkeinApiserver, startMeshEtcd } from './skein-apiserver.js';
 import { readState, statePaths, writeState, type ClusterState, type TestbedState } from './state.js';
@@ -82,14 +83,15 @@ export async function up(opts: UpOptions): Promise<TestbedState> {
     const kubeBin = await ensureKubeBinaries(progress);
     await assertRoutesFree(tag, opts.clusters.map((c) => c.id));
     ensureCgroup(cgroupRoot);
-    let images = { archives: [] as string[], sandboxImage: '' };
+    // Real kubelets: images built and in the image store while the control planes start (they need none).
+    const images = opts.kubelet ? prepareImages({ cgroup: join(cgroupRoot, 'control', 'image-store'), runDir: join(kubeletRunDir(tag), 'image-store'), logFile: join(paths.logs('image-store'), 'containerd.log'), progress }) : undefined;
+    images?.catch(() => {}); // awaited by every cluster's nodes; a failure surfaces there
     if (opts.kubelet) {
-      images = await buildImages(progress);
       state.madeShared = await makeShared(['/sys/fs/bpf', await cgroup2Root()]);
       writeState(opts.stateDir, state);
     }
     await createFabric(tag, opts.clusters.map((c) => c.id));
-    const planes = await Promise.all(opts.clusters.map((c) => (opts.kubelet ? startKubeletCluster(opts, tag, cgroupRoot, kubeBin, c, images, progress) : startCluster(opts, tag, cgroupRoot, kubeBin, c, progress))));
+    const planes = await Promise.all(opts.clusters.map((c) => (images ? startKubeletCluster(opts, tag, cgroupRoot, kubeBin, c, images, progress) : startCluster(opts, tag, cgroupRoot, kubeBin, c, progress))));
     state.clusters = planes.map((p) => p.state);
     writeFileSync(paths.kubeconfig, kubeconfigYaml(planes.map((p) => ({ context: contextName(p.state.name), server: p.state.apiserverUrl, caPem: p.plane.ca.certPem, user: p.plane.admin }))), { mode: 0o600 });
     installTools(paths.bin, kubeBin);
@@ -182,17 +184,6 @@ async function startCluster(
   };
 }
 
-/** The images every node's containerd imports: build.sh's archives (a cached rebuild takes seconds). */
-async function buildImages(progress: (msg: string) => void): Promise<{ archives: string[]; sandboxImage: string }> {
-  progress('building the images (deploy/images/build.sh)');
-  const out = await run('bash', [join(REPO_ROOT, 'deploy', 'images', 'build.sh')], { timeoutMs: 600_000 });
-  // One line per image: <archive> <reference> <digest> <bytes>.
-  const lines = out.trim().split('\n').map((l) => l.split(' '));
-  const sandboxImage = lines.find(([, ref]) => ref?.includes('/skein-pause:'))?.[1];
-  if (!sandboxImage) throw new Error(`deploy/images/build.sh built no skein-pause image (it printed: ${out.trim()})`);
-  return { archives: lines.map(([archive]) => archive!), sandboxImage };
-}
-
 /**
  * containerd refuses a HostToContainer volume (the agent's bpffs and cgroup2) from a private mount; hosts with
  * systemd have every mount shared. Returns what it changed, so `down` puts it back.
@@ -215,19 +206,20 @@ async function startKubeletCluster(
   cgroupRoot: string,
   kubeBin: string,
   cluster: { name: string; id: number },
-  images: { archives: string[]; sandboxImage: string },
+  images: Promise<Images>,
   progress: (msg: string) => void,
 ): Promise<{ state: ClusterState; plane: ControlPlane }> {
   const { clusterDir, logDir, cg, hostIp } = freshCluster(opts, tag, cgroupRoot, cluster, progress);
   const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeNet(tag, cluster, i + 1));
-  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), images: images.archives, sandboxImage: images.sandboxImage, progress };
-  // containerd and its image imports need no control plane: both start at once.
-  const [plane] = await Promise.all([startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true }), startNodeRuntimes(spec)]);
+  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), progress };
+  // containerd and its images need no control plane: both start at once.
+  const [plane, built] = await Promise.all([startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true, progress }), startNodeRuntimes(spec, images)]);
+  progress(`${cluster.name}: control plane and node runtimes up`);
   const admin = new KubeConfig();
   admin.loadFromFile(join(clusterDir, 'kubeconfigs', 'admin.yaml'));
-  await startKubelets(spec, plane, admin);
-  const skein = await installSkein(spec, admin);
-  if (opts.echo) await deployEcho(admin, cluster.name, logDir, progress);
+  await startKubelets(spec, built, plane, admin);
+  // The demo needs nothing of Skein to start: its pods start beside the chart's.
+  const [skein] = await Promise.all([installSkein(spec, admin).then((r) => (progress(`${cluster.name}: skein-apiserver and agents ready`), r)), opts.echo && deployEcho(admin, cluster.name, logDir, progress)]);
   return {
     plane,
     state: { name: cluster.name, id: cluster.id, nodes: opts.nodes, apiserverUrl: plane.apiserverUrl, kubeEtcdUrl: plane.kubeEtcdUrl, meshEtcdUrl: skein.meshEtcdUrl, agents: skein.agents },
@@ -245,6 +237,7 @@ async function deployEcho(kc: KubeConfig, cluster: string, logDir: string, progr
     120_000,
     `see ${logDir}`,
   );
+  progress(`${cluster}: echo ready`);
 }
 
 function rmdirIfEmpty(dir: string): void {
@@ -311,6 +304,36 @@ export async function locatePod(stateDir: string, context: string, podRef: strin
     pod,
     workloadSocket: workloadSocketOf(statePaths(stateDir).cluster(cluster.name), nodeIndex),
   };
+}
+
+/** The drill's client in a pod: on PATH (node runner), or in the skein-client image (real kubelets). */
+export const CLIENT_IN_IMAGE = ['node', '/opt/skein/dist/deploy/images/client.js'];
+export const clientCommand = (stateDir: string): string[] => (readState(stateDir)?.runtime === 'kubelet' ? CLIENT_IN_IMAGE : ['skein-client']);
+
+/**
+ * Real kubelets: the cgroup v2 of one container of a pod (kubepods/<qos>/pod<uid>/<container id> below its
+ * kubelet's cgroup root), where `cgroup.freeze` pauses it and `cgroup.kill` ends it as a crash would.
+ */
+export async function containerCgroup(stateDir: string, context: string, podRef: string, container: string): Promise<string> {
+  const state = readState(stateDir);
+  if (state?.runtime !== 'kubelet') throw new Error(`containerCgroup: ${statePaths(stateDir).dir} does not run real kubelets`);
+  const { pod } = await locatePod(stateDir, context, podRef);
+  const id = pod.status?.containerStatuses?.find((c) => c.name === container)?.containerID?.replace(/^containerd:\/\//, '');
+  if (!id) throw new Error(`pod ${podRef} has no running container "${container}"`);
+  const found = findDir(join(await cgroup2Root(), kubeletCgroupRoot(state.tag, pod.spec!.nodeName!), 'kubepods'), id, 3);
+  if (!found) throw new Error(`no cgroup of container ${container} (${id}) of ${podRef}`);
+  return found;
+}
+
+function findDir(dir: string, name: string, depth: number): string | undefined {
+  if (!existsSync(dir)) return undefined;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (!e.isDirectory()) continue;
+    if (e.name === name) return join(dir, name);
+    const below = depth > 1 ? findDir(join(dir, e.name), name, depth - 1) : undefined;
+    if (below) return below;
+  }
+  return undefined;
 }
 
 export async function exec(opts: ExecOptions): Promise<{ code: number; stdout: string }> {

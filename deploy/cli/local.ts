@@ -38,7 +38,7 @@ export function registerLocal(program: Command): void {
     .action(async (o: { clusters: string; nodes: string; stateDir: string; echo: boolean; kubelet?: boolean }) => {
       const t0 = Date.now();
       const clusters = o.clusters.split(',').filter(Boolean).map(parseClusterRef);
-      const [{ contextName, up }, { cgroupPids, cgroupRssBytes }] = await Promise.all([testbed(), cgroups()]);
+      const [{ CLIENT_IN_IMAGE, contextName, up }, { cgroupPids, cgroupRssBytes }] = await Promise.all([testbed(), cgroups()]);
       const state = await up({ stateDir: o.stateDir, clusters, nodes: positiveInt('--nodes', o.nodes, 16), echo: o.echo, kubelet: o.kubelet === true, progress: (m) => console.error(`${stamp(t0)} ${m}`) });
       const paths = statePaths(o.stateDir);
       console.log(`\nLocal mesh is up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${state.clusters.map((c) => `${c.name} (id ${c.id}, ${c.nodes} nodes)`).join(', ')}`);
@@ -46,7 +46,7 @@ export function registerLocal(program: Command): void {
       console.log(`  export KUBECONFIG=${paths.kubeconfig}`);
       for (const c of state.clusters) console.log(`  ${paths.bin}/kubectl --context ${contextName(c.name)} get pods -o wide`);
       // Real kubelets: exec runs in the pod's container, whose image has the client under node, not on PATH.
-      const client = state.runtime === 'kubelet' ? 'node /opt/skein/dist/deploy/images/client.js' : 'skein-client';
+      const client = state.runtime === 'kubelet' ? CLIENT_IN_IMAGE.join(' ') : 'skein-client';
       console.log(`  skein local exec --state-dir ${paths.dir} --context ${contextName(state.clusters[0]!.name)} --pod default/<client pod> -- ${client} http <pod ip>:8080`);
       console.log(`  skein local down --state-dir ${paths.dir}`);
     });

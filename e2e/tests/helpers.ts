@@ -12,7 +12,7 @@ import { connectMeshEtcd } from '../../mesh/etcd.js';
 import { meshEtcdServerName } from '../../mtls/mesh-identities.js';
 import { readState, statePaths } from '../../testbed/state.js';
 import { meshPki } from '../../testbed/skein-apiserver.js';
-import { exec } from '../../testbed/testbed.js';
+import { clientCommand, exec } from '../../testbed/testbed.js';
 import { REPO_ROOT } from '../../testbed/repo.js';
 import { parseOutcome, type Outcome } from '../../deploy/images/outcome.js';
 import { skeinProxyPath } from '../../mesh/service-ref.js';
@@ -93,8 +93,10 @@ export function clusterRest(stateDir: string, cluster: string): KubeRest {
 /** Restarts skein-apiserver (a rollout) with extra flags, as an operator would edit its Deployment. */
 export async function addApiserverArgs(rest: KubeRest, args: string[]): Promise<void> {
   const deploy = '/apis/apps/v1/namespaces/skein-system/deployments/skein-apiserver';
-  const d = await rest.get<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(deploy);
-  await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...d.spec.template.spec.containers[0]!.args, ...args] }] } } } }, 'strategic');
+  const d = await rest.get<{ spec: { template: { spec: { containers: { name: string; args: string[] }[] } } } }>(deploy);
+  // By name: the chart's pod runs the mesh etcd beside it.
+  const current = d.spec.template.spec.containers.find((c) => c.name === 'apiserver')!;
+  await rest.patch(deploy, { spec: { template: { spec: { containers: [{ name: 'apiserver', args: [...current.args, ...args] }] } } } }, 'strategic');
 }
 
 /** addApiserverArgs, then waits until the one skein-apiserver pod runs with them, ready and synced. */
@@ -105,7 +107,7 @@ export async function rollOutApiserverArgs(rest: KubeRest, args: string[], timeo
     async () => {
       const running = (await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver')).items;
       const [pod] = running;
-      const ok = running.length === 1 && args.every((a) => pod!.spec!.containers[0]!.args?.includes(a)) && pod!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      const ok = running.length === 1 && args.every((a) => pod!.spec!.containers.find((c) => c.name === 'apiserver')!.args?.includes(a)) && pod!.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
       return ok ? true : undefined;
     },
     timeoutMs,
@@ -146,7 +148,7 @@ export async function scale(rest: KubeRest, deployment: string, replicas: number
 
 /** Runs the built-in client inside a pod and returns its parsed per-request lines. */
 export async function clientRequests(stateDir: string, cluster: string, pod: string, args: string[]): Promise<Outcome[]> {
-  const { code, stdout } = await exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod}`, argv: ['skein-client', ...args], stdio: 'pipe' });
+  const { code, stdout } = await exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod}`, argv: [...clientCommand(stateDir), ...args], stdio: 'pipe' });
   if (code !== 0) throw new Error(`skein-client ${args.join(' ')} in ${cluster}/${pod} exited ${code}`);
   return stdout.split('\n').flatMap((l) => parseOutcome(l) ?? []);
 }
