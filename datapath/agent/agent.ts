@@ -178,7 +178,7 @@ export class NodeAgent {
     }
     if (!stalled.size) return;
     if (!this.outliers.stalled(stalled, this.members, this.now(), this.clusterOf)) return;
-    this.o.log.info({ backends: [...stalled.keys()], stallMs }, 'connections stalled (request acknowledged, nothing back): probing their backends and siblings');
+    this.o.log.info({ backends: [...stalled.keys()], stallMs }, 'connections stalled (request sent, nothing back): probing their backends and siblings');
     this.runProbes();
   }
 
