@@ -311,7 +311,7 @@ describe('outlier detection with active probes (refusals)', () => {
 });
 
 describe('outlier detection: stalled connections', () => {
-  const domain = new Map([A, B].map((k) => [k, 'east'] as const).concat([C, D].map((k) => [k, 'west'] as const)));
+  const domain = new Map<string, string>([...[A, B].map((k) => [k, 'east'] as const), ...[C, D].map((k) => [k, 'west'] as const)]);
 
   it('a stall makes the backend and its siblings in the same cluster suspects; failed probes eject them, a stall alone never does', () => {
     const { d, c, poll, at, services } = setup([A, B, C, D]);
