@@ -174,7 +174,8 @@ function ensureBpffs(): void {
 
 async function main(): Promise<void> {
   const cfg = config();
-  const log = pino({ base: { cluster: cfg.clusterName, node: cfg.nodeName, component: 'agent' } });
+  // SKEIN_LOG_LEVEL=debug also logs every move of the datapath's failure counters (timing a drill's tail).
+  const log = pino({ level: process.env.SKEIN_LOG_LEVEL ?? 'info', base: { cluster: cfg.clusterName, node: cfg.nodeName, component: 'agent' } });
   ensureBpffs();
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   const replaced = lb.pinnedMapsReplaced();
