@@ -255,7 +255,7 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     const s = service('echo', 1, 3);
     view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
     const log = { warn: vi.fn(), info: vi.fn() };
-    const sample = (consecutive: number) => ({ proto: 'TCP' as const, successes: 0, failures: consecutive, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const sample = (consecutive: number) => ({ proto: 'TCP' as const, successes: 0, failures: consecutive, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused: 0, lastRefusedMs: 0 });
     const health = new Map([
       ['TCP/10.1.0.0:8080', { backend: 'TCP/10.1.0.0:8080', ...sample(0) }],
       ['TCP/10.1.0.1:8080', { backend: 'TCP/10.1.0.1:8080', ...sample(0) }],
@@ -316,7 +316,7 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     const view = new MergedView(CLUSTER);
     const s = service('echo', 1, 3);
     view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
-    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused: 0, lastRefusedMs: 0 });
     const health = new Map(['10.1.0.0', '10.1.0.1', '10.1.0.2'].map((ip) => [`TCP/${ip}:8080`, sample(`TCP/${ip}:8080`)]));
     let seq = 0;
     const probed: string[] = [];
