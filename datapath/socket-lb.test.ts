@@ -76,7 +76,7 @@ describe('SocketLb on in-memory maps', () => {
     expect(maps.decode().services).toEqual({ 'TCP/100.64.0.10:80': ['10.0.0.2:8080'] });
     expect(lb.usage()).toEqual({ servicesMapEntries: 2, backendsMapEntries: 1 });
     lb.deleteService(F);
-    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {}, skein_failure_seq: {}, skein_pending: {}, skein_pending_acked: {} });
+    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {}, skein_failure_seq: {}, skein_pending: {}, skein_pending_sent: {} });
     expect(lb.usage()).toEqual({ servicesMapEntries: 0, backendsMapEntries: 0 });
   });
 
@@ -141,7 +141,7 @@ describe('SocketLb on in-memory maps', () => {
     const lb = lbOn(maps);
     maps.insertsLeft = 4; // 2 backends, 2 slots, not the master
     expect(refusal(() => lb.setService(F, bes(1, 2))).reason).toBe('map-full');
-    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {}, skein_failure_seq: {}, skein_pending: {}, skein_pending_acked: {} });
+    expect(maps.snapshot()).toEqual({ skein_services: {}, skein_backends: {}, skein_revnat: {}, skein_health: {}, skein_config: {}, skein_failure_seq: {}, skein_pending: {}, skein_pending_sent: {} });
     expect(lb.usage()).toEqual({ servicesMapEntries: 0, backendsMapEntries: 0 });
   });
 

@@ -115,7 +115,7 @@ export interface Programmed {
   backends: BackendAddr[];
 }
 
-const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress'] as const;
+const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress', 'skein_egress'] as const;
 
 /** What the datapath saw of one backend (struct health of bpf/sock_lb.c); times in ms of CLOCK_MONOTONIC. */
 export interface BackendHealth {
@@ -292,7 +292,7 @@ export class SocketLb {
   }
 
   /**
-   * Attaches all six programs (the four sock_addr hooks, sockops and the ingress hook) to a cgroup v2 directory (they apply to
+   * Attaches all seven programs (the four sock_addr hooks, sockops and the ingress and egress hooks) to a cgroup v2 directory (they apply to
    * every process below it). With `linkPinDir`, links are pinned there; a program whose pinned link already
    * exists (an earlier run of the agent) is swapped into that link in place, so an upgraded agent's programs
    * take over without a moment detached; they use the same pinned maps this object adopted.
@@ -501,19 +501,19 @@ export class SocketLb {
   }
 
   /**
-   * Backends with a stalled connection (skein_pending): our data was acknowledged at least `stalledMs` before
+   * Backends with a stalled connection (skein_pending): our first data left at least `stalledMs` before
    * `nowMs` (CLOCK_MONOTONIC ms) and the backend has sent nothing since the connect. By TCP/ip:port, when the
-   * latest such request was acknowledged (CLOCK_MONOTONIC ms).
+   * latest such request was sent (CLOCK_MONOTONIC ms).
    */
   readStalled(stalledMs: number, nowMs: number = monotonicMs()): Map<string, number> {
     const out = new Map<string, number>();
-    // Nothing acknowledged and unanswered: no entry can be stalled (idle connections are not read every time).
-    if ((this.obj.lookup('skein_pending_acked', u32(0))?.readBigUInt64LE(0) ?? 0n) === 0n) return out;
+    // Nothing sent and unanswered: no entry can be stalled (idle connections are not read every time).
+    if ((this.obj.lookup('skein_pending_sent', u32(0))?.readBigUInt64LE(0) ?? 0n) === 0n) return out;
     for (const [, v] of this.obj.entries('skein_pending')) {
-      const acked = Number(v.readBigUInt64LE(8) / 1000n) / 1000;
-      if (acked === 0 || nowMs - acked < stalledMs) continue;
+      const sent = Number(v.readBigUInt64LE(8) / 1000n) / 1000;
+      if (sent === 0 || nowMs - sent < stalledMs) continue;
       const key = `TCP/${[...v.subarray(0, 4)].join('.')}:${v.readUInt16BE(4)}`;
-      out.set(key, Math.max(out.get(key) ?? 0, acked));
+      out.set(key, Math.max(out.get(key) ?? 0, sent));
     }
     return out;
   }

@@ -16,7 +16,7 @@ export class FakeBpfMaps implements NativeBpfObject {
   readonly sizes: Record<string, number>;
 
   constructor(sizes: Record<string, number> = { skein_services: 262_144, skein_backends: 262_144, skein_revnat: 262_144 }) {
-    this.sizes = { skein_health: 65_536, skein_config: 1, skein_failure_seq: 1, skein_pending: 65_536, skein_pending_acked: 1, ...sizes };
+    this.sizes = { skein_health: 65_536, skein_config: 1, skein_failure_seq: 1, skein_pending: 65_536, skein_pending_sent: 1, ...sizes };
     for (const name of Object.keys(this.sizes)) this.store.set(name, new Map());
   }
 

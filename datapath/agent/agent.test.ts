@@ -255,7 +255,7 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     const s = service('echo', 1, 3);
     view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
     const log = { warn: vi.fn(), info: vi.fn() };
-    const sample = (consecutive: number) => ({ proto: 'TCP' as const, successes: 0, failures: consecutive, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const sample = (consecutive: number) => ({ proto: 'TCP' as const, successes: 0, failures: consecutive, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused: 0, lastRefusedMs: 0 });
     const health = new Map([
       ['TCP/10.1.0.0:8080', { backend: 'TCP/10.1.0.0:8080', ...sample(0) }],
       ['TCP/10.1.0.1:8080', { backend: 'TCP/10.1.0.1:8080', ...sample(0) }],
@@ -316,7 +316,7 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     const view = new MergedView(CLUSTER);
     const s = service('echo', 1, 3);
     view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
-    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0 });
+    const sample = (backend: string) => ({ backend, proto: 'TCP' as const, successes: 5, failures: 0, consecutive: 0, lastSuccessMs: 500, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused: 0, lastRefusedMs: 0 });
     const health = new Map(['10.1.0.0', '10.1.0.1', '10.1.0.2'].map((ip) => [`TCP/${ip}:8080`, sample(`TCP/${ip}:8080`)]));
     let seq = 0;
     const probed: string[] = [];
@@ -385,6 +385,45 @@ describe('NodeAgent outlier detection (backend health from the datapath)', () =>
     expect(probed.filter((ip) => ip === '10.1.0.1').length).toBeGreaterThanOrEqual(1);
     expect(new Set(probed)).toEqual(new Set(['10.1.0.0', '10.1.0.1', '10.1.0.2'])); // its siblings too (within the bound of 8)
     expect(agent.ejections()).toEqual([expect.objectContaining({ backend: 'TCP/10.1.0.1:8080' })]);
+  });
+});
+
+describe('NodeAgent health trace (SKEIN_LOG_LEVEL=debug)', () => {
+  it('logs each backend whose failure or refusal count moved, by how much, and nothing when the counters stand still or debug is off', async () => {
+    const view = new MergedView(CLUSTER);
+    const s = service('echo', 1, 2);
+    view.apply(keys.service(CLUSTER, s.namespace, s.name), JSON.stringify(s));
+    const sample = (backend: string, failures: number, refused: number) => ({ backend, proto: 'TCP' as const, successes: 5, failures, consecutive: failures, lastSuccessMs: 500, lastFailureMs: 900, sent: 0, unanswered: 0, firstUnansweredMs: 0, lastSentMs: 0, refused, lastRefusedMs: refused ? 900 : 0 });
+    const A = 'TCP/10.1.0.0:8080';
+    const B = 'TCP/10.1.0.1:8080';
+    let health = new Map([[A, sample(A, 0, 0)], [B, sample(B, 0, 0)]]);
+    const traced = (debug: boolean) => {
+      const calls: object[] = [];
+      const agent = new NodeAgent({
+        etcd: new FakeEtcd() as unknown as Etcd3,
+        cluster: CLUSTER,
+        node: 'node-1',
+        lb: new FakeLb(),
+        log: { warn: vi.fn(), info: vi.fn(), debug: (o) => calls.push(o), isLevelEnabled: (l) => debug && l === 'debug' },
+        loadView: async () => ({ view, revision: 1 }),
+        health: { readHealth: () => health, forgetHealth: () => false },
+        healthPollMs: 60_000,
+        now: () => 1_000,
+      });
+      agents.push(agent);
+      return { agent, calls };
+    };
+    const on = traced(true);
+    const off = traced(false);
+    for (const { agent } of [on, off]) {
+      await agent.start();
+      agent.pollHealth();
+    }
+    health = new Map([[A, sample(A, 1, 1)], [B, sample(B, 0, 0)]]);
+    for (const { agent } of [on, off]) agent.pollHealth();
+    for (const { agent } of [on, off]) agent.pollHealth(); // nothing moved since
+    expect(on.calls).toEqual([expect.objectContaining({ backend: A, failures: 1, refused: 1, consecutive: 1 })]);
+    expect(off.calls).toEqual([]);
   });
 });
 

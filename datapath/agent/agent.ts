@@ -14,7 +14,7 @@ import { datapathPrefixes, keys } from '../../mesh/schema/keys.js';
 import { AGENT_VIEW_MAX, AgentFrontendShard, AgentView, encodeValue } from '../../mesh/schema/values.js';
 import { AGENT_VIEW_SHARDS, agentShards } from '../../mesh/agent-view.js';
 import { loadMergedView, type MergedView } from './merged-view.js';
-import { monotonicMs, ProgramError, type Programmed, type ServiceProgrammer, type SocketLb } from '../socket-lb.js';
+import { monotonicMs, ProgramError, type BackendHealth, type Programmed, type ServiceProgrammer, type SocketLb } from '../socket-lb.js';
 import { activeBackends } from './policy.js';
 import { backendClusters, OutlierDetector, serviceBackends, type OutlierEvent, type OutlierOptions } from './outliers.js';
 import { Prober, type ProbeConnect } from './prober.js';
@@ -116,7 +116,7 @@ export class NodeAgent {
       cluster: string;
       node: string;
       lb: ServiceProgrammer;
-      log: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void };
+      log: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void; debug?: (o: object, m: string) => void; isLevelEnabled?: (level: string) => boolean };
       /** The listing (unit tests hand in a view; the watch still comes from `etcd`). */
       loadView?: typeof loadMergedView;
       /** Backoff of a failing service's retries (default RETRY). */
@@ -178,7 +178,7 @@ export class NodeAgent {
     }
     if (!stalled.size) return;
     if (!this.outliers.stalled(stalled, this.members, this.now(), this.clusterOf)) return;
-    this.o.log.info({ backends: [...stalled.keys()], stallMs }, 'connections stalled (request acknowledged, nothing back): probing their backends and siblings');
+    this.o.log.info({ backends: [...stalled.keys()], stallMs }, 'connections stalled (request sent, nothing back): probing their backends and siblings');
     this.runProbes();
   }
 
@@ -223,6 +223,7 @@ export class NodeAgent {
       this.o.log.warn({ err: (err as Error).message }, 'reading backend health failed');
       return;
     }
+    if (this.o.log.isLevelEnabled?.('debug')) this.traceHealth(samples);
     const { changed, events } = this.outliers.observe(samples, this.members, this.now(), this.clusterOf);
     for (const e of events) this.logOutlier(e);
     this.runProbes();
@@ -244,6 +245,18 @@ export class NodeAgent {
       }
     }
   }
+
+  /** Debug level: every backend whose TCP failure or refusal count moved since the last look (timing a drill's tail). */
+  private traceHealth(samples: ReadonlyMap<string, BackendHealth>): void {
+    for (const [k, h] of samples) {
+      const seen = this.traced.get(k);
+      this.traced.set(k, { failures: h.failures, refused: h.refused });
+      if (!seen || (seen.failures === h.failures && seen.refused === h.refused)) continue;
+      this.o.log.debug?.({ backend: k, failures: h.failures - seen.failures, refused: h.refused - seen.refused, consecutive: h.consecutive, lastFailureMs: h.lastFailureMs, lastRefusedMs: h.lastRefusedMs, nowMs: this.now() }, 'backend health counters moved');
+    }
+    for (const k of this.traced.keys()) if (!samples.has(k)) this.traced.delete(k);
+  }
+  private readonly traced = new Map<string, { failures: number; refused: number }>();
 
   private now(): number {
     return (this.o.now ?? monotonicMs)();

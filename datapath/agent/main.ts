@@ -57,7 +57,7 @@ const Config = z.object({
   recoveryProbeMs: z.coerce.number().int().min(0).max(3_600_000),
   failureSignalMs: z.coerce.number().int().min(0).max(10_000),
   peerRoutes: z.boolean(),
-  /** A connection whose request the backend's kernel acknowledged but that got no byte back this long: probe (0: off). */
+  /** A connection whose request went out but that got no byte back this long: probe its backend (0: off). */
   stallMs: z.coerce.number().int().min(0).max(600_000),
 });
 
@@ -174,7 +174,8 @@ function ensureBpffs(): void {
 
 async function main(): Promise<void> {
   const cfg = config();
-  const log = pino({ base: { cluster: cfg.clusterName, node: cfg.nodeName, component: 'agent' } });
+  // SKEIN_LOG_LEVEL=debug also logs every move of the datapath's failure counters (timing a drill's tail).
+  const log = pino({ level: process.env.SKEIN_LOG_LEVEL ?? 'info', base: { cluster: cfg.clusterName, node: cfg.nodeName, component: 'agent' } });
   ensureBpffs();
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   const replaced = lb.pinnedMapsReplaced();

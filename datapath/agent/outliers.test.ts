@@ -311,7 +311,7 @@ describe('outlier detection with active probes (refusals)', () => {
 });
 
 describe('outlier detection: stalled connections', () => {
-  const domain = new Map([A, B].map((k) => [k, 'east'] as const).concat([C, D].map((k) => [k, 'west'] as const)));
+  const domain = new Map<string, string>([...[A, B].map((k) => [k, 'east'] as const), ...[C, D].map((k) => [k, 'west'] as const)]);
 
   it('a stall makes the backend and its siblings in the same cluster suspects; failed probes eject them, a stall alone never does', () => {
     const { d, c, poll, at, services } = setup([A, B, C, D]);
@@ -330,12 +330,12 @@ describe('outlier detection: stalled connections', () => {
     expect(events.filter((e) => e.kind === 'ejected').map((e) => e.backend)).toEqual([A, B]);
   });
 
-  it('a backend a probe reached after the stalled request was acknowledged is not probed again for that stall (its application is slow); a later stall is new evidence', () => {
+  it('a backend a probe reached after the stalled request was sent is not probed again for that stall (its application is slow); a later stall is new evidence', () => {
     const { d, c, poll, at, services } = setup([A, B, C, D]);
     for (const k of [A, B, C, D]) c.ok(k);
     poll();
-    const acked = at() - 150;
-    d.stalled(new Map([[A, acked]]), services, at(), domain);
+    const sent = at() - 150;
+    d.stalled(new Map([[A, sent]]), services, at(), domain);
     for (const [k, n] of d.probesWanted(at())) {
       for (let i = 0; i < n; i++) {
         d.probeStarted(k, at());
@@ -344,7 +344,7 @@ describe('outlier detection: stalled connections', () => {
     }
     poll(1000);
     // However long that connection stays stalled.
-    expect(d.stalled(new Map([[A, acked]]), services, at(), domain)).toBe(false);
+    expect(d.stalled(new Map([[A, sent]]), services, at(), domain)).toBe(false);
     expect(d.probesWanted(at()).size).toBe(0);
     expect(d.stalled(new Map([[A, at() - 150]]), services, at(), domain)).toBe(true);
     // Its sibling too: the probe that found it answering came before this evidence.

@@ -30,7 +30,7 @@ export interface OutlierOptions {
   recoveryProbeMs: number;
   /**
    * A sibling found answering by a probe at most this long before the evidence against its failing sibling (the
-   * failure; a stalled request's acknowledgement) is not probed again for it; nor is a member of a full service
+   * failure; when a stalled request was sent) is not probed again for it; nor is a member of a full service
    * probed fine this long ago.
    */
   suspectCooldownMs: number;
@@ -40,8 +40,8 @@ export interface OutlierOptions {
    */
   provenMs: number;
   /**
-   * A connection the backend's kernel acknowledged our data on but that got no byte back for this long makes the
-   * backend and its siblings suspects (probed; the probes decide). Read from the datapath (skein_pending); 0: off.
+   * A connection that sent the backend data but got no byte back for this long makes the backend and its
+   * siblings suspects (probed; the probes decide). Read from the datapath (skein_pending); 0: off.
    */
   stallMs: number;
 }
@@ -361,33 +361,33 @@ export class OutlierDetector {
 
   /**
    * Backends with a stalled connection (the datapath's readStalled: backend key → when the latest stalled
-   * request was acknowledged): each, and its siblings in the same cluster, become suspects — probed, never
-   * ejected for the stall itself (a slow answer is not a failure) — unless a probe connected to it after that
-   * acknowledgement (its kernel answers, its application is slow: probing again tells nothing new). Returns
+   * request was sent): each, and its siblings in the same cluster, become suspects — probed, never ejected for
+   * the stall itself (a slow answer is not a failure) — unless a probe connected to it after that request
+   * left (its kernel answers, its application is slow: probing again tells nothing new). Returns
    * whether any became a suspect.
    */
   stalled(stalls: ReadonlyMap<string, number>, services: ReadonlyMap<string, readonly string[]>, nowMs: number, domainOf: ReadonlyMap<string, string> = new Map()): boolean {
     if (this.options.recoveryProbeMs <= 0 || this.options.consecutiveFailures <= 0) return false;
     const of = servicesOf(services);
     let any = false;
-    for (const [key, ackedMs] of stalls) {
+    for (const [key, sentMs] of stalls) {
       const svcs = of.get(key);
       if (!svcs || !key.startsWith('TCP/')) continue;
       let st = this.state.get(key);
       if (!st) this.state.set(key, (st = fresh(0)));
       if (st.ejected || st.held || st.suspectSinceMs !== undefined) continue;
-      if (st.probeOkMs !== undefined && st.probeOkMs >= ackedMs) continue;
+      if (st.probeOkMs !== undefined && st.probeOkMs >= sentMs) continue;
       st.suspectSinceMs = nowMs;
       any = true;
-      this.suspectSiblings(key, svcs, services, domainOf, nowMs, ackedMs);
+      this.suspectSiblings(key, svcs, services, domainOf, nowMs, sentMs);
     }
     return any;
   }
 
   /**
    * The other TCP backends of `key`'s services in its cluster become suspects, but those a probe found answering
-   * since shortly before the evidence against `key` (`evidenceMs`: its failure, or a stalled request's
-   * acknowledgement) — an earlier probe says nothing about a fault that came later.
+   * since shortly before the evidence against `key` (`evidenceMs`: its failure, or when a stalled request
+   * was sent) — an earlier probe says nothing about a fault that came later.
    */
   private suspectSiblings(key: string, svcs: readonly string[], services: ReadonlyMap<string, readonly string[]>, domainOf: ReadonlyMap<string, string>, nowMs: number, evidenceMs: number): void {
     const domain = domainOf.get(key);

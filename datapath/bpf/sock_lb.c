@@ -74,7 +74,7 @@ struct pending {
 	__u32 addr;     /* the backend, network order */
 	__u16 port;     /* network order */
 	__u16 pad;
-	__u64 acked_ns; /* when the backend's kernel first acknowledged data of ours; 0: nothing acknowledged yet */
+	__u64 sent_ns;  /* when our first data left for it (skein_egress); 0: nothing sent yet */
 };
 
 struct config {
@@ -118,10 +118,12 @@ struct {
 } skein_config SEC(".maps");
 
 /* Established connections the backend has not answered yet, by socket cookie: made at ACTIVE_ESTABLISHED,
- * stamped at the first acknowledgement of our data (RTT_CB), removed by skein_ingress at the backend's first
- * byte and by sockops when the connection leaves ESTABLISHED. The agent reads it for stalls: our request
- * reached the backend's kernel, yet nothing came back for a while — a fault that landed after the connect
- * (no retransmission ever tells: everything we sent was acknowledged). An LRU: never refuses a connection. */
+ * stamped when our first data leaves (skein_egress), removed by skein_ingress at the backend's first byte and
+ * by sockops when the connection leaves ESTABLISHED. The agent reads it for stalls: our request went out, yet
+ * nothing came back for a while — a fault that landed after the connect, whether the backend's kernel
+ * acknowledged the request (no retransmission ever tells) or not (its first retransmission timeout came
+ * ~410 ms after the connect: the backend-health e2e). Stamped at the send, not at the acknowledgement, so
+ * both show at the same pace. An LRU: never refuses a connection. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -129,29 +131,41 @@ struct {
 	__type(value, struct pending);
 } skein_pending SEC(".maps");
 
-/* Entries of skein_pending stamped acknowledged and not removed yet: the agent reads skein_pending only while
- * this is above 0 (idle connections nobody sent on stay in the map and need no look). An entry the LRU evicts
- * is not subtracted: the count can only stay too high, which costs a needless read, never a missed stall. */
+/* Entries of skein_pending stamped sent and not removed yet: the agent reads skein_pending only while this is
+ * above 0 (idle connections nobody sent on stay in the map and need no look). An entry the LRU evicts is not
+ * subtracted: the count can only stay too high, which costs a needless read, never a missed stall. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} skein_pending_acked SEC(".maps");
+} skein_pending_sent SEC(".maps");
 
-/* Removes a connection's skein_pending entry; one stamped acknowledged leaves skein_pending_acked. */
+/* Removes a connection's skein_pending entry; one stamped sent leaves skein_pending_sent. */
 static __always_inline void pending_done(__u64 *cookie)
 {
 	struct pending *p = bpf_map_lookup_elem(&skein_pending, cookie);
 	if (!p)
 		return;
-	__u64 acked = p->acked_ns;
-	if (bpf_map_delete_elem(&skein_pending, cookie) != 0 || acked == 0)
+	__u64 sent = p->sent_ns;
+	if (bpf_map_delete_elem(&skein_pending, cookie) != 0 || sent == 0)
 		return;
 	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&skein_pending_acked, &zero);
+	__u64 *n = bpf_map_lookup_elem(&skein_pending_sent, &zero);
 	if (n && *n > 0)
 		__sync_fetch_and_add(n, -1);
+}
+
+/* Whether a TCP/IPv4 packet (cgroup_skb: data starts at the IP header) carries payload. */
+static __always_inline int tcp_payload(struct __sk_buff *skb)
+{
+	__u8 vihl, doff;
+	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
+		return 0;
+	__u32 ihl = (vihl & 0x0f) * 4;
+	if (bpf_skb_load_bytes(skb, ihl + 12, &doff, 1) < 0)
+		return 0;
+	return skb->len > ihl + (doff >> 4) * 4;
 }
 
 /* TCP failures counted so far, all backends: one value the agent can read every few ms to learn that
@@ -283,7 +297,7 @@ SEC("sockops")
 int skein_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
-	if (op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB && op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_RTT_CB)
+	if (op != BPF_SOCK_OPS_TIMEOUT_INIT && op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
 	if (skops->family != AF_INET || !skops->is_fullsock)
 		return 1;
@@ -312,28 +326,13 @@ int skein_sockops(struct bpf_sock_ops *skops)
 		h->consecutive = 0;
 		h->last_success_ns = bpf_ktime_get_ns();
 		/* How it ends is not this counter's business; its retransmission timeouts are, until the backend has
-		 * sent a byte (see RTO_CB), and so is whether the backend answers at all (skein_pending: RTT_CB stamps
-		 * the first acknowledgement of our data, STATE_CB removes the entry when the connection ends). */
+		 * sent a byte (see RTO_CB), and so is whether the backend answers at all (skein_pending: skein_egress
+		 * stamps our first data, STATE_CB removes the entry when the connection ends). */
 		if (skops->bytes_received == 0) {
 			struct pending p = { .addr = rn->backend_addr, .port = rn->backend_port };
 			bpf_map_update_elem(&skein_pending, &cookie, &p, BPF_ANY);
-			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
 		} else
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
-		break;
-	}
-	case BPF_SOCK_OPS_RTT_CB: {
-		/* Data of ours acknowledged: the backend's kernel has the request (once; skein_ingress removed the entry
-		 * if the backend already answered). */
-		struct pending *p = bpf_map_lookup_elem(&skein_pending, &cookie);
-		if (p && p->acked_ns == 0) {
-			p->acked_ns = bpf_ktime_get_ns();
-			__u32 zero = 0;
-			__u64 *n = bpf_map_lookup_elem(&skein_pending_acked, &zero);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-		}
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 		break;
 	}
 	case BPF_SOCK_OPS_RTO_CB:
@@ -355,7 +354,7 @@ int skein_sockops(struct bpf_sock_ops *skops)
 		 * connect within one SYN RTO, which is rare) — proof, not a guess: counted as refused too. */
 		if (skops->args[0] == BPF_TCP_ESTABLISHED) {
 			pending_done(&cookie);
-			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~(BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG));
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
 		}
 		if (skops->args[0] == BPF_TCP_SYN_SENT && skops->args[1] == BPF_TCP_CLOSE) {
 			if (skops->total_retrans == 0) {
@@ -379,14 +378,28 @@ int skein_ingress(struct __sk_buff *skb)
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	if (!bpf_map_lookup_elem(&skein_pending, &cookie))
 		return 1;
-	__u8 vihl, doff;
-	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
-		return 1;
-	__u32 ihl = (vihl & 0x0f) * 4;
-	if (bpf_skb_load_bytes(skb, ihl + 12, &doff, 1) < 0)
-		return 1;
-	if (skb->len > ihl + (doff >> 4) * 4)
+	if (tcp_payload(skb))
 		pending_done(&cookie);
+	return 1;
+}
+
+/* Our first data on a connection the backend has not answered yet (skein_pending): stamped once, the moment
+ * the request leaves. The same cookie lookup per packet as skein_ingress; every packet passes. */
+SEC("cgroup_skb/egress")
+int skein_egress(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct pending *p = bpf_map_lookup_elem(&skein_pending, &cookie);
+	if (!p || p->sent_ns != 0 || !tcp_payload(skb))
+		return 1;
+	/* A socket's packets are sent under its lock; were two to race here, the count would only be too high. */
+	p->sent_ns = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&skein_pending_sent, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	return 1;
 }
 

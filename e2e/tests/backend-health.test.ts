@@ -184,15 +184,14 @@ setTimeout(() => { console.log(JSON.stringify({ got })); s.destroy(); }, 2500);
     expect(lb.readStalled(0).size).toBe(0);
   });
 
-  it('a backend that accepts the connect, then never answers the request, counts one failure at the retransmission timeout', async () => {
+  it('a backend that accepts the connect, then never answers the request, shows as stalled from the send and counts one failure at the retransmission timeout', async () => {
     lb.setService(tcp, [ok]);
     // The handshake passes, every packet carrying data to it is dropped: silent right after its SYN-ACK.
     const rule = ['INPUT', '-d', ok.ip, '-p', 'tcp', '--dport', String(ok.port), '--tcp-flags', 'PSH', 'PSH', '-j', 'DROP'];
     await inNetns(ns, 'iptables', ['-I', ...rule]);
     try {
       const before = health(ok)!;
-      const out = JSON.parse(
-        await runClient(`
+      const client = runClient(`
 import { connect } from 'node:net';
 const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
 const t = now();
@@ -201,10 +200,17 @@ let got = 0;
 s.on('data', (d) => (got += d.length));
 s.on('error', () => {});
 setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500);
-`),
-      ) as { t: number; got: number };
+`);
+      // Never acknowledged, so only the send tells: stamped as the request left, read as stalled 150 ms later.
+      const stalled = await pollUntil(() => lb.readStalled(150).get(healthKey('TCP', ok)), 1500);
+      const out = JSON.parse(await client) as { t: number; got: number };
       const h = health(ok)!;
       expect(out.got).toBe(0);
+      expect(stalled).toBeDefined();
+      console.log(`connected, then silent: request sent ${(stalled!.value - out.t).toFixed(1)} ms after the connect, read as stalled ${(stalled!.at - out.t).toFixed(1)} ms after it`);
+      expect(stalled!.value).toBeGreaterThanOrEqual(out.t);
+      expect(stalled!.value).toBeLessThan(h.lastFailureMs);
+      expect(stalled!.at - stalled!.value).toBeGreaterThanOrEqual(150);
       // Established (a success), then its request retransmitted at ~200, ~600, ~1400 ms: one failure, not three.
       expect(h.successes - before.successes).toBe(1);
       expect(h.failures - before.failures).toBe(1);
