@@ -206,3 +206,22 @@ describe('weights by repetition (spillover, datapath/agent/spillover.ts)', () =>
     expect(maps.decode()).toEqual({ services: {}, problems: [] });
   });
 });
+
+describe('pins of an older datapath', () => {
+  it('removes the pins that name no map of this one (a renamed map), and keeps every current map', async () => {
+    const { mkdtempSync, readdirSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'skein-pins-'));
+    try {
+      const maps = new FakeBpfMaps();
+      for (const name of [...maps.maps(), 'skein_pending_acked']) writeFileSync(join(dir, name), '');
+      const lb = new SocketLb(dir, () => maps);
+      expect(lb.removeObsoletePins()).toEqual(['skein_pending_acked']);
+      expect(readdirSync(dir).sort()).toEqual([...maps.maps()].sort());
+      expect(lb.removeObsoletePins()).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

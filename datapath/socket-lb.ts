@@ -4,7 +4,7 @@
 // master's count last, stale slots removed after the count no longer reaches them. A service that cannot be
 // programmed (too many backends, a full map, a bad address) is refused with a ProgramError before any map
 // is touched where that can be known, and otherwise rolled back, so its previous programming stays whole.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { buildDir, nativeAddon, type NativeBpfObject } from './native-addon.js';
@@ -275,7 +275,10 @@ export class SocketLb {
    * With `pinDir`, maps are pinned there and reused: a restarted agent adopts what the kernel still uses.
    * `open` stands in for the native addon in unit tests.
    */
-  constructor(pinDir?: string, open: (pinDir?: string) => NativeBpfObject = openNative) {
+  constructor(
+    private readonly pinDir?: string,
+    open: (pinDir?: string) => NativeBpfObject = openNative,
+  ) {
     if (pinDir) mkdirSync(pinDir, { recursive: true });
     this.obj = open(pinDir);
     this.limits = {
@@ -289,6 +292,18 @@ export class SocketLb {
   /** The maps an older datapath pinned with another layout, made afresh on load (an upgrade across a layout change). */
   pinnedMapsReplaced(): string[] {
     return this.obj.replacedPins();
+  }
+
+  /**
+   * Removes pins under `pinDir` that name no map of this datapath (a map an older one had, e.g. after a rename):
+   * nothing uses them, and left pinned they would hold kernel memory until the node restarts.
+   */
+  removeObsoletePins(): string[] {
+    if (!this.pinDir) return [];
+    const maps = new Set(this.obj.maps());
+    const obsolete = readdirSync(this.pinDir, { withFileTypes: true }).filter((e) => e.isFile() && !maps.has(e.name)).map((e) => e.name);
+    for (const name of obsolete) rmSync(join(this.pinDir, name), { force: true });
+    return obsolete;
   }
 
   /**

@@ -180,6 +180,8 @@ async function main(): Promise<void> {
   const lb = new SocketLb(join(cfg.pinDir, 'maps'));
   const replaced = lb.pinnedMapsReplaced();
   if (replaced.length) log.warn({ maps: replaced }, 'pinned maps of an older datapath had another layout: made afresh (their state is programmed again; health counters start over)');
+  const obsolete = lb.removeObsoletePins();
+  if (obsolete.length) log.info({ pins: obsolete }, 'removed pins of maps this datapath no longer has');
   lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
   const hz = kernelHz();
   log.info({ synRtoMs: cfg.synRtoMs, jiffies: lb.setSynRto(cfg.synRtoMs, hz), hz }, 'SYN RTO of load-balanced connects set');

@@ -307,8 +307,13 @@ setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500
       // An older datapath's health map, with another value layout, where this one pins its own.
       rmSync(join(pinDir, 'maps', 'skein_health'));
       await run('bpftool', ['map', 'create', join(pinDir, 'maps', 'skein_health'), 'type', 'lru_hash', 'key', '8', 'value', '8', 'entries', '1024', 'name', 'skein_health']);
+      // And a map an older datapath had under a name this one no longer uses.
+      await run('bpftool', ['map', 'create', join(pinDir, 'maps', 'skein_pending_acked'), 'type', 'hash', 'key', '8', 'value', '8', 'entries', '16', 'name', 'skein_pending_a']);
       const second = new SocketLb(join(pinDir, 'maps'));
       expect(second.pinnedMapsReplaced()).toEqual(['skein_health']);
+      expect(second.removeObsoletePins()).toEqual(['skein_pending_acked']);
+      expect(existsSync(join(pinDir, 'maps', 'skein_pending_acked'))).toBe(false);
+      expect(existsSync(join(pinDir, 'maps', 'skein_health'))).toBe(true);
       expect(second.limits.healthMapEntries).toBe(65_536);
       // The maps whose layout did not change are adopted with what they hold.
       expect(second.adopt().map((p) => `${p.frontend.ip}:${p.frontend.port}`)).toContain('100.64.251.99:80');
