@@ -6,7 +6,7 @@
 // values file is refused by the chart's schema; `helm uninstall` takes the datapath with it (no program
 // attached, no pin, no peer route, no Workload API socket) and the cluster's Services answer through kube-proxy.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pod } from '../../mesh/kube/objects.js';
@@ -59,6 +59,36 @@ afterAll(async () => {
   expect(existsSync('/var/lib/kubelet')).toBe(false);
 });
 
+/** What Skein holds on a node: programs attached in its cgroup tree, pins, proto-193 routes, its socket. */
+async function onNode(cluster: { name: string; id: number }, index: number) {
+  const net = nodeNet(tag, cluster, index);
+  const cgroup = join(await cgroup2Root(), kubeletCgroupRoot(tag, net.name));
+  const pinDir = `/sys/fs/bpf/skein/${tag}/${cluster.name}/${net.name}`;
+  return {
+    net,
+    programs: () => execFileSync('bpftool', ['cgroup', 'tree', cgroup], { encoding: 'utf8' }).split('\n').filter((l) => /\bskein_/.test(l)),
+    pinDir,
+    /** The kernel's ID of the pinned services map: the same ID is the same map, contents kept. */
+    servicesMapId: () => (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'pinned', join(pinDir, 'maps', 'skein_services')], { encoding: 'utf8' })) as { id: number }).id,
+    routes: () => execFileSync('ip', ['-n', net.netns, 'route', 'show', 'proto', '193'], { encoding: 'utf8' }).trim(),
+    socket: join(statePaths(stateDir).cluster(cluster.name), 'workload', net.name, 'agent.sock'),
+  };
+}
+
+/** The agent process of a node (host PID namespace: its /proc entry), by its --node-name. */
+function agentPid(node: string): number {
+  const pid = readdirSync('/proc').find((p) => {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a.endsWith('dist/datapath/agent/main.js')) && argv.includes(`--node-name=${node}`);
+    } catch {
+      return false; // not a process, or gone
+    }
+  });
+  if (!pid) throw new Error(`no agent process of ${node}`);
+  return Number(pid);
+}
+
 describe('the Helm chart on real kubelets', () => {
   it('runs skein-apiserver, its mesh etcd and an agent per node as pods from the built images', async () => {
     for (const cluster of [EAST, WEST]) {
@@ -108,6 +138,8 @@ describe('the Helm chart on real kubelets', () => {
     const rest = clusterRest(stateDir, EAST);
     const agentUids = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items.map((p) => p.metadata!.uid!);
     const before = await agentUids();
+    const node = await onNode(CLUSTERS[0]!, 1);
+    const mapBefore = node.servicesMapId();
     const vip = (await rest.get<{ spec: { clusterIP: string } }>('/api/v1/namespaces/default/services/echo')).spec.clusterIP;
     const client = (await readyPods(rest, 'app=client', 1))[0]!.metadata!.name!;
     // 25 s of requests from a pod (`skein local exec`: kubectl exec through the real kubelet), the upgrade in the middle.
@@ -128,6 +160,9 @@ describe('the Helm chart on real kubelets', () => {
     expect(outcomes).toHaveLength(1000);
     expect(outcomes.filter((o) => !o.ok)).toEqual([]);
     expect(new Set(outcomes.map((o) => o.cluster))).toEqual(new Set([EAST]));
+    // The old agent left its datapath (kube-proxy would have answered too): the same maps, all six hooks.
+    expect(node.servicesMapId()).toBe(mapBefore);
+    expect(node.programs()).toHaveLength(6);
   });
 
   it('helm refuses a values file the schema rejects, naming the field, and changes nothing', async () => {
@@ -146,18 +181,22 @@ describe('the Helm chart on real kubelets', () => {
 });
 
 describe('helm uninstall on real kubelets', () => {
-  /** What Skein leaves on a node: programs attached in its cgroup tree, pins, proto-193 routes, its socket. */
-  async function onNode(cluster: { name: string; id: number }, index: number) {
-    const net = nodeNet(tag, cluster, index);
-    const cgroup = join(await cgroup2Root(), kubeletCgroupRoot(tag, net.name));
-    return {
-      net,
-      programs: () => execFileSync('bpftool', ['cgroup', 'tree', cgroup], { encoding: 'utf8' }).split('\n').filter((l) => /\bskein_/.test(l)),
-      pinDir: `/sys/fs/bpf/skein/${tag}/${cluster.name}/${net.name}`,
-      routes: () => execFileSync('ip', ['-n', net.netns, 'route', 'show', 'proto', '193'], { encoding: 'utf8' }).trim(),
-      socket: join(statePaths(stateDir).cluster(cluster.name), 'workload', net.name, 'agent.sock'),
-    };
-  }
+  it('a kill -9 of an agent detaches nothing: the programs stay attached, the restarted agent adopts the same maps', async () => {
+    const node = await onNode(CLUSTERS[1]!, 1);
+    const mapBefore = node.servicesMapId();
+    const rest = clusterRest(stateDir, WEST);
+    const agentContainer = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items[0]?.status?.containerStatuses?.find((c) => c.name === 'agent');
+    const restarts = (await agentContainer())?.restartCount ?? 0;
+    process.kill(agentPid(node.net.name), 'SIGKILL');
+    expect(node.programs()).toHaveLength(6);
+    expect(node.servicesMapId()).toBe(mapBefore);
+    await waitFor('the agent restarted and ready', async () => {
+      const c = await agentContainer();
+      return c && c.restartCount > restarts && c.ready ? true : undefined;
+    }, 60_000);
+    expect(node.programs()).toHaveLength(6);
+    expect(node.servicesMapId()).toBe(mapBefore);
+  });
 
   it('takes the datapath with it on every node (the upgraded agents\' adopted links too): no program, pin, peer route or socket stays; Services still answer through kube-proxy', async () => {
     const nodes: { cluster: string; node: Awaited<ReturnType<typeof onNode>> }[] = [];
