@@ -97,7 +97,8 @@ export class UninstallWatch {
 
   /** The decision at shutdown: from the watch, or (it showed the DaemonSet present) one bounded lookup. */
   async verdict(timeoutMs: number): Promise<Verdict> {
-    await this.informer?.stop();
+    const stopped = this.informer?.stop().catch(() => {});
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
     const look = this.seen === 'present' ? await lookAtDaemonSet(this.o.rest, this.path, timeoutMs) : undefined;
     return shutdownVerdict(this.seen, look);
   }
