@@ -2,7 +2,7 @@
 // serves /healthz, /metrics and /v1/programmed (what the datapath holds now, what it refused, and the backends
 // outlier detection ejected); with --workload-socket also the SPIFFE Workload API for the node's pods (and /v1/workload).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
@@ -23,6 +23,7 @@ import { kernelRoutes } from '../kernel-routes.js';
 import { nativeAddon } from '../native-addon.js';
 import { NodeAgent } from './agent.js';
 import { PeerRoutes } from './peer-routes.js';
+import { removeEmptyParents, UninstallWatch, type Verdict } from './uninstall.js';
 import { OUTLIER_DEFAULTS } from './outliers.js';
 
 const Config = z.object({
@@ -42,6 +43,11 @@ const Config = z.object({
   /** Where this node's pod cgroups live (/kubepods for a kubelet with cgroupfs); default: --cgroup. */
   podCgroupParents: z.array(z.string().startsWith('/', '--pod-cgroup-parent must be an absolute path')),
   kubeconfig: z.string().optional(),
+  /** The DaemonSet this agent runs in (NAMESPACE/NAME): its deletion means uninstall (uninstall.ts). */
+  daemonSet: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, '--daemonset must be NAMESPACE/NAME of the agent DaemonSet, e.g. skein-system/skein-agent')
+    .optional(),
   /** Backend health from the datapath and outlier detection (outliers.ts; defaults there and below). */
   healthPollMs: z.coerce.number().int().min(10, '--health-poll-ms must be at least 10').max(10_000),
   outlierFailures: z.coerce.number().int().min(0).max(1000),
@@ -76,7 +82,7 @@ const NUMERIC_FLAGS = {
   'stall-ms': String(OUTLIER_DEFAULTS.stallMs),
 } as const;
 
-const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig'] as const;
+const STRING_FLAGS = ['cluster-name', 'node-name', 'mesh-etcd', 'mesh-etcd-ca', 'mesh-etcd-cert', 'mesh-etcd-key', 'cgroup', 'pin-dir', 'listen', 'workload-socket', 'node-cert', 'node-key', 'kubeconfig', 'daemonset'] as const;
 
 function config() {
   const { values } = parseArgs({
@@ -102,6 +108,7 @@ function config() {
     nodeKey: values['node-key'],
     podCgroupParents: values['pod-cgroup-parent'] ?? (values.cgroup ? [values.cgroup] : []),
     kubeconfig: values.kubeconfig ?? process.env.KUBECONFIG,
+    daemonSet: values.daemonset,
     healthPollMs: values['health-poll-ms'],
     outlierFailures: values['outlier-consecutive-failures'],
     outlierBaseEjectionMs: values['outlier-base-ejection-ms'],
@@ -138,11 +145,16 @@ function config() {
   }
 }
 
-/** The SPIFFE Workload API for the pods of this node. */
-async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
+function kubeConfigOf(cfg: ReturnType<typeof config>): KubeConfig {
   const kc = new KubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
   else kc.loadFromCluster();
+  return kc;
+}
+
+/** The SPIFFE Workload API for the pods of this node. */
+async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
+  const kc = kubeConfigOf(cfg);
   // Callers are attested only from a pod cgroup directly under one of these (attest.ts).
   log.info({ podCgroupParents: cfg.podCgroupParents }, 'attesting callers from pod cgroups under these cgroups');
   const source = new AgentIdentitySource({
@@ -163,7 +175,21 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
   return { source, server };
 }
 
+/** Follows the agent's DaemonSet (--daemonset) so that at shutdown it knows an uninstall from an upgrade. */
+function watchForUninstall(cfg: ReturnType<typeof config>, log: Logger): UninstallWatch | undefined {
+  if (!cfg.daemonSet) return undefined;
+  const [namespace, name] = cfg.daemonSet.split('/') as [string, string];
+  const kc = kubeConfigOf(cfg);
+  const watch = new UninstallWatch({ kc, rest: new KubeRest(kc), namespace, name, log });
+  watch.start();
+  return watch;
+}
+
+/** At most `ms` of a shutdown step: the kubelet kills the pod at the end of its grace period. */
+const bounded = (p: Promise<unknown>, ms: number) => Promise.race([p.catch(() => {}), new Promise((r) => setTimeout(r, ms).unref())]);
+
 const BPF_FS_MAGIC = 0xcafe4a11;
+const BPFFS = '/sys/fs/bpf';
 
 /** Pins need bpffs at /sys/fs/bpf; mount it where the host has not (the image has no stat(1): statfs here). */
 function ensureBpffs(): void {
@@ -302,12 +328,28 @@ async function main(): Promise<void> {
   const [host, port] = cfg.listen.split(':') as [string, string];
   await http.listen({ host, port: Number(port) });
 
-  // Stopping leaves the pinned programs and maps in place: traffic keeps flowing until the next agent adopts them.
+  // Stopping leaves the pinned programs, maps and routes in place: traffic keeps flowing until the next agent
+  // adopts them. Only when Skein is being uninstalled (uninstall.ts) does the datapath go with the agent. Every
+  // step is bounded: `helm uninstall` removes the mesh etcd too, and the kubelet kills the pod after 5 s.
+  const uninstallWatch = watchForUninstall(cfg, log);
+  const removeDatapath = (verdict: Verdict) => {
+    lb.detach(join(cfg.pinDir, 'links'));
+    lb.close();
+    rmSync(cfg.pinDir, { recursive: true, force: true });
+    removeEmptyParents(cfg.pinDir, BPFFS);
+    const routesRemoved = routes.removeAll();
+    log.info({ reason: verdict.reason, pinDir: cfg.pinDir, routesRemoved }, 'Skein is being uninstalled: programs detached, pins and peer routes removed');
+  };
+  let stopping = false;
   const shutdown = async () => {
-    await http.close();
-    await workload?.server.close();
-    await workload?.source.stop();
-    await agent.stop();
+    if (stopping) return;
+    stopping = true;
+    const verdict: Verdict = (await uninstallWatch?.verdict(1500)) ?? { uninstall: false, reason: 'no --daemonset: the datapath stays' };
+    // The agent stops programming first, so nothing is written back after the removal.
+    await bounded(agent.stop(), 1000);
+    if (verdict.uninstall) removeDatapath(verdict);
+    else log.info({ reason: verdict.reason }, 'stopping: the datapath stays attached for the next agent');
+    await bounded(Promise.all([http.close(), workload?.server.close(), workload?.source.stop()]), 1000);
     etcd.close();
     process.exit(0);
   };

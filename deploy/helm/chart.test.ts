@@ -165,6 +165,12 @@ describe('Helm chart deploy/helm/skein', () => {
       { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
       { apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests'], verbs: ['create', 'get'] },
     ]);
+    // Its own DaemonSet by name, read only: followed to tell an uninstall from an upgrade at shutdown.
+    const own = role(docs, 'Role', 'skein-agent');
+    expect(own.metadata.namespace).toBe(NAMESPACE);
+    expect(own.rules).toEqual([{ apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['skein-agent'], verbs: ['get', 'list', 'watch'] }]);
+    const agent = byName(workload(docs, 'DaemonSet', 'skein-agent'), 'agent');
+    expect(agent.args).toContain('--daemonset=$(POD_NAMESPACE)/skein-agent');
   });
 
   it('renders the kind values: pinned pod CIDR, NodePort, images never pulled, systemd pod cgroups, peer routes', async () => {
