@@ -1,3 +1,6 @@
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkRoom, ProgramError, programErrorOf, SOCK_LB_LIMITS, SocketLb, validateService, type BackendAddr, type Frontend } from './socket-lb.js';
 import { FakeBpfMaps } from './test-fakes.js';
@@ -208,10 +211,7 @@ describe('weights by repetition (spillover, datapath/agent/spillover.ts)', () =>
 });
 
 describe('pins of an older datapath', () => {
-  it('removes the pins that name no map of this one (a renamed map), and keeps every current map', async () => {
-    const { mkdtempSync, readdirSync, writeFileSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
+  it('removes the pins that name no map of this one (a renamed map), and keeps every current map', () => {
     const dir = mkdtempSync(join(tmpdir(), 'skein-pins-'));
     try {
       const maps = new FakeBpfMaps();

@@ -58,7 +58,7 @@ describe('affinity policy with ejected backends', () => {
     const m = merged('local', [be('10.1.1.2'), be('10.1.1.3')], [be('10.2.1.2'), be('10.2.1.3')]);
     const d = new OutlierDetector({ baseEjectionMs: 1000 });
     const services = new Map([['default/echo', serviceBackends(m)]]);
-    const tcp = (consecutive: number, successes = 0): HealthSample => ({ proto: 'TCP', successes, consecutive, sent: 0, unanswered: 0, firstUnansweredMs: 0 });
+    const tcp = (consecutive: number, successes = 0): HealthSample => ({ proto: 'TCP', successes, consecutive, lastSuccessMs: 0, lastFailureMs: 0, sent: 0, unanswered: 0, firstUnansweredMs: 0 });
     const samples = new Map([
       ['TCP/10.1.1.2:8080', tcp(3)],
       ['TCP/10.1.1.3:8080', tcp(4)],

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `npm run lint`: ESLint (typed, eslint.config.js), dependency-cruiser (the import rules of each part's README,
-# .dependency-cruiser.cjs) and knip (dead files, exports and dependencies, knip.jsonc). Runs all three, then
+# `npm run lint`: the type check of everything incl. tests (tsconfig.lint.json; the build compiles no test),
+# ESLint (typed, eslint.config.js), dependency-cruiser (the import rules of each part's README,
+# .dependency-cruiser.cjs) and knip (dead files, exports and dependencies, knip.jsonc). Runs all four, then
 # exits non-zero naming every one that failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/../.."
 npm run -s gen:proto || { echo "lint: generating the gRPC types (npm run gen:proto) failed" >&2; exit 1; }
 
 failed=()
+echo "lint: tsc (sources and tests)" >&2
+npx tsc -p tsconfig.lint.json || failed+=(tsc)
 echo "lint: eslint" >&2
 npx eslint . || failed+=(eslint)
 echo "lint: dependency-cruiser" >&2
@@ -20,4 +23,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "lint: FAILED: ${failed[*]} (see above)" >&2
   exit 1
 fi
-echo "lint: passed (eslint, dependency-cruiser, knip)" >&2
+echo "lint: passed (tsc, eslint, dependency-cruiser, knip)" >&2

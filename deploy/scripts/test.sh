@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: the lint gate (npm run lint: eslint, dependency-cruiser, knip), unit tests, then the
+# The whole test suite: the lint gate (npm run lint: tsc of sources and tests, eslint, dependency-cruiser, knip), unit tests, then the
 # e2e tests on the local test bed (real kube-apiserver, etcd, network namespaces, BPF). Installs what it
 # needs first. Ends with one line: "N passed, N failed, N skipped". A lint failure does not stop the tests,
 # but the script then exits non-zero and says so just before that line.

@@ -6,7 +6,8 @@
 // the labels one would set for each run; anyone who may create pods can set them anyway.)
 import { createHash } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeRest } from '../../mesh/kube/rest.js';
 import { keys } from '../../mesh/schema/keys.js';
@@ -81,8 +82,8 @@ const jobRunPod = (job: string, controllerUid: string, index?: number) => ({
 });
 const RUNS = [jobRunPod('report-28934561', '0b6c1d2e-1111'), jobRunPod('report-28934562', '0b6c1d2e-2222'), jobRunPod('report-indexed', '0b6c1d2e-3333', 0), jobRunPod('report-indexed', '0b6c1d2e-3333', 1)];
 
-async function tenantPods(): Promise<V1Pod[]> {
-  return (await attacker.get<{ items: V1Pod[] }>(`/api/v1/namespaces/${NS}/pods`)).items;
+async function tenantPods(): Promise<Pod[]> {
+  return (await attacker.get<{ items: Pod[] }>(`/api/v1/namespaces/${NS}/pods`)).items;
 }
 
 async function exportedIdentities(): Promise<IdentityValue[]> {
@@ -166,7 +167,7 @@ describe('attack: exhausting the security identity space', () => {
   });
 
   it('keeps the identities of pods still running (skein-apiserver\'s own)', async () => {
-    const own = (await admin.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods')).items[0]!;
+    const own = (await admin.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods')).items[0]!;
     // Several grace periods after the restart, the running pod's identity and bookkeeping are still there.
     const entry = IpEntry.parse(JSON.parse((await etcd.get(keys.ip(CLUSTER, own.status!.podIP!)).string())!));
     expect((await exportedIdentities()).map((i) => i.id)).toContain(entry.identity);

@@ -9,7 +9,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeSecrets } from '../../mesh/kube/secrets.js';
 import type { KubeRest } from '../../mesh/kube/rest.js';
@@ -37,7 +37,7 @@ const EAST_TD = `${EAST}.skein`;
 const stateDir = tempStateDir('attack-trust');
 let east: KubeRest;
 let west: KubeRest;
-let eastClient: V1Pod;
+let eastClient: Pod;
 
 const clusterDir = (c: string) => statePaths(stateDir).cluster(c);
 const meshUrl = (c: string) => readState(stateDir)!.clusters.find((x) => x.name === c)!.meshEtcdUrl;
@@ -67,7 +67,7 @@ c.ValidateJWTSVID({ audience: ${JSON.stringify(audience)}, svid: ${JSON.stringif
 }
 
 async function apiserverRestarts(rest: KubeRest): Promise<number> {
-  const pods = await rest.get<{ items: V1Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver');
+  const pods = await rest.get<{ items: Pod[] }>('/api/v1/namespaces/skein-system/pods?labelSelector=app%3Dskein-apiserver');
   return pods.items.reduce((n, p) => n + (p.status?.containerStatuses?.reduce((m, c) => m + c.restartCount, 0) ?? 0), 0);
 }
 

@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../mesh/kube/rest.js';
 import { cgroupOfPid, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
@@ -26,8 +26,8 @@ const VICTIM_ID = `spiffe://${CLUSTER}.skein/ns/default/sa/victim`;
 const ATTACKER_ID = `spiffe://${CLUSTER}.skein/ns/default/sa/default`;
 const stateDir = tempStateDir('attack-workload-api');
 let rest: KubeRest;
-let attacker: V1Pod;
-let victim: V1Pod;
+let attacker: Pod;
+let victim: Pod;
 let socket = '';
 let nodeCgroup = '';
 let agentUrl = '';
@@ -37,7 +37,7 @@ let agentUrl = '';
 type WorkloadStatus = { pods: number; svids: number; issued: number; renewed: number; signCalls: number; servedFromCache: number; servedAfterSigning: number };
 const nothingMoreThan = (s: WorkloadStatus) => ({ svids: s.svids, issued: s.issued, renewed: s.renewed, signCalls: s.signCalls, servedFromCache: s.servedFromCache, servedAfterSigning: s.servedAfterSigning });
 const agentStatus = async () => (await (await fetch(`${agentUrl}/v1/workload`)).json()) as WorkloadStatus;
-const podRef = (p: V1Pod) => `default/${p.metadata!.name}`;
+const podRef = (p: Pod) => `default/${p.metadata!.name}`;
 
 beforeAll(async () => {
   await up({ stateDir, clusters: [{ name: CLUSTER, id: 83 }], nodes: 1, echo: true });

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { Pod } from '../../mesh/kube/objects.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rotateWorkloadCa } from '../../deploy/cli/ca.js';
 import { connect } from '../../deploy/cli/connect.js';
@@ -35,15 +35,15 @@ const ID = (cluster: string) => `spiffe://${cluster}.skein/ns/default/sa/default
 const stateDir = tempStateDir('ca-rotation');
 const peer = execFileSync('bash', [join(REPO_ROOT, 'e2e', 'spiffe-peer', 'build.sh')], { encoding: 'utf8' }).trim();
 let east: KubeRest;
-let eastServer: V1Pod;
-let westClient: V1Pod;
+let eastServer: Pod;
+let westClient: Pod;
 /** East's workload CA before the rotation (with its key: the test plays a holder of an old SVID). */
 let oldCa: PemPair;
 /** An SVID of east's default identity signed by that CA, served by a plain Node TLS server in east. */
 let oldSvidUrl = '';
 
 type Call = { seq: number; answer?: { server: string; client: string }; serverCaKeyId?: string; error?: string };
-const inPod = (cluster: string, pod: V1Pod, argv: string[]) => exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod.metadata!.name}`, argv, stdio: 'pipe' });
+const inPod = (cluster: string, pod: Pod, argv: string[]) => exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod.metadata!.name}`, argv, stdio: 'pipe' });
 const lines = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
 const callEast = (url: string, extra: string[] = []) => inPod(WEST, westClient, [peer, 'get', '-url', url, '-server', ID(EAST), ...extra]);
 const serverUrl = () => `https://${podIp(eastServer)}:8443/`;

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import type { KubeNode, Pod } from '../../mesh/kube/objects.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeRest } from '../../mesh/kube/rest.js';
 import { keys } from '../../mesh/schema/keys.js';
@@ -29,15 +29,15 @@ const ID = (cluster: string) => `spiffe://${cluster}.skein/ns/default/sa/default
 const stateDir = tempStateDir('workload-identity');
 const peer = execFileSync('bash', [join(REPO_ROOT, 'e2e', 'spiffe-peer', 'build.sh')], { encoding: 'utf8' }).trim();
 let east: KubeRest;
-let eastClient: V1Pod;
+let eastClient: Pod;
 let westUrl = '';
 
-const nodeIndex = (p: V1Pod) => Number(/-node-(\d+)$/.exec(p.spec!.nodeName!)![1]);
-const inPod = (cluster: string, pod: V1Pod, argv: string[]) => exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod.metadata!.name}`, argv, stdio: 'pipe' });
+const nodeIndex = (p: Pod) => Number(/-node-(\d+)$/.exec(p.spec!.nodeName!)![1]);
+const inPod = (cluster: string, pod: Pod, argv: string[]) => exec({ stateDir, context: `skein-${cluster}`, pod: `default/${pod.metadata!.name}`, argv, stdio: 'pipe' });
 const lines = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { answer?: { client: string; server: string }; error?: string; clientSerial: string });
 const callWest = (extra: string[] = []) => inPod(EAST, eastClient, [peer, 'get', '-url', westUrl, '-server', ID(WEST), ...extra]);
 
-const probe = (pod: V1Pod | undefined, socket: string, header = true) => workloadProbe(stateDir, EAST, pod, socket, header);
+const probe = (pod: Pod | undefined, socket: string, header = true) => workloadProbe(stateDir, EAST, pod, socket, header);
 const socketOf = (cluster: string, node: number) => workloadSocket(statePaths(stateDir).cluster(cluster), node);
 const agentUrl = (cluster: string, node: number) => readState(stateDir)!.clusters.find((c) => c.name === cluster)!.agents[node - 1]!;
 
@@ -100,7 +100,7 @@ describe('workload identities across clusters', () => {
   it("a node's identity reads only what its datapath and Workload API need and writes only its own view", async () => {
     const dir = join(statePaths(stateDir).cluster(EAST), 'agent-1');
     const state = readState(stateDir)!.clusters.find((c) => c.name === EAST)!;
-    const nodes = (await east.get<{ items: V1Node[] }>('/api/v1/nodes')).items.map((n) => n.metadata!.name!).sort();
+    const nodes = (await east.get<{ items: KubeNode[] }>('/api/v1/nodes')).items.map((n) => n.metadata!.name!).sort();
     const [self, other] = [nodes.find((n) => n.endsWith('-node-1'))!, nodes.find((n) => n.endsWith('-node-2'))!];
     const agentEtcd = connectMeshEtcd({ endpoints: [state.meshEtcdUrl], caFile: join(statePaths(stateDir).cluster(EAST), 'mesh-pki', 'ca.crt'), certFile: join(dir, 'node.crt'), keyFile: join(dir, 'node.key'), serverName: meshEtcdServerName(EAST) });
     const root = meshEtcd(stateDir, EAST);
