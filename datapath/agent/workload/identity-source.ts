@@ -49,7 +49,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   readonly stats = { refusedBundles: 0 };
 
   constructor(
-    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { caPem: string; certPem: string; keyPem: string }; log: Log;
+    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: ConstructorParameters<typeof NodeCaClient>[1]; log: Log;
       /** Where this node's pod cgroups live, as /proc/<pid>/cgroup names them (attest.ts). */
       podCgroupParents: readonly string[];
       /** What view() shows changed (a bundle, an SVID signed): the agent publishes its view again. */
@@ -197,6 +197,13 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private client(): NodeCaClient {
     if (!this.nodeCa) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
     return this.nodeCa.client;
+  }
+
+  /** The node's own identity renewed over the node CA channel (node-identity-renewal.ts). */
+  renewNodeIdentity(csrPem: string): Promise<{ certificatePem: string; caPem: string }> {
+    return this.client()
+      .renewNodeIdentity(csrPem)
+      .then((r) => ({ certificatePem: r.certificate_pem, caPem: r.ca_pem }));
   }
 
   async attest(caller: Caller): Promise<PodIdentity | undefined> {
