@@ -2,7 +2,8 @@
 // with containerd and runc (CNI bridge from Debian's plugins); Skein installed in each by `helm install` of
 // deploy/helm/skein from the images build.sh made (imported into every node's containerd, never pulled).
 // Its pods run from those images; `skein connect` links the clusters; the drill fails over to the other
-// cluster and back without losing a request; a bad values file is refused by the chart's schema.
+// cluster and back without losing a request; a bad values file is refused by the chart's schema; an agent
+// renews its node identity (first from a CertificateSigningRequest) at half-life and keeps working.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -135,5 +136,36 @@ describe('the Helm chart on real kubelets', () => {
     const history = await helm(adminKubeconfig(EAST), ['history', 'skein', '-n', SKEIN_NAMESPACE, '-o', 'json']);
     // install, then the upgrade above: the refused one left no revision.
     expect((JSON.parse(history) as unknown[]).length).toBe(2);
+  });
+
+  it('a chart agent renews its node identity (from the CSR path) at half-life, in its own volume, and keeps working', async () => {
+    const rest = clusterRest(stateDir, EAST);
+    const TTL_S = 20;
+    // The policy shortened: the next agent pod's init step gets a 20 s identity, and renewals follow it.
+    await helm(adminKubeconfig(EAST), ['upgrade', 'skein', CHART_DIR, '-n', SKEIN_NAMESPACE, '--reuse-values', '--set', `apiserver.extraArgs={--node-identity-ttl=${TTL_S}}`, '--wait', '--timeout', '120s']);
+    const agents = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items;
+    const old = (await agents())[0]!;
+    await rest.delete(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods/${old.metadata!.name}`);
+    const agent = await waitFor('a new agent pod ready', async () => {
+      const p = (await agents()).find((a) => a.metadata!.uid !== old.metadata!.uid);
+      return p?.status?.containerStatuses?.every((c) => c.ready) ? p : undefined;
+    }, 120_000);
+    const url = `http://${agent.status!.hostIP}:9877/v1/node-identity`;
+    const identity = async () => (await (await fetch(url)).json()) as { serial: string; notAfter: string; renewals: number; failures: number; lastError?: string };
+    const first = await identity();
+    expect(Date.parse(first.notAfter) - Date.now()).toBeLessThanOrEqual(TTL_S * 1000);
+    const renewed = await waitFor('two renewals', async () => {
+      const id = await identity();
+      return id.renewals >= 2 ? id : undefined;
+    }, 3 * TTL_S * 1000);
+    expect(renewed.serial).not.toBe(first.serial);
+    expect(renewed.failures).toBe(0);
+    // Past the first certificate's end the agent still serves from the mesh etcd, in the same container.
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(first.notAfter) - Date.now() + 1000)));
+    const now = (await agents()).find((a) => a.metadata!.uid === agent.metadata!.uid)!;
+    expect(now.status?.containerStatuses?.every((c) => c.ready && c.restartCount === 0)).toBe(true);
+    const report = DrillReport.parse(await runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }));
+    expect(report.failoverMs).not.toBeNull();
+    expect(report.requestsLost).toBe(0);
   });
 });
