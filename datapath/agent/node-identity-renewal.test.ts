@@ -67,6 +67,21 @@ describe('node identity renewal (the agent\'s side)', () => {
     renewal.stop();
   });
 
+  it('waits out a year-long identity: due in six months, not at once (a timer that long would fire at once)', async () => {
+    const longCa = await createCA({ commonName: 'mesh CA', ttlMs: 2 * 365 * 86_400_000 });
+    let calls = 0;
+    const renew = async () => {
+      calls++;
+      return Promise.reject(new Error('not now'));
+    };
+    const renewal = new NodeIdentityRenewal({ node: 'n1', files: { cert: join(dir, 'year.crt'), key: join(dir, 'year.key') }, credentials: new SwappableCredentials(longCa.certPem, await issueNodeIdentity({ cluster: CLUSTER, mesh: longCa }, 'n1')), renew, log });
+    renewal.start();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(calls).toBe(0);
+    expect(Date.parse(renewal.status().nextRenewalAt!) - Date.now()).toBeGreaterThan(150 * 86_400_000);
+    renewal.stop();
+  });
+
   it('is due half-way through the lifetime, counted from receipt when it is known', async () => {
     const c = new X509Certificate((await issueNodeIdentity({ cluster: CLUSTER, mesh }, 'n1', 20_000)).certPem);
     const from = Date.parse(c.validFrom);

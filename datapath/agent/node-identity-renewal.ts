@@ -14,6 +14,7 @@ import type { SwappableCredentials } from '../../mtls/swappable-credentials.js';
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
 const RETRY = { minMs: 1_000, maxMs: 60_000, jitter: 0.2 };
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * When a certificate is due: half-way from when it was received (or, for the one found at start, its
@@ -86,11 +87,19 @@ export class NodeIdentityRenewal {
   }
 
   private arm(ms: number): void {
+    this.nextAt = Date.now() + Math.max(0, ms);
+    this.wait();
+  }
+
+  /**
+   * Sleeps until `nextAt` in steps a timer can take: Node fires a setTimeout longer than 2^31-1 ms (24.8 days)
+   * at once, and a year-long identity is due in six months.
+   */
+  private wait(): void {
     clearTimeout(this.timer);
-    if (this.stopped) return;
-    const delay = Math.max(0, ms);
-    this.nextAt = Date.now() + delay;
-    this.timer = setTimeout(() => void this.renew(), delay);
+    if (this.stopped || this.nextAt === undefined) return;
+    const left = this.nextAt - Date.now();
+    this.timer = left > MAX_TIMER_MS ? setTimeout(() => this.wait(), MAX_TIMER_MS) : setTimeout(() => void this.renew(), Math.max(0, left));
     this.timer.unref();
   }
 

@@ -29,6 +29,8 @@ let root: Etcd3;
 let agentUrl = '';
 let node = '';
 let firstNotAfter = 0;
+/** The killed agent's view lease: it outlives the agent by its TTL, holding the view key until the new agent writes it. */
+let oldLease: string | undefined;
 
 const clusterDir = () => statePaths(stateDir).cluster(CLUSTER);
 const identity = async () => (await (await fetch(`${agentUrl}/v1/node-identity`)).json()) as { serial: string; notAfter: string; renewals: number; failures: number };
@@ -55,6 +57,7 @@ beforeAll(async () => {
   const state = readState(stateDir)!;
   const cluster = state.clusters[0]!;
   const controlCgroup = join(state.cgroupRoot, 'control', CLUSTER);
+  oldLease = (await root.get(keys.agent(CLUSTER, node)).exec()).kvs[0]?.lease;
   await destroyCgroup(join(controlCgroup, 'agent-1'));
   const pki = meshPki(clusterDir());
   const first = await issueNodeIdentity({ cluster: CLUSTER, mesh: { certPem: readFileSync(pki.ca, 'utf8'), keyPem: readFileSync(pki.caKey, 'utf8') } }, node, TTL_S * 1000);
@@ -74,7 +77,10 @@ describe('node identity rotation', () => {
   it('renews at half-life while watches, the lease and the node-CA channel carry on, and after the first certificate expired new handshakes use the renewed one', async () => {
     const socket = `unix://${workloadSocket(clusterDir(), 1)}`;
     const viewLease = async () => (await root.get(keys.agent(CLUSTER, node)).exec()).kvs[0]?.lease;
-    await waitFor('the agent\'s view on its lease', async () => (await viewLease()) ?? undefined, 30_000);
+    await waitFor('the new agent\'s view on its lease', async () => {
+      const l = await viewLease();
+      return l && l !== oldLease ? l : undefined;
+    }, 60_000);
     const lease = await viewLease();
     const serials = new Set<string>([(await identity()).serial]);
     for (let round = 1; serials.size < 3; round++) {
