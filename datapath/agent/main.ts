@@ -310,7 +310,7 @@ async function main(): Promise<void> {
   const workload = cfg.workloadSocket && nodeTls ? await startWorkloadApi(cfg, etcd, nodeTls, log, () => viewChanged()) : undefined;
   const nodeIdentity =
     workload && nodeTls
-      ? new NodeIdentityRenewal({ node: cfg.nodeName, files: { cert: cfg.nodeCert!, key: cfg.nodeKey! }, credentials: nodeTls, renew: (csrPem) => workload.source.renewNodeIdentity(csrPem), log })
+      ? new NodeIdentityRenewal({ node: cfg.nodeName, files: { cert: cfg.nodeCert!, key: cfg.nodeKey! }, credentials: nodeTls, renew: (csrPem) => workload.source.renewNodeIdentity(csrPem), onRenewed: () => workload.source.reconnectNodeCa(), log })
       : undefined;
   nodeIdentity?.start();
   if (nodeIdentity) {

@@ -2,9 +2,10 @@
 // the way kubelet rotates its client certificate: a new key made here, its request sent over the node CA
 // channel the current certificate authenticates, the answer checked (our node, our key, the mesh CA), written
 // where the agent keeps it (each file replaced by a rename: a reader gets the old file or the new one, never
-// a part) and handed to the credentials the mesh etcd client and the node CA channel dial with. Connections
-// already open (watches, the lease, the node CA channel) go on untouched; the next handshake presents the new
-// certificate. A failed renewal is logged and retried with backoff while the current one still serves.
+// a part) and handed to the credentials the mesh etcd client and the node CA channel dial with. The etcd
+// connections already open (watches, the lease) go on untouched and the next handshake presents the new
+// certificate; the node CA channel is opened anew at once, because the node CA authenticates each call by
+// its connection's certificate and renews nothing for one that expired. A failed renewal is logged and retried with backoff while the current one still serves.
 import { X509Certificate } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { backoffDelay } from '../../mesh/backoff.js';
@@ -60,6 +61,8 @@ export class NodeIdentityRenewal {
       credentials: SwappableCredentials;
       /** Sends the request over the node CA channel; resolves the node certificate and the CA that signed it. */
       renew: (csrPem: string) => Promise<{ certificatePem: string; caPem: string }>;
+      /** The new certificate is in the credentials: open what must present it now (the node CA channel). */
+      onRenewed?: () => void;
       log: Log;
     },
   ) {
@@ -117,6 +120,7 @@ export class NodeIdentityRenewal {
       replaceFile(this.o.files.key, keyPem, 0o640);
       replaceFile(this.o.files.cert, issued.certificatePem, 0o644);
       this.o.credentials.setIdentity({ certPem: issued.certificatePem, keyPem });
+      this.o.onRenewed?.();
       this.cert = next;
       this.renewals++;
       this.attempt = 0;

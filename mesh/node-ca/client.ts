@@ -16,6 +16,9 @@ export class NodeCaClient {
     this.stub = new (loadNodeCaApi().NodeCA)(endpoint, credentials, {
       'grpc.ssl_target_name_override': NODE_CA_NAME,
       'grpc.default_authority': NODE_CA_NAME,
+      // A connection of its own, never one another channel with equal credentials opened: a new client is
+      // how an agent gets a new handshake, presenting its renewed certificate (identity-source.ts).
+      'grpc.use_local_subchannel_pool': 1,
     });
   }
 
