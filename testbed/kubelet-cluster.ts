@@ -35,6 +35,8 @@ export interface KubeletClusterSpec {
   /** Image archives (build.sh) imported into every node's containerd, and the one containerd runs as sandbox. */
   images: string[];
   sandboxImage: string;
+  /** The chart's apiserver.extraArgs. */
+  apiserverArgs: string[];
   progress: (msg: string) => void;
 }
 
@@ -100,7 +102,7 @@ export async function installSkein(s: KubeletClusterSpec, admin: KubeConfig): Pr
   await installChart({
     kubeconfig: join(s.clusterDir, 'kubeconfigs', 'admin.yaml'),
     valuesFile: join(s.clusterDir, 'skein-values.json'),
-    values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir }),
+    values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir, apiserverArgs: s.apiserverArgs }),
   });
   const rest = new KubeRest(admin);
   await waitFor(`skein-apiserver of ${s.cluster.name} to be ready`, async () => ((await rest.get<string>(skeinProxyPath('/readyz'))) !== undefined ? true : undefined), 60_000, `kubectl -n skein-system logs deploy/skein-apiserver`);
