@@ -58,6 +58,8 @@ export const ApiserverConfig = z.object({
   jwtSvidTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--jwt-svid-ttl must be at least 10 seconds'),
   /** Lifetime of the serving certificates this process issues (the node CA's, the mesh etcd's); renewed at half of it. */
   servingCertTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--serving-cert-ttl must be at least 10 seconds'),
+  /** Lifetime of the node identities this process issues (a chart agent's first, every renewal); agents renew at half of it. */
+  nodeIdentityTtlMs: z.number({ error: SECONDS_HINT }).int().min(10_000, '--node-identity-ttl must be at least 10 seconds'),
   /**
    * Where the mesh etcd reads its serving certificate (server.crt, server.key): a volume shared with it (a
    * sidecar etcd's emptyDir). Set, this process keeps a certificate there renewed at half-life; unset, the
@@ -115,6 +117,7 @@ const FLAG_OF: Record<string, string> = {
   svidTtlMs: '--svid-ttl',
   jwtSvidTtlMs: '--jwt-svid-ttl',
   servingCertTtlMs: '--serving-cert-ttl',
+  nodeIdentityTtlMs: '--node-identity-ttl',
   meshEtcdServingDir: '--mesh-etcd-serving-dir',
   identityGcGraceMs: '--identity-gc-grace',
   meshCompactionIntervalMs: '--mesh-compaction-interval',
@@ -149,6 +152,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       'svid-ttl': { type: 'string' },
       'jwt-svid-ttl': { type: 'string' },
       'serving-cert-ttl': { type: 'string' },
+      'node-identity-ttl': { type: 'string' },
       'mesh-etcd-serving-dir': { type: 'string' },
       'identity-gc-grace': { type: 'string' },
       'mesh-compaction-interval': { type: 'string' },
@@ -167,6 +171,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const svidTtlText = values['svid-ttl'] ?? env.SKEIN_SVID_TTL ?? '3600';
   const jwtTtlText = values['jwt-svid-ttl'] ?? env.SKEIN_JWT_SVID_TTL ?? '300';
   const servingTtlText = values['serving-cert-ttl'] ?? env.SKEIN_SERVING_CERT_TTL ?? '86400';
+  const nodeIdentityTtlText = values['node-identity-ttl'] ?? env.SKEIN_NODE_IDENTITY_TTL ?? String(365 * 86400);
   const identityGcText = values['identity-gc-grace'] ?? env.SKEIN_IDENTITY_GC_GRACE ?? '600';
   const compactionText = values['mesh-compaction-interval'] ?? env.SKEIN_MESH_COMPACTION_INTERVAL ?? '300';
   const defragFreeText = values['mesh-defrag-min-free'] ?? env.SKEIN_MESH_DEFRAG_MIN_FREE ?? '32Mi';
@@ -174,7 +179,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const maxBytesText = values['remote-max-bytes'] ?? env.SKEIN_REMOTE_MAX_BYTES ?? String(REMOTE_QUOTA.maxBytes);
   const maxValueText = values['remote-max-value-bytes'] ?? env.SKEIN_REMOTE_MAX_VALUE_BYTES ?? String(REMOTE_QUOTA.maxValueBytes);
   // What the user typed, for error messages about fields parsed into numbers.
-  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText, servingCertTtlMs: servingTtlText, identityGcGraceMs: identityGcText, meshCompactionIntervalMs: compactionText, meshDefragMinFreeBytes: defragFreeText, remoteMaxKeys: maxKeysText, remoteMaxBytes: maxBytesText, remoteMaxValueBytes: maxValueText };
+  const typed: Record<string, string | undefined> = { clusterId: idText, remoteStaleAfterMs: staleText, remoteRemoveAfterMs: removeText, remoteIdentityTtlMs: ttlText, meshIdentityTtlMs: meshTtlText, svidTtlMs: svidTtlText, jwtSvidTtlMs: jwtTtlText, servingCertTtlMs: servingTtlText, nodeIdentityTtlMs: nodeIdentityTtlText, identityGcGraceMs: identityGcText, meshCompactionIntervalMs: compactionText, meshDefragMinFreeBytes: defragFreeText, remoteMaxKeys: maxKeysText, remoteMaxBytes: maxBytesText, remoteMaxValueBytes: maxValueText };
   const raw = {
     clusterName: values['cluster-name'] ?? env.SKEIN_CLUSTER_NAME,
     clusterId: idText === undefined ? undefined : /^\d+$/.test(idText) ? Number(idText) : NaN,
@@ -197,6 +202,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     svidTtlMs: seconds(svidTtlText) * 1000,
     jwtSvidTtlMs: seconds(jwtTtlText) * 1000,
     servingCertTtlMs: seconds(servingTtlText) * 1000,
+    nodeIdentityTtlMs: seconds(nodeIdentityTtlText) * 1000,
     meshEtcdServingDir: values['mesh-etcd-serving-dir'] ?? env.SKEIN_MESH_ETCD_SERVING_DIR,
     identityGcGraceMs: seconds(identityGcText) * 1000,
     meshCompactionIntervalMs: seconds(compactionText) * 1000,

@@ -52,7 +52,7 @@ async function startWorkloadIdentity(cfg: ApiserverConfig, ca: ClusterCA, kc: Ku
     return { workloadCa };
   }
   const now = workloadCa.current;
-  const nodeCa = new NodeCaServer({ ca: { ...ca, workload: now.signing, workloadBundle: now.bundlePem }, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, log });
+  const nodeCa = new NodeCaServer({ ca: { ...ca, workload: now.signing, workloadBundle: now.bundlePem }, rest, svidTtlMs: cfg.svidTtlMs, jwtTtlMs: cfg.jwtSvidTtlMs, servingTtlMs: cfg.servingCertTtlMs, nodeIdentityTtlMs: cfg.nodeIdentityTtlMs, log });
   node.ca = nodeCa;
   const [host, port] = cfg.nodeCaListen.split(':') as [string, string];
   const bound = await nodeCa.listen(host, Number(port), [cfg.advertiseIp]);
@@ -187,7 +187,7 @@ async function main(): Promise<void> {
   log.info({ listen: cfg.listen, meshEtcd: cfg.meshEtcd }, 'skein-apiserver listening');
 
   const nodeUsers = identity && new NodeUsers({ kc, rest, etcd: etcdRef, cluster: cfg.clusterName, log });
-  const nodeSigner = ca && cfg.signNodeRequests ? new NodeCsrSigner({ kc, rest, ca, log }) : undefined;
+  const nodeSigner = ca && cfg.signNodeRequests ? new NodeCsrSigner({ kc, rest, ca, nodeIdentityTtlMs: cfg.nodeIdentityTtlMs, log }) : undefined;
   if (cfg.signNodeRequests && !ca) log.warn('--sign-node-requests needs this process to hold the cluster CA (an https mesh etcd without --mesh-etcd-cert): not signing');
   const shutdown = async () => {
     log.info('shutting down');

@@ -62,7 +62,7 @@ export class NodeCsrSigner {
   private readonly retries = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private readonly o: { kc: KubeConfig; rest: Pick<KubeRest, 'get' | 'put' | 'list'>; ca: MeshCA; log: Log }) {}
+  constructor(private readonly o: { kc: KubeConfig; rest: Pick<KubeRest, 'get' | 'put' | 'list'>; ca: MeshCA; nodeIdentityTtlMs?: number; log: Log }) {}
 
   start(): void {
     const fieldSelector = `spec.signerName=${NODE_SIGNER}`;
@@ -88,7 +88,7 @@ export class NodeCsrSigner {
       // The request itself is checked while signing (it proves its key and names exactly node-<node>).
       const outcome: { node: string; certPem: string } | { refused: string } =
         'node' in decision
-          ? await issueNodeIdentityFor(this.o.ca, decision.node, Buffer.from(csr.spec.request, 'base64').toString('utf8')).then(
+          ? await issueNodeIdentityFor(this.o.ca, decision.node, Buffer.from(csr.spec.request, 'base64').toString('utf8'), this.o.nodeIdentityTtlMs).then(
               (certPem) => ({ node: decision.node, certPem }),
               (err: Error) => ({ refused: err.message }),
             )

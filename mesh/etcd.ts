@@ -4,6 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, Range, type IKeyValue, type IOptions } from 'etcd3';
+import * as grpc from '@grpc/grpc-js';
+import type { SwappableCredentials } from '../mtls/swappable-credentials.js';
 import { BatchTooLargeError, type KvBackend, type KvOp } from './state-writer.js';
 
 export interface MeshEtcdOptions {
@@ -13,6 +15,12 @@ export interface MeshEtcdOptions {
   keyFile?: string;
   /** PEMs in memory (issued at start-up) instead of files. */
   tls?: { caPem: string; certPem: string; keyPem: string };
+  /**
+   * An identity that is renewed while the client lives (a node agent's): every new connection (a reconnect
+   * after etcd restarts, a new member) presents the certificate current at that moment, while connections
+   * already open, with their watches and lease keepalives, go on untouched.
+   */
+  renewing?: SwappableCredentials;
   callTimeoutMs?: number;
   /**
    * The name the server certificate is verified against (`meshEtcdServerName(cluster)`). Endpoints are
@@ -59,8 +67,9 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
     faultHandling: { global: retryPolicy, host: hostPolicy },
     ...(o.serverName ? { grpcOptions: { 'grpc.ssl_target_name_override': o.serverName, 'grpc.default_authority': o.serverName } } : {}),
   };
-  if (o.tls) {
-    opts.credentials = { rootCertificate: Buffer.from(o.tls.caPem), privateKey: Buffer.from(o.tls.keyPem), certChain: Buffer.from(o.tls.certPem) };
+  const tls = o.renewing ? { caPem: o.renewing.caPem, ...o.renewing.current } : o.tls;
+  if (tls) {
+    opts.credentials = { rootCertificate: Buffer.from(tls.caPem), privateKey: Buffer.from(tls.keyPem), certChain: Buffer.from(tls.certPem) };
   } else if (o.caFile) {
     opts.credentials = {
       rootCertificate: readFileSync(o.caFile),
@@ -68,7 +77,30 @@ export function connectMeshEtcd(o: MeshEtcdOptions): Etcd3 {
       certChain: o.certFile ? readFileSync(o.certFile) : undefined,
     };
   }
-  return new Etcd3(opts);
+  if (!o.renewing) return new Etcd3(opts);
+  const client = new Etcd3(opts);
+  useChannelCredentials(client, o.renewing.channelCredentials);
+  return client;
+}
+
+/**
+ * etcd3 1.1.2 (pinned) builds one grpc-js ChannelCredentials from fixed buffers (ConnectionPool's
+ * buildAuthentication: createSsl) and has no option to pass credentials of our own; a renewed certificate
+ * would otherwise need a new client, and with it every watch and the lease moved over. So the credentials
+ * each host dials with are replaced, before the first call opens a channel, by certificate-provider ones that
+ * grpc-js reads per connection. The fields are checked, so an etcd3 that changed shape fails here, loudly.
+ */
+function useChannelCredentials(client: Etcd3, credentials: grpc.ChannelCredentials): void {
+  const hosts: unknown = Reflect.get(Reflect.get(client, 'pool') ?? {}, 'hosts');
+  const fresh = (h: unknown) => {
+    if (typeof h !== 'object' || h === null) return false;
+    const cached: unknown = Reflect.get(h, 'cachedServices');
+    // No service client yet: no channel was made with the credentials being replaced.
+    return Reflect.get(h, 'channelCredentials') instanceof grpc.ChannelCredentials && typeof cached === 'object' && cached !== null && Object.keys(cached).length === 0;
+  };
+  const ok = Array.isArray(hosts) && hosts.length > 0 && hosts.every(fresh);
+  if (!ok) throw new Error('this etcd3 version keeps its channel credentials elsewhere than 1.1.2 (pool.hosts[].channelCredentials): a renewing identity cannot be given to it; pin etcd3 1.1.2 or adapt mesh/etcd.ts');
+  for (const h of hosts) Reflect.set(h as object, 'channelCredentials', credentials);
 }
 
 /**

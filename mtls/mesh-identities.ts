@@ -5,6 +5,7 @@
 //   node-<node>    the agent of one node: reads what its datapath and Workload API need, writes its own view.
 // Each also carries a URI SAN in Skein's own `urn:skein:` space, never a SPIFFE ID: a SPIFFE verifier
 // (a workload's go-spiffe, a peer) neither chains it to a trust bundle nor reads it as a workload.
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { ClusterCA } from './cluster-ca.js';
 import { issueCertificate, issueForRequest, newKeyAndRequest, type CertSpec, type PemPair } from './x509.js';
 
@@ -66,4 +67,17 @@ export function nodeIdentityRequest(node: string): Promise<{ keyPem: string; csr
  */
 export function issueNodeIdentityFor(ca: MeshCA, node: string, csrPem: string, ttlMs = 365 * 24 * HOUR): Promise<string> {
   return issueForRequest(ca.mesh, csrPem, nodeUser(node), nodeIdentitySpec(ca, node, ttlMs));
+}
+
+/**
+ * The node's side, before it uses a node identity it was sent (by the CSR signer or a renewal): signed by the
+ * CA sent with it, for exactly node-<node>, and for the key the node made. Throws saying which does not hold.
+ */
+export function checkIssuedNodeIdentity(issued: { certPem: string; caPem: string }, node: string, keyPem: string): X509Certificate {
+  const leaf = new X509Certificate(issued.certPem);
+  const ca = new X509Certificate(issued.caPem);
+  if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) throw new Error('the issued certificate is not signed by the CA sent with it');
+  if (leaf.subject !== `CN=${nodeUser(node)}`) throw new Error(`issued for "${leaf.subject}", not CN=${nodeUser(node)}`);
+  if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new Error('the issued certificate is for another key');
+  return leaf;
 }

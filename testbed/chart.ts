@@ -22,7 +22,7 @@ async function helmBinary(): Promise<string> {
 }
 
 /** The chart's values for one test-bed cluster. */
-export function testbedValues(o: { tag: string; cluster: { name: string; id: number }; cgroup2Mount: string; workloadDir: string }) {
+export function testbedValues(o: { tag: string; cluster: { name: string; id: number }; cgroup2Mount: string; workloadDir: string; apiserverArgs?: string[] }) {
   return {
     cluster: { name: o.cluster.name, id: o.cluster.id, podCidr: clusterPodCidr(o.cluster.id), serviceCidr: SERVICE_CIDR },
     image: { pullPolicy: 'Never' },
@@ -40,7 +40,7 @@ export function testbedValues(o: { tag: string; cluster: { name: string; id: num
       // Small requests: a 2-core machine carries every node of every cluster.
       resources: { requests: { cpu: '10m', memory: '64Mi' } },
     },
-    apiserver: { resources: { requests: { cpu: '10m', memory: '64Mi' } } },
+    apiserver: { resources: { requests: { cpu: '10m', memory: '64Mi' } }, extraArgs: o.apiserverArgs ?? [] },
   };
 }
 

@@ -37,6 +37,8 @@ export interface KubeletClusterSpec {
   controlCgroup: string;
   kubeBin: string;
   cgroup2Mount: string;
+  /** The chart's apiserver.extraArgs. */
+  apiserverArgs: string[];
   progress: (msg: string) => void;
 }
 
@@ -102,7 +104,7 @@ export async function installSkein(s: KubeletClusterSpec, admin: KubeConfig): Pr
   await installChart({
     kubeconfig: join(s.clusterDir, 'kubeconfigs', 'admin.yaml'),
     valuesFile: join(s.clusterDir, 'skein-values.json'),
-    values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir }),
+    values: testbedValues({ tag: s.tag, cluster: s.cluster, cgroup2Mount: s.cgroup2Mount, workloadDir, apiserverArgs: s.apiserverArgs }),
     // Readiness is waited for below (polled finer than helm's 2 s): helm exits instead of polling beside it.
     wait: false,
   });

@@ -31,6 +31,8 @@ export interface UpOptions {
   echo: boolean;
   /** Nodes on the real kubelet + containerd, Skein installed by its Helm chart from the built images. */
   kubelet?: boolean;
+  /** More skein-apiserver flags for a --kubelet install (the chart's apiserver.extraArgs), e.g. a short --node-identity-ttl. */
+  chartApiserverArgs?: string[];
   progress?: (msg: string) => void;
 }
 
@@ -211,7 +213,7 @@ async function startKubeletCluster(
 ): Promise<{ state: ClusterState; plane: ControlPlane }> {
   const { clusterDir, logDir, cg, hostIp } = freshCluster(opts, tag, cgroupRoot, cluster, progress);
   const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeNet(tag, cluster, i + 1));
-  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), progress };
+  const spec = { tag, cluster, nodes, clusterDir, logDir, controlCgroup: cg, kubeBin, cgroup2Mount: await cgroup2Root(), apiserverArgs: opts.chartApiserverArgs ?? [], progress };
   // containerd and its images need no control plane: both start at once.
   const [plane, built] = await Promise.all([startControlPlane({ cluster: cluster.name, clusterDir, cgroup: cg, kubeBin, logDir, bindIp: hostIp, realKubelets: true, progress }), startNodeRuntimes(spec, images)]);
   progress(`${cluster.name}: control plane and node runtimes up`);

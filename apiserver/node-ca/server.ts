@@ -1,7 +1,8 @@
 // The apiserver's signing service for its node agents (gRPC over mTLS). The caller is the node its
 // certificate names (URI SAN urn:skein:mesh:<cluster>:node:<node>, signed by this cluster's mesh CA); it gets
 // SVIDs, signed by the workload CA, only for pods the Kubernetes API binds to that node. The SPIFFE ID comes
-// from the pod object the API returned (its namespace and service account), never from the request.
+// from the pod object the API returned (its namespace and service account), never from the request. The
+// caller also renews its own node certificate here (RenewNodeIdentity), for its node only.
 import * as grpc from '@grpc/grpc-js';
 
 import type { ClusterCA } from '../../mtls/cluster-ca.js';
@@ -9,15 +10,15 @@ import { splitPemCertificates } from '../../mtls/trust-bundle.js';
 import type { PemPair } from '../../mtls/x509.js';
 import { signJwtSvid, signX509Svid, workloadSpiffeId } from '../../mtls/svid.js';
 import { issueCertificate } from '../../mtls/x509.js';
-import { nodeUri } from '../../mtls/mesh-identities.js';
+import { issueNodeIdentityFor, nodeUri, nodeUser } from '../../mtls/mesh-identities.js';
 import { RenewingCertificate } from '../../mtls/renewing-cert.js';
-import { SwappableServerCredentials } from './serving-credentials.js';
+import { SwappableCredentials } from '../../mtls/swappable-credentials.js';
 import { X509Certificate } from 'node:crypto';
 import { isNotFound, type KubeRest } from '../../mesh/kube/rest.js';
 import { Dns1123Subdomain, podPath, PodRef } from '../../mesh/kube/names.js';
 import { firstIssue } from '../../mesh/schema/issue.js';
 import { loadNodeCaApi, NODE_CA_NAME, type NodeCAHandlers } from '../../mesh/node-ca/proto.js';
-import type { Pod } from '../../mesh/kube/objects.js';
+import type { KubeNode, Pod } from '../../mesh/kube/objects.js';
 import type { SignX509SVIDResponse } from '../../mesh/node-ca/generated/skein/v1/SignX509SVIDResponse.js';
 
 type Refusal = { error: Partial<grpc.StatusObject> };
@@ -30,14 +31,14 @@ const MAX_BATCH = 256;
 
 export class NodeCaServer {
   private readonly server = new grpc.Server();
-  readonly counts = { x509: 0, jwt: 0, denied: 0, invalid: 0 };
+  readonly counts = { x509: 0, jwt: 0, denied: 0, invalid: 0, nodeIdentities: 0 };
   /** The workload CA that signs now and its trust domain's bundle (DER, concatenated): swapped by a rotation. */
   private workload: PemPair;
   private bundleDer: Buffer;
   private serving?: RenewingCertificate;
 
   constructor(
-    private readonly o: { ca: ClusterCA; rest: KubeRest; svidTtlMs: number; jwtTtlMs: number; servingTtlMs: number; log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void } },
+    private readonly o: { ca: ClusterCA; rest: Pick<KubeRest, 'get'>; svidTtlMs: number; jwtTtlMs: number; servingTtlMs: number; nodeIdentityTtlMs: number; log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void } },
   ) {
     this.workload = o.ca.workload;
     this.bundleDer = bundleDerOf(o.ca.workloadBundle);
@@ -64,7 +65,9 @@ export class NodeCaServer {
           cb(null, { spiffe_id: a.spiffeId, token: jwt.ok.token, expires_at_unix_ms: jwt.ok.expiresAt.getTime() });
         })
         .catch((err: Error) => cb(this.internal(err)));
-    const handlers: NodeCAHandlers = { SignX509SVID: signX509, SignX509SVIDs: signX509Batch, SignJWTSVID: signJwt };
+    const renewNode: NodeCAHandlers['RenewNodeIdentity'] = (call, cb) =>
+      void this.renewNodeIdentity(call, call.request.csr_pem).then((r) => ('error' in r ? cb(r.error) : cb(null, r.ok)), (err: Error) => cb(this.internal(err)));
+    const handlers: NodeCAHandlers = { SignX509SVID: signX509, SignX509SVIDs: signX509Batch, SignJWTSVID: signJwt, RenewNodeIdentity: renewNode };
     this.server.addService(loadNodeCaApi().NodeCA.service, handlers);
   }
 
@@ -99,6 +102,39 @@ export class NodeCaServer {
     return { code: grpc.status.INTERNAL, details: 'the node CA failed to handle the request' };
   }
 
+  /**
+   * A node certificate for the caller's own node, for the key of its request, for the policy's lifetime. The
+   * caller is the node its certificate names, and only while that certificate is valid now (a channel opened
+   * before it expired outlives it), names the node both ways (CN and URI SAN), is signed by the mesh CA in use
+   * (one from a retired CA renews nothing), and the node still exists.
+   */
+  private async renewNodeIdentity(call: grpc.ServerUnaryCall<unknown, unknown>, csrPem: string): Promise<{ ok: { certificate_pem: string; ca_pem: string; expires_at_unix_ms: number } } | Refusal> {
+    const node = this.callerNode(call);
+    const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+    if (!node || !raw || !Dns1123Subdomain.safeParse(node).success) return this.refuse(grpc.status.PERMISSION_DENIED, `the client certificate names no node of cluster ${this.o.ca.cluster} (want URI SAN ${nodeUri(this.o.ca.cluster, '<node>')})`);
+    const caller = new X509Certificate(raw);
+    const now = Date.now();
+    if (Date.parse(caller.validTo) <= now || Date.parse(caller.validFrom) > now) return this.refuse(grpc.status.PERMISSION_DENIED, `node ${node}: the client certificate (serial ${caller.serialNumber}) is not valid now (${caller.validFrom} to ${caller.validTo}); file a new request (the agent's init step)`);
+    if (!caller.verify(new X509Certificate(this.o.ca.mesh.certPem).publicKey)) return this.refuse(grpc.status.PERMISSION_DENIED, `node ${node}: the client certificate is not signed by the mesh CA in use; file a new request (the agent's init step)`);
+    if (caller.subject !== `CN=${nodeUser(node)}`) return this.refuse(grpc.status.PERMISSION_DENIED, `the client certificate names "${caller.subject}" but node ${node} in its URI SAN`);
+    try {
+      await this.o.rest.get<KubeNode>(`/api/v1/nodes/${encodeURIComponent(node)}`);
+    } catch (err) {
+      if (isNotFound(err)) return this.refuse(grpc.status.PERMISSION_DENIED, `node ${node} does not exist`);
+      return { error: { code: grpc.status.UNAVAILABLE, details: `the Kubernetes API: ${(err as Error).message}` } };
+    }
+    // The request proves its key and names exactly node-<node> (issueForRequest); the rest comes from here.
+    const issued = await this.signing(() => issueNodeIdentityFor(this.o.ca, node, csrPem, this.o.nodeIdentityTtlMs));
+    if ('error' in issued) {
+      this.o.log.warn({ node, details: issued.error.details }, 'node CA refused a node identity renewal');
+      return issued;
+    }
+    this.counts.nodeIdentities++;
+    const cert = new X509Certificate(issued.ok);
+    this.o.log.info({ node, serial: cert.serialNumber, notAfter: cert.validTo }, 'renewed a node identity');
+    return { ok: { certificate_pem: issued.ok, ca_pem: this.o.ca.mesh.certPem, expires_at_unix_ms: Date.parse(cert.validTo) } };
+  }
+
   /** The node the caller's certificate names (URI SAN of this cluster's node identity), if any. */
   private callerNode(call: grpc.ServerUnaryCall<unknown, unknown>): string | undefined {
     const san = call.getAuthContext()?.sslPeerCertificate?.subjectaltname ?? '';
@@ -113,8 +149,8 @@ export class NodeCaServer {
   async listen(host: string, port: number, ips: string[]): Promise<number> {
     const issue = () => issueCertificate(this.o.ca.mesh, { dnsNames: [NODE_CA_NAME], ipAddresses: ips, usage: 'server', ttlMs: this.o.servingTtlMs });
     this.serving = await RenewingCertificate.start({ what: 'the node CA serving certificate', issue, onRenew: (c) => creds.setIdentity(c), log: this.o.log });
-    const creds = new SwappableServerCredentials(this.o.ca.mesh.certPem, this.serving.current);
-    return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds.credentials, (err, bound) => (err ? reject(err) : resolve(bound))));
+    const creds = new SwappableCredentials(this.o.ca.mesh.certPem, this.serving.current);
+    return new Promise((resolve, reject) => this.server.bindAsync(`${host}:${port}`, creds.serverCredentials, (err, bound) => (err ? reject(err) : resolve(bound))));
   }
 
   /** The serving certificate now (serial, expiry) and how often it was renewed, for /status and tests. */

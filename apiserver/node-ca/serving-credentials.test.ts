@@ -4,17 +4,17 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createCA, issueCertificate } from '../../mtls/x509.js';
 import { loadNodeCaApi, NODE_CA_NAME, type NodeCAHandlers } from '../../mesh/node-ca/proto.js';
-import { SwappableServerCredentials } from './serving-credentials.js';
+import { SwappableCredentials } from '../../mtls/swappable-credentials.js';
 
 const ca = await createCA({ commonName: 'mesh CA', ttlMs: 86_400_000 });
 const client = await issueCertificate(ca, { commonName: 'node-x', usage: 'client', ttlMs: 3600_000 });
 const serving = () => issueCertificate(ca, { dnsNames: [NODE_CA_NAME], ipAddresses: ['127.0.0.1'], usage: 'server', ttlMs: 3600_000 });
 const first = await serving();
-const creds = new SwappableServerCredentials(ca.certPem, first);
+const creds = new SwappableCredentials(ca.certPem, first);
 const server = new grpc.Server();
 const handlers: Pick<NodeCAHandlers, 'SignJWTSVID'> = { SignJWTSVID: (_call, cb) => cb(null, { spiffe_id: 'spiffe://x.skein/ns/a/sa/b', token: 't', expires_at_unix_ms: 0 }) };
 server.addService(loadNodeCaApi().NodeCA.service, handlers);
-const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds.credentials, (err, p) => (err ? reject(err) : resolve(p))));
+const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds.serverCredentials, (err, p) => (err ? reject(err) : resolve(p))));
 afterAll(() => server.forceShutdown());
 
 /** The serial of the certificate a fresh TLS handshake gets (with a client certificate, as the server requires). */

@@ -25,6 +25,8 @@ import { NodeAgent } from './agent.js';
 import { PeerRoutes } from './peer-routes.js';
 import { removeEmptyParents, UninstallWatch, type Verdict } from './uninstall.js';
 import { OUTLIER_DEFAULTS } from './outliers.js';
+import { NodeIdentityRenewal } from './node-identity-renewal.js';
+import { SwappableCredentials } from '../../mtls/swappable-credentials.js';
 
 const Config = z.object({
   clusterName: ClusterName,
@@ -145,6 +147,16 @@ function config() {
   }
 }
 
+/**
+ * The node identity as the agent dials with it: one set of credentials for the mesh etcd and the node CA
+ * channel, renewed (node-identity-renewal.ts) when the node CA is reachable, i.e. with the Workload API on.
+ * Absent: the etcd client reads its files once, as before (--mesh-etcd-cert other than --node-cert).
+ */
+function nodeCredentials(cfg: ReturnType<typeof config>): SwappableCredentials | undefined {
+  if (!cfg.nodeCert || !cfg.nodeKey || !cfg.meshEtcdCa) return undefined;
+  return new SwappableCredentials(readFileSync(cfg.meshEtcdCa, 'utf8'), { certPem: readFileSync(cfg.nodeCert, 'utf8'), keyPem: readFileSync(cfg.nodeKey, 'utf8') });
+}
+
 function kubeConfigOf(cfg: ReturnType<typeof config>): KubeConfig {
   const kc = new KubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
@@ -153,7 +165,7 @@ function kubeConfigOf(cfg: ReturnType<typeof config>): KubeConfig {
 }
 
 /** The SPIFFE Workload API for the pods of this node. */
-async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log: Logger, onViewChange: () => void) {
+async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, nodeTls: SwappableCredentials, log: Logger, onViewChange: () => void) {
   const kc = kubeConfigOf(cfg);
   // Callers are attested only from a pod cgroup directly under one of these (attest.ts).
   log.info({ podCgroupParents: cfg.podCgroupParents }, 'attesting callers from pod cgroups under these cgroups');
@@ -163,7 +175,7 @@ async function startWorkloadApi(cfg: ReturnType<typeof config>, etcd: Etcd3, log
     node: cfg.nodeName,
     kc,
     rest: new KubeRest(kc),
-    nodeTls: { caPem: readFileSync(cfg.meshEtcdCa!, 'utf8'), certPem: readFileSync(cfg.nodeCert!, 'utf8'), keyPem: readFileSync(cfg.nodeKey!, 'utf8') },
+    nodeTls: nodeTls.channelCredentials,
     log,
     podCgroupParents: cfg.podCgroupParents,
     onViewChange,
@@ -211,7 +223,10 @@ async function main(): Promise<void> {
   lb.attach(cfg.cgroup, join(cfg.pinDir, 'links'));
   const hz = kernelHz();
   log.info({ synRtoMs: cfg.synRtoMs, jiffies: lb.setSynRto(cfg.synRtoMs, hz), hz }, 'SYN RTO of load-balanced connects set');
-  const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, serverName: meshEtcdServerName(cfg.clusterName) });
+  const nodeTls = nodeCredentials(cfg);
+  // The etcd user is the node identity when both flags name the same files: then it is renewed too.
+  const sameIdentity = nodeTls && cfg.meshEtcdCert === cfg.nodeCert && cfg.meshEtcdKey === cfg.nodeKey;
+  const etcd = connectMeshEtcd({ endpoints: [cfg.meshEtcd], caFile: cfg.meshEtcdCa, certFile: cfg.meshEtcdCert, keyFile: cfg.meshEtcdKey, renewing: sameIdentity ? nodeTls : undefined, serverName: meshEtcdServerName(cfg.clusterName) });
   const routes = new PeerRoutes({ table: kernelRoutes, log });
   // Turned off (helm upgrade with agent.peerRoutes false): the routes an earlier agent made go.
   if (!cfg.peerRoutes) {
@@ -321,7 +336,18 @@ async function main(): Promise<void> {
   http.get('/v1/programmed', async () => ({ cluster: cfg.clusterName, cgroup: cfg.cgroup, frontends: agent.dump(), failing: Object.fromEntries(agent.failures()), ejected: agent.ejections(), health: Object.fromEntries(agent.outliers.failureCounts()) }));
   // The node view carries what the Workload API serves (`skein ca rotate` waits on it).
   let viewChanged = () => {};
-  const workload = cfg.workloadSocket ? await startWorkloadApi(cfg, etcd, log, () => viewChanged()) : undefined;
+  const workload = cfg.workloadSocket && nodeTls ? await startWorkloadApi(cfg, etcd, nodeTls, log, () => viewChanged()) : undefined;
+  const nodeIdentity =
+    workload && nodeTls
+      ? new NodeIdentityRenewal({ node: cfg.nodeName, files: { cert: cfg.nodeCert!, key: cfg.nodeKey! }, credentials: nodeTls, renew: (csrPem) => workload.source.renewNodeIdentity(csrPem), onRenewed: () => workload.source.reconnectNodeCa(), log })
+      : undefined;
+  nodeIdentity?.start();
+  if (nodeIdentity) {
+    new Gauge({ name: 'skein_node_identity_expiry_seconds', help: 'When the node identity new handshakes present expires (Unix seconds); renewed at half its lifetime', registers: [registry], collect() { this.set(Date.parse(nodeIdentity.current.validTo) / 1000); } });
+    new Counter({ name: 'skein_node_identity_renewals_total', help: 'Renewals of the node identity', registers: [registry], collect() { this.reset(); this.inc(nodeIdentity.renewals); } });
+    new Counter({ name: 'skein_node_identity_renewal_failures_total', help: 'Failed attempts to renew the node identity (each retried with backoff)', registers: [registry], collect() { this.reset(); this.inc(nodeIdentity.failures); } });
+    http.get('/v1/node-identity', async () => nodeIdentity.status());
+  }
   if (workload) viewChanged = agent.followWorkload(() => workload.source.view()).changed;
   http.get('/v1/routes', async () => ({ enabled: cfg.peerRoutes, protocol: nativeAddon().ROUTE_PROTOCOL, routes: routes.installed() }));
   if (workload) http.get('/v1/workload', async () => ({ ...workload.source.status(), refusals: workload.server.refusals, x509FirstAnswerMs: workload.server.x509FirstAnswerMs }));
@@ -344,6 +370,7 @@ async function main(): Promise<void> {
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
+    nodeIdentity?.stop();
     const verdict: Verdict = (await uninstallWatch?.verdict(1500)) ?? { uninstall: false, reason: 'no --daemonset: the datapath stays' };
     // The agent stops programming first, so nothing is written back after the removal.
     await bounded(agent.stop(), 1000);

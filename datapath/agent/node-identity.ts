@@ -2,7 +2,7 @@
 // here, files a CertificateSigningRequest of signer skein.io/node with this pod's service-account token,
 // waits for skein-apiserver to certify it (apiserver/node-csr.ts checks the token's node and pod), and
 // writes node.key, node.crt and the mesh CA (ca.crt) for the agent. The key never leaves the pod.
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -11,7 +11,7 @@ import { KubeRest } from '../../mesh/kube/rest.js';
 import { Dns1123Subdomain } from '../../mesh/kube/names.js';
 import type { CertificateSigningRequest } from '../../mesh/kube/objects.js';
 import { CSR_PATH, NODE_CSR_USAGES, NODE_SIGNER, splitChain } from '../../mesh/node-identity.js';
-import { nodeIdentityRequest, nodeUser } from '../../mtls/mesh-identities.js';
+import { checkIssuedNodeIdentity, nodeIdentityRequest, nodeUser } from '../../mtls/mesh-identities.js';
 
 const POLL_MS = 500;
 
@@ -49,11 +49,13 @@ async function main(): Promise<void> {
   const name = created.metadata!.name!;
   console.log(`filed certificate request ${name} for node ${node.data}`);
   const { leafPem, caPem } = splitChain(await issued(rest, name, Date.now() + timeoutS * 1000));
-  // What came back must be ours: for our node, by the CA that came with it.
-  const leaf = new X509Certificate(leafPem);
-  if (!leaf.checkIssued(new X509Certificate(caPem)) || !leaf.verify(new X509Certificate(caPem).publicKey)) throw new Error(`certificate request ${name}: the issued certificate is not signed by the CA sent with it`);
-  if (leaf.subject !== `CN=${nodeUser(node.data)}`) throw new Error(`certificate request ${name}: issued for "${leaf.subject}", not CN=${nodeUser(node.data)}`);
-  if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new Error(`certificate request ${name}: the issued certificate is for another key`);
+  // What came back must be ours: for our node, by the CA that came with it, for our key.
+  let leaf: X509Certificate;
+  try {
+    leaf = checkIssuedNodeIdentity({ certPem: leafPem, caPem }, node.data, keyPem);
+  } catch (err) {
+    throw new Error(`certificate request ${name}: ${(err as Error).message}`, { cause: err });
+  }
   mkdirSync(values.out, { recursive: true });
   // Group-readable: the agent container runs as root without CAP_DAC_OVERRIDE and reads it through the pod's
   // fsGroup, which owns this pod-private in-memory volume.

@@ -3,8 +3,10 @@
 // deploy/helm/skein from the images build.sh made (imported into every node's containerd, never pulled).
 // Its pods run from those images; `skein connect` links the clusters; the drill fails over to the other
 // cluster and back without losing a request; `helm upgrade` of the agents under traffic loses nothing; a bad
-// values file is refused by the chart's schema; `helm uninstall` takes the datapath with it (no program
-// attached, no pin, no peer route, no Workload API socket) and the cluster's Services answer through kube-proxy.
+// values file is refused by the chart's schema; an agent renews its node identity (first from a
+// CertificateSigningRequest) at half-life and keeps working; `helm uninstall` takes the datapath with it (no
+// program attached, no pin, no peer route, no Workload API socket) and the cluster's Services answer through
+// kube-proxy.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,6 +32,7 @@ import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from './helpe
 const EAST = 'ck-east';
 const WEST = 'ck-west';
 const stateDir = tempStateDir('chart-kubelet');
+const NODE_IDENTITY_TTL_S = 60;
 const kubeconfig = (c: string) => clusterKubeconfig(stateDir, c);
 const adminKubeconfig = (c: string) => join(statePaths(stateDir).cluster(c), 'kubeconfigs', 'admin.yaml');
 
@@ -43,7 +46,8 @@ const NODES = 1;
 let tag = '';
 
 beforeAll(async () => {
-  tag = (await up({ stateDir, clusters: CLUSTERS, nodes: NODES, echo: true, kubelet: true })).tag;
+  // Node identities of 60 s: every agent renews its own (over the node CA) about every 30 s throughout, drills included.
+  tag = (await up({ stateDir, clusters: CLUSTERS, nodes: NODES, echo: true, kubelet: true, chartApiserverArgs: [`--node-identity-ttl=${NODE_IDENTITY_TTL_S}`] })).tag;
 });
 
 afterAll(async () => {
@@ -177,6 +181,27 @@ describe('the Helm chart on real kubelets', () => {
     const history = await helm(adminKubeconfig(EAST), ['history', 'skein', '-n', SKEIN_NAMESPACE, '-o', 'json']);
     // install, then the upgrade above: the refused one left no revision.
     expect((JSON.parse(history) as unknown[]).length).toBe(2);
+  });
+
+  it('a chart agent renews its node identity (first from a CertificateSigningRequest) at half-life, in its own volume, and keeps working', async () => {
+    const rest = clusterRest(stateDir, EAST);
+    const agent = (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items[0]!;
+    const identity = async () => (await (await fetch(`http://${agent.status!.hostIP}:9877/v1/node-identity`)).json()) as { serial: string; notAfter: string; renewals: number; failures: number };
+    const first = await identity();
+    expect(Date.parse(first.notAfter) - Date.now()).toBeLessThanOrEqual(NODE_IDENTITY_TTL_S * 1000);
+    const renewed = await waitFor('two more renewals', async () => {
+      const id = await identity();
+      return id.renewals >= first.renewals + 2 ? id : undefined;
+    }, 3 * NODE_IDENTITY_TTL_S * 1000);
+    expect(renewed.serial).not.toBe(first.serial);
+    expect(renewed.failures).toBe(0);
+    // Past the end of the certificate it had before, the same container (never restarted) still serves.
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(first.notAfter) - Date.now() + 1000)));
+    const now = await rest.get<Pod>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods/${agent.metadata!.name}`);
+    expect(now.status?.containerStatuses?.every((c) => c.ready && c.restartCount === 0)).toBe(true);
+    const report = DrillReport.parse(await runDrill({ kc: kubeconfig(EAST), service: 'default/echo', protocol: 'http', intervalMs: 20, requestTimeoutMs: 500, phaseMs: 1000, stepTimeoutMs: 60_000, image: DEFAULT_CLIENT_IMAGE, progress: () => {} }));
+    expect(report.failoverMs).not.toBeNull();
+    expect(report.requestsLost).toBe(0);
   });
 });
 

@@ -34,6 +34,9 @@ const finished = (pod: Pod) => pod.status?.phase === 'Succeeded' || pod.status?.
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
+/** How long a node CA channel replaced after a renewal stays open for the calls still on it. */
+const OLD_CHANNEL_DRAIN_MS = 30_000;
+
 export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private readonly pods = new Map<string, Pod>();
   private readonly svids: SvidCache;
@@ -49,7 +52,7 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   readonly stats = { refusedBundles: 0 };
 
   constructor(
-    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: { caPem: string; certPem: string; keyPem: string }; log: Log;
+    private readonly o: { etcd: Etcd3; cluster: string; node: string; kc: KubeConfig; rest: KubeRest; nodeTls: ConstructorParameters<typeof NodeCaClient>[1]; log: Log;
       /** Where this node's pod cgroups live, as /proc/<pid>/cgroup names them (attest.ts). */
       podCgroupParents: readonly string[];
       /** What view() shows changed (a bundle, an SVID signed): the agent publishes its view again. */
@@ -197,6 +200,27 @@ export class AgentIdentitySource implements IdentitySource<PodIdentity> {
   private client(): NodeCaClient {
     if (!this.nodeCa) throw new Error('no node CA published in the mesh etcd yet (is skein-apiserver running with POD_IP set?)');
     return this.nodeCa.client;
+  }
+
+  /**
+   * After the node identity was renewed: a new channel to the same node CA, whose handshake presents the new
+   * certificate (the node CA authenticates calls by the certificate of their connection, and refuses to renew
+   * for one that has expired). Calls in flight finish on the old channel, closed a little later.
+   */
+  reconnectNodeCa(): void {
+    const current = this.nodeCa;
+    if (!current) return;
+    const client = new NodeCaClient(current.endpoint, this.o.nodeTls);
+    client.connect();
+    this.nodeCa = { ...current, client };
+    setTimeout(() => current.client.close(), OLD_CHANNEL_DRAIN_MS).unref();
+  }
+
+  /** The node's own identity renewed over the node CA channel (node-identity-renewal.ts). */
+  renewNodeIdentity(csrPem: string): Promise<{ certificatePem: string; caPem: string }> {
+    return this.client()
+      .renewNodeIdentity(csrPem)
+      .then((r) => ({ certificatePem: r.certificate_pem, caPem: r.ca_pem }));
   }
 
   async attest(caller: Caller): Promise<PodIdentity | undefined> {

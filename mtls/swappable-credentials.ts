@@ -1,25 +1,46 @@
-// gRPC server credentials whose certificate and trusted CA can change while the server runs: grpc-js swaps
-// the TLS server's secure context on every update (http2 setSecureContext), so new handshakes get the new
-// certificate and connections already open keep theirs. A certificate provider of our own (grpc-js's
-// experimental API), fed from memory rather than watched files.
+// gRPC credentials whose certificate and trusted CA can change while the process runs. A server's: grpc-js
+// swaps the TLS server's secure context on every update (http2 setSecureContext). A client's (channel): grpc-js
+// builds each connection's secure context from the provider's latest update when it connects. Either way new
+// handshakes get the new certificate and connections already open keep theirs. A certificate provider of our
+// own (grpc-js's experimental API), fed from memory rather than watched files.
 import * as grpc from '@grpc/grpc-js';
 
 type CaListener = Parameters<grpc.experimental.CertificateProvider['addCaCertificateListener']>[0];
 type IdentityListener = Parameters<grpc.experimental.CertificateProvider['addIdentityCertificateListener']>[0];
 
-export class SwappableServerCredentials implements grpc.experimental.CertificateProvider {
+export class SwappableCredentials implements grpc.experimental.CertificateProvider {
   private readonly caListeners = new Set<CaListener>();
   private readonly identityListeners = new Set<IdentityListener>();
-  /** What grpc-js binds; it requires (and verifies against the CA) a client certificate. */
-  readonly credentials: grpc.ServerCredentials;
+  private server?: grpc.ServerCredentials;
+  private channel?: grpc.ChannelCredentials;
 
   constructor(
     private ca: string,
     private identity: { certPem: string; keyPem: string },
-  ) {
+  ) {}
+
+  /** What a grpc-js server binds; it requires (and verifies against the CA) a client certificate. */
+  get serverCredentials(): grpc.ServerCredentials {
     // One object plays both providers: grpc-js's factory names its parameters (ca, identity) but hands them to
     // a constructor that takes (identity, ca), so passing the same provider twice is the unambiguous call.
-    this.credentials = grpc.experimental.createCertificateProviderServerCredentials(this, this, true);
+    this.server ??= grpc.experimental.createCertificateProviderServerCredentials(this, this, true);
+    return this.server;
+  }
+
+  /** What a grpc-js client (channel) connects with: the current certificate, the server verified by the CA. */
+  get channelCredentials(): grpc.ChannelCredentials {
+    this.channel ??= grpc.experimental.createCertificateProviderChannelCredentials(this, this);
+    return this.channel;
+  }
+
+  /** The CA certificates the peer is verified by now. */
+  get caPem(): string {
+    return this.ca;
+  }
+
+  /** The certificate new handshakes present now. */
+  get current(): { certPem: string; keyPem: string } {
+    return this.identity;
   }
 
   /** New handshakes present this certificate from now on. */
