@@ -115,7 +115,8 @@ export interface Programmed {
   backends: BackendAddr[];
 }
 
-const PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress', 'skein_egress'] as const;
+/** Every program the datapath attaches to a cgroup (each its own pinned link). */
+export const SOCK_LB_PROGRAMS = ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress', 'skein_egress'] as const;
 
 /** What the datapath saw of one backend (struct health of bpf/sock_lb.c); times in ms of CLOCK_MONOTONIC. */
 export interface BackendHealth {
@@ -313,7 +314,7 @@ export class SocketLb {
    * take over without a moment detached; they use the same pinned maps this object adopted.
    */
   attach(cgroup: string, linkPinDir?: string): void {
-    for (const p of PROGRAMS) {
+    for (const p of SOCK_LB_PROGRAMS) {
       if (linkPinDir && existsSync(join(linkPinDir, p))) {
         this.obj.replaceLink(join(linkPinDir, p), p);
         continue;

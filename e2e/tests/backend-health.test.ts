@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { healthKey, monotonicMs, SocketLb, type BackendHealth, type Frontend } from '../../datapath/socket-lb.js';
+import { healthKey, monotonicMs, SOCK_LB_PROGRAMS, SocketLb, type BackendHealth, type Frontend } from '../../datapath/socket-lb.js';
 import { OutlierDetector } from '../../datapath/agent/outliers.js';
 import { cgroup2Root, destroyCgroup, ensureCgroup } from '../../testbed/cgroup.js';
 import { waitFor } from '../../testbed/daemon.js';
@@ -303,7 +303,7 @@ setTimeout(() => { console.log(JSON.stringify({ t, got })); s.destroy(); }, 1500
       const kept: Frontend = { ip: '100.64.251.99', port: 80, proto: 'TCP' };
       first.setService(kept, [ok]);
       first.close();
-      for (const p of ['skein_connect4', 'skein_sendmsg4', 'skein_recvmsg4', 'skein_getpeername4', 'skein_sockops', 'skein_ingress']) expect(existsSync(join(pinDir, 'links', p))).toBe(true);
+      for (const p of SOCK_LB_PROGRAMS) expect(existsSync(join(pinDir, 'links', p))).toBe(true);
       // An older datapath's health map, with another value layout, where this one pins its own.
       rmSync(join(pinDir, 'maps', 'skein_health'));
       await run('bpftool', ['map', 'create', join(pinDir, 'maps', 'skein_health'), 'type', 'lru_hash', 'key', '8', 'value', '8', 'entries', '1024', 'name', 'skein_health']);

@@ -28,6 +28,7 @@ import { nodeNet } from '../../testbed/topology.js';
 import { statePaths } from '../../testbed/state.js';
 import { down, exec, up } from '../../testbed/testbed.js';
 import { clusterKubeconfig, clusterRest, readyPods, tempStateDir } from './helpers.js';
+import { SOCK_LB_PROGRAMS } from '../../datapath/socket-lb.js';
 
 const EAST = 'ck-east';
 const WEST = 'ck-west';
@@ -166,7 +167,7 @@ describe('the Helm chart on real kubelets', () => {
     expect(new Set(outcomes.map((o) => o.cluster))).toEqual(new Set([EAST]));
     // The old agent left its datapath (kube-proxy would have answered too): the same maps, all six hooks.
     expect(node.servicesMapId()).toBe(mapBefore);
-    expect(node.programs()).toHaveLength(6);
+    expect(node.programs()).toHaveLength(SOCK_LB_PROGRAMS.length);
   });
 
   it('helm refuses a values file the schema rejects, naming the field, and changes nothing', async () => {
@@ -213,13 +214,13 @@ describe('helm uninstall on real kubelets', () => {
     const agentContainer = async () => (await rest.get<{ items: Pod[] }>(`/api/v1/namespaces/${SKEIN_NAMESPACE}/pods?labelSelector=app%3Dskein-agent`)).items[0]?.status?.containerStatuses?.find((c) => c.name === 'agent');
     const restarts = (await agentContainer())?.restartCount ?? 0;
     process.kill(agentPid(node.net.name), 'SIGKILL');
-    expect(node.programs()).toHaveLength(6);
+    expect(node.programs()).toHaveLength(SOCK_LB_PROGRAMS.length);
     expect(node.servicesMapId()).toBe(mapBefore);
     await waitFor('the agent restarted and ready', async () => {
       const c = await agentContainer();
       return c && c.restartCount > restarts && c.ready ? true : undefined;
     }, 60_000);
-    expect(node.programs()).toHaveLength(6);
+    expect(node.programs()).toHaveLength(SOCK_LB_PROGRAMS.length);
     expect(node.servicesMapId()).toBe(mapBefore);
   });
 
@@ -227,7 +228,7 @@ describe('helm uninstall on real kubelets', () => {
     const nodes: { cluster: string; node: Awaited<ReturnType<typeof onNode>> }[] = [];
     for (const c of CLUSTERS) for (let i = 1; i <= NODES; i++) nodes.push({ cluster: c.name, node: await onNode(c, i) });
     for (const { cluster, node } of nodes) {
-      expect(node.programs().length, cluster).toBe(6);
+      expect(node.programs().length, cluster).toBe(SOCK_LB_PROGRAMS.length);
       expect(existsSync(join(node.pinDir, 'maps', 'skein_services'))).toBe(true);
       expect(existsSync(node.socket)).toBe(true);
       // A route to a remote cluster's pods as an agent with agent.peerRoutes installs it (datapath/native/routes.cc:
