@@ -4,6 +4,7 @@
 // meanwhile (it has half its life left).
 import { X509Certificate } from 'node:crypto';
 import type { PemPair } from './x509.js';
+import { runAt } from './long-timer.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
@@ -20,7 +21,7 @@ const held = (pair: PemPair): HeldCertificate => {
 };
 
 export class RenewingCertificate {
-  private timer?: NodeJS.Timeout;
+  private cancelTimer?: () => void;
   private stopped = false;
   /** Renewals done (not counting the first certificate). */
   renewals = 0;
@@ -46,10 +47,9 @@ export class RenewingCertificate {
   }
 
   private arm(ms: number): void {
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
     if (this.stopped) return;
-    this.timer = setTimeout(() => void this.renew(), ms);
-    this.timer.unref();
+    this.cancelTimer = runAt(Date.now() + ms, () => void this.renew());
   }
 
   private async renew(): Promise<void> {
@@ -70,6 +70,6 @@ export class RenewingCertificate {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
   }
 }

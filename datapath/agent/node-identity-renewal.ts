@@ -9,13 +9,13 @@
 import { X509Certificate } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { backoffDelay } from '../../mesh/backoff.js';
+import { runAt } from '../../mtls/long-timer.js';
 import { checkIssuedNodeIdentity, nodeIdentityRequest } from '../../mtls/mesh-identities.js';
 import type { SwappableCredentials } from '../../mtls/swappable-credentials.js';
 
 type Log = { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 
 const RETRY = { minMs: 1_000, maxMs: 60_000, jitter: 0.2 };
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * When a certificate is due: half-way from when it was received (or, for the one found at start, its
@@ -44,7 +44,7 @@ export interface NodeIdentityStatus {
 }
 
 export class NodeIdentityRenewal {
-  private timer?: NodeJS.Timeout;
+  private cancelTimer?: () => void;
   private stopped = false;
   private cert: X509Certificate;
   private attempt = 0;
@@ -90,20 +90,10 @@ export class NodeIdentityRenewal {
   }
 
   private arm(ms: number): void {
+    this.cancelTimer?.();
+    if (this.stopped) return;
     this.nextAt = Date.now() + Math.max(0, ms);
-    this.wait();
-  }
-
-  /**
-   * Sleeps until `nextAt` in steps a timer can take: Node fires a setTimeout longer than 2^31-1 ms (24.8 days)
-   * at once, and a year-long identity is due in six months.
-   */
-  private wait(): void {
-    clearTimeout(this.timer);
-    if (this.stopped || this.nextAt === undefined) return;
-    const left = this.nextAt - Date.now();
-    this.timer = left > MAX_TIMER_MS ? setTimeout(() => this.wait(), MAX_TIMER_MS) : setTimeout(() => void this.renew(), Math.max(0, left));
-    this.timer.unref();
+    this.cancelTimer = runAt(this.nextAt, () => void this.renew());
   }
 
   /** One renewal; on failure the next attempt is armed with backoff. */
@@ -139,6 +129,6 @@ export class NodeIdentityRenewal {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
   }
 }
