@@ -107,7 +107,7 @@ describe('node identity from a CertificateSigningRequest', () => {
     const api = KubernetesObjectApi.makeApiClient(clusterKubeconfig(stateDir, CLUSTER));
     for (const values of [[], ['-f', join(REPO_ROOT, 'deploy/kind/values.yaml'), '--set', 'cluster.podCidr=10.1.0.0/16']]) {
       const objects = await renderChart(values);
-      expect(objects.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount']);
+      expect(objects.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Role', 'Role', 'RoleBinding', 'RoleBinding', 'Service', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount']);
       for (const o of objects) {
         const copy = { ...o, metadata: o.metadata?.namespace ? { ...o.metadata, namespace: ns } : { ...o.metadata, name: `${o.metadata?.name}-dryrun` } };
         await api.create(copy, undefined, 'All').catch((err: { body?: unknown }) => {
