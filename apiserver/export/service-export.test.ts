@@ -347,19 +347,3 @@ describe('a bad annotation on a service already exported', () => {
     expect(JSON.parse(kv.data.get(key)!)).toMatchObject({ affinity: 'local' });
   });
 });
-
-describe("Skein's own services", () => {
-  it('are left to kube-proxy: nothing for the agents (local or exported) for a service in skein-system, even annotated global; a service elsewhere is served', async () => {
-    const t = serviceExport();
-    const own = (name: string, annotations: Record<string, string>): Service => ({ ...service(name, annotations), metadata: { ...service(name, annotations).metadata, namespace: 'skein-system' } });
-    const ownSlice: EndpointSlice = { ...slice('mesh-a', 'skein-mesh-etcd', [{ addresses: ['10.1.0.9'], conditions: { ready: true } }]), metadata: { name: 'mesh-a', namespace: 'skein-system', labels: { 'kubernetes.io/service-name': 'skein-mesh-etcd' } } };
-    t.services.onService('add', own('skein-mesh-etcd', {}));
-    t.services.onService('add', own('skein-apiserver', { 'skein.io/global': 'true' }));
-    t.services.onSlice('add', ownSlice);
-    t.services.onService('add', service('cart', {}));
-    t.services.onSlice('add', slice('cart-a', 'cart', [{ addresses: ['10.1.0.2'], conditions: { ready: true } }]));
-    await t.writer.idle();
-    expect(t.read(keys.localService(CLUSTER, 'shop', 'cart'))?.backends.map((b) => b.ip)).toEqual(['10.1.0.2']);
-    expect([...t.kv.data.keys()].filter((k) => k.includes('skein-system'))).toEqual([]);
-  });
-});

@@ -10,10 +10,6 @@
 // fixed. After a restart the last good export is only in the mesh etcd: it is read back during the
 // initial sync (`lastExported`) and kept instead of pruned.
 //
-// Skein's own Services (namespace skein-system) are left to kube-proxy, never to the agents' socket LB: the
-// agents reach the mesh etcd through one of them, and a translation of it gone stale (skein-apiserver's pod,
-// with its mesh etcd, replaced) could never be corrected, the correction coming through it.
-//
 // A pod deleted from the API (grace 0: from its deletion timestamp on; or the kubelet's final delete)
 // leaves its services' exports at once, without waiting for the EndpointSlice controller to write the
 // slices (one write and its watch fewer on the path of a killed backend): its endpoints are left out by pod
@@ -21,7 +17,6 @@
 
 import { retryUntilDone } from '../../mesh/backoff.js';
 import { keys } from '../../mesh/schema/keys.js';
-import { SKEIN_NAMESPACE } from '../../mesh/service-ref.js';
 import { decodeJson, encodeValue, GlobalService } from '../../mesh/schema/values.js';
 import { parseGlobalAnnotations, type AnnotationResult, type GlobalSpec } from '../../mesh/schema/annotations.js';
 import type { ExportStatus } from '../../mesh/status.js';
@@ -175,12 +170,11 @@ export class ServiceExport {
       this.reportedAnnotations.delete(id);
       this.lookups.delete(id);
     }
-    const ownService = namespace === SKEIN_NAMESPACE;
-    const spec = svc && svc.spec?.type !== 'ExternalName' && !ownService ? this.specOf(id, key, svc) : NOT_GLOBAL;
+    const spec = svc && svc.spec?.type !== 'ExternalName' ? this.specOf(id, key, svc) : NOT_GLOBAL;
     if (!svc || !spec.global || svc.spec?.type === 'ExternalName') {
       this.unexport(id, key);
     }
-    if (!svc || svc.spec?.type === 'ExternalName' || ownService) {
+    if (!svc || svc.spec?.type === 'ExternalName') {
       this.o.writer.set(localKey, null);
       return;
     }
