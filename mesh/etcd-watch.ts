@@ -4,6 +4,7 @@
 // handler ("Failed to find watcher for IWatchResponse"): an uncaught exception that kills the process. So a
 // watch the server already cancelled is never cancelled again, and a cancel that gets no answer is not
 // waited on.
+import { waitAtMost } from './wait-at-most.js';
 import type { Etcd3, Watcher } from 'etcd3';
 
 export interface MeshWatch {
@@ -30,7 +31,7 @@ export async function openWatch(client: Etcd3, target: { prefix: string } | { ke
         // An EventEmitter without an 'error' listener throws: a late error of a cancelled watch must not.
         watcher.on('error', () => {});
         if (cancelledByServer) return;
-        await Promise.race([watcher.cancel().catch(() => {}), new Promise((r) => setTimeout(r, CANCEL_WAIT_MS).unref())]);
+        await waitAtMost(watcher.cancel(), CANCEL_WAIT_MS);
       })()),
   };
 }

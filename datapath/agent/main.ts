@@ -24,6 +24,7 @@ import { nativeAddon } from '../native-addon.js';
 import { NodeAgent } from './agent.js';
 import { PeerRoutes } from './peer-routes.js';
 import { removeEmptyParents, UninstallWatch, type Verdict } from './uninstall.js';
+import { waitAtMost } from '../../mesh/wait-at-most.js';
 import { OUTLIER_DEFAULTS } from './outliers.js';
 import { NodeIdentityRenewal } from './node-identity-renewal.js';
 import { SwappableCredentials } from '../../mtls/swappable-credentials.js';
@@ -197,17 +198,14 @@ function watchForUninstall(cfg: ReturnType<typeof config>, log: Logger): Uninsta
   return watch;
 }
 
-/** At most `ms` of a shutdown step: the kubelet kills the pod at the end of its grace period. */
-const bounded = (p: Promise<unknown>, ms: number) => Promise.race([p.catch(() => {}), new Promise((r) => setTimeout(r, ms).unref())]);
-
 const BPF_FS_MAGIC = 0xcafe4a11;
 const BPFFS = '/sys/fs/bpf';
 
 /** Pins need bpffs at /sys/fs/bpf; mount it where the host has not (the image has no stat(1): statfs here). */
 function ensureBpffs(): void {
-  if (existsSync('/sys/fs/bpf') && statfsSync('/sys/fs/bpf').type === BPF_FS_MAGIC) return;
-  mkdirSync('/sys/fs/bpf', { recursive: true });
-  execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+  if (existsSync(BPFFS) && statfsSync(BPFFS).type === BPF_FS_MAGIC) return;
+  mkdirSync(BPFFS, { recursive: true });
+  execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS]);
 }
 
 async function main(): Promise<void> {
@@ -373,10 +371,10 @@ async function main(): Promise<void> {
     nodeIdentity?.stop();
     const verdict: Verdict = (await uninstallWatch?.verdict(1500)) ?? { uninstall: false, reason: 'no --daemonset: the datapath stays' };
     // The agent stops programming first, so nothing is written back after the removal.
-    await bounded(agent.stop(), 1000);
+    await waitAtMost(agent.stop(), 1000);
     if (verdict.uninstall) removeDatapath(verdict);
     else log.info({ reason: verdict.reason }, 'stopping: the datapath stays attached for the next agent');
-    await bounded(Promise.all([http.close(), workload?.server.close(), workload?.source.stop()]), 1000);
+    await waitAtMost(Promise.all([http.close(), workload?.server.close(), workload?.source.stop()]), 1000);
     etcd.close();
     process.exit(0);
   };

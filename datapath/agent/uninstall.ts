@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { startInformer, type RunningInformer } from '../../mesh/kube/informer.js';
 import type { Wire } from '../../mesh/kube/objects.js';
 import { isNotFound, KubeApiError, type KubeRest } from '../../mesh/kube/rest.js';
+import { waitAtMost } from '../../mesh/wait-at-most.js';
 
 type DaemonSet = Wire<V1DaemonSet>;
 
@@ -97,8 +98,7 @@ export class UninstallWatch {
 
   /** The decision at shutdown: from the watch, or (it showed the DaemonSet present) one bounded lookup. */
   async verdict(timeoutMs: number): Promise<Verdict> {
-    const stopped = this.informer?.stop().catch(() => {});
-    await Promise.race([stopped, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    await waitAtMost(this.informer?.stop(), timeoutMs);
     const look = this.seen === 'present' ? await lookAtDaemonSet(this.o.rest, this.path, timeoutMs) : undefined;
     return shutdownVerdict(this.seen, look);
   }
