@@ -18,16 +18,17 @@ export const kubeletRunDir = (tag: string) => join('/run/skein', tag);
 const kubeletNodePaths = (clusterDir: string, tag: string, node: NodeNet) => {
   const run = join(kubeletRunDir(tag), node.name);
   const disk = join(clusterDir, 'nodes', node.name);
+  const containerd = { root: join(disk, 'containerd'), state: join(run, 'containerd'), sock: join(run, 'containerd.sock'), opt: join(disk, 'opt'), runcRoot: join(run, 'runc'), cniConfDir: join(disk, 'cni') };
   return {
     run,
     disk,
-    containerdSock: join(run, 'containerd.sock'),
+    containerd,
+    containerdSock: containerd.sock,
     containerdConfig: join(disk, 'containerd.toml'),
     kubeletRoot: join(disk, 'kubelet'),
     kubeletConfig: join(disk, 'kubelet.yaml'),
     kubeProxyConfig: join(disk, 'kube-proxy.yaml'),
-    cniConfDir: join(disk, 'cni'),
-    containerd: { root: join(disk, 'containerd'), state: join(run, 'containerd'), sock: join(run, 'containerd.sock'), opt: join(disk, 'opt'), runcRoot: join(run, 'runc'), cniConfDir: join(disk, 'cni') },
+    cniConfDir: containerd.cniConfDir,
   };
 };
 
